@@ -1,0 +1,3 @@
+from raasctl.cli import main
+
+main()

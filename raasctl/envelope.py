@@ -1,0 +1,122 @@
+"""The message envelope (DESIGN.md "Message envelope"): body, entry keys, dedup and group ids."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from raasctl.queues.base import MAX_DEDUP_ID_CHARS, OutgoingMessage
+
+VERSION = 1
+_FIELDS = ("v", "cron", "run_id", "key", "payload", "mock", "enqueued_at")
+# SQS MessageGroupId: up to 128 characters of alphanumerics and punctuation.
+_GROUP_ID_OK = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}$")
+
+
+class EnvelopeError(ValueError):
+    """A message body that is not a valid envelope; the reason goes with it to the DLQ."""
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def payload_hash(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:12]
+
+
+def entry_key(cron: str, entity_id: str, payload: dict[str, Any]) -> str:
+    """Identifies an entry's content: the same change re-reported has the same key, two
+    different entries never share one."""
+    return f"{cron}:{entity_id}:{payload_hash(payload)}"
+
+
+def mock_key(key: str, run_id: str, n: int) -> str:
+    """A load-test copy: every copy is its own entry, so none is deduplicated away."""
+    return f"{key}:mock:{run_id}:{n}"
+
+
+def dedup_id(key: str) -> str:
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    assert len(digest) <= MAX_DEDUP_ID_CHARS
+    return digest
+
+
+def group_id(entity_id: str) -> str:
+    if _GROUP_ID_OK.match(entity_id):
+        return entity_id
+    return hashlib.sha256(entity_id.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Envelope:
+    cron: str
+    run_id: str
+    key: str
+    payload: dict[str, Any]
+    mock: bool = False
+    enqueued_at: str = ""
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        cron: str,
+        run_id: str,
+        key: str,
+        payload: dict[str, Any],
+        mock: bool = False,
+        now: datetime | None = None,
+    ) -> Envelope:
+        at = (now or datetime.now(UTC)).isoformat(timespec="milliseconds")
+        return cls(cron=cron, run_id=run_id, key=key, payload=payload, mock=mock, enqueued_at=at)
+
+    def to_body(self) -> str:
+        return canonical_json(
+            {
+                "v": VERSION,
+                "cron": self.cron,
+                "run_id": self.run_id,
+                "key": self.key,
+                "payload": self.payload,
+                "mock": self.mock,
+                "enqueued_at": self.enqueued_at,
+            }
+        )
+
+    def to_message(self, entity_id: str, *, label: str = "") -> OutgoingMessage:
+        return OutgoingMessage(
+            body=self.to_body(),
+            group_id=group_id(entity_id),
+            dedup_id=dedup_id(self.key),
+            attributes={"cron": self.cron, "run_id": self.run_id},
+            label=label or self.key,
+        )
+
+    @classmethod
+    def from_body(cls, body: str) -> Envelope:
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise EnvelopeError(f"body is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise EnvelopeError("body is not a JSON object")
+        if data.get("v") != VERSION:
+            raise EnvelopeError(f"unknown envelope version {data.get('v')!r}")
+        missing = [name for name in _FIELDS if name not in data]
+        if missing:
+            raise EnvelopeError(f"envelope lacks {', '.join(missing)}")
+        if not isinstance(data["payload"], dict):
+            raise EnvelopeError("envelope payload is not an object")
+        return cls(
+            cron=str(data["cron"]),
+            run_id=str(data["run_id"]),
+            key=str(data["key"]),
+            payload=data["payload"],
+            mock=bool(data["mock"]),
+            enqueued_at=str(data["enqueued_at"]),
+        )

@@ -1,0 +1,129 @@
+"""The queue port: SQS semantics behind one interface (SQLite embedded, Amazon SQS deployed)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+# SQS limits that both adapters honour.
+MAX_BATCH = 10
+MAX_DEDUP_ID_CHARS = 128
+DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024  # SQS allows up to 1 MiB
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    body: str
+    group_id: str | None = None  # required on FIFO queues
+    dedup_id: str | None = None  # required on FIFO queues (no content-based deduplication)
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    label: str = ""  # names the entry in errors, e.g. "entry 12 (clientDepositUpdate:D-1)"
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    message_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int  # ApproximateReceiveCount, 1 on first delivery
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    group_id: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchFailure:
+    index: int  # position in the batch that was sent
+    code: str
+    message: str
+    sender_fault: bool
+
+
+@dataclass
+class BatchResult:
+    sent: list[int] = field(default_factory=list)  # indexes accepted as new messages
+    duplicates: list[int] = field(default_factory=list)  # accepted, but dropped as a duplicate
+    failed: list[BatchFailure] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    visible: int
+    in_flight: int
+    delayed: int
+    dlq_visible: int | None  # None when the queue has no DLQ
+
+    @property
+    def empty(self) -> bool:
+        return self.visible == 0 and self.in_flight == 0 and self.delayed == 0
+
+
+@dataclass(frozen=True)
+class PeekedMessage:
+    message_id: str
+    body: str
+    receive_count: int
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    group_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RedriveResult:
+    moved: int | None  # None when the service moves messages asynchronously
+    task_handle: str | None = None
+
+
+class Queue(ABC):
+    """One queue and its DLQ.
+
+    Errors are raised as `raasctl.errors.QueueError` (exit 1) with an ErrorCode; access
+    problems name the queue and the action.
+    """
+
+    name: str  # for messages: a queue URL or a file path
+    fifo: bool
+    max_message_bytes: int
+    max_receive_count: int | None  # after this many receives a message goes to the DLQ
+
+    @abstractmethod
+    def send_batch(self, messages: Sequence[OutgoingMessage]) -> BatchResult:
+        """Send at most MAX_BATCH messages; retry only the entries that failed (not sender
+        faults); return what finally failed. A body over max_message_bytes raises QueueError
+        naming the message's label before anything is sent."""
+
+    @abstractmethod
+    def receive(
+        self, max_messages: int, wait_time_s: float, visibility_timeout_s: int | None = None
+    ) -> list[ReceivedMessage]:
+        """Up to max_messages (1-10), long-polling up to wait_time_s without busy-waiting."""
+
+    @abstractmethod
+    def delete(self, receipt_handles: Sequence[str]) -> None:
+        """Delete in batches; a receipt handle no longer valid is not an error."""
+
+    @abstractmethod
+    def change_visibility(self, receipt_handle: str, timeout_s: int) -> None:
+        """Extend (heartbeat) or shorten (backoff, release with 0) a message's visibility."""
+
+    @abstractmethod
+    def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
+        """Move a received message to the DLQ at once, with the reason as an attribute."""
+
+    @abstractmethod
+    def depth(self) -> QueueDepth: ...
+
+    @abstractmethod
+    def peek(self, limit: int, *, dlq: bool = False) -> list[PeekedMessage]:
+        """Look at messages without changing their visibility or receive count where the
+        backend allows it (SQS cannot: a peek there receives with visibility 0)."""
+
+    @abstractmethod
+    def purge(self, *, dlq: bool = False) -> int | None:
+        """Delete every message; return how many when known."""
+
+    @abstractmethod
+    def redrive(self) -> RedriveResult:
+        """Move every DLQ message back to the source queue."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
