@@ -1,6 +1,114 @@
+"""The root command group: global options and turning expected failures into exit codes."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Any
+
 import click
+from botocore.exceptions import (
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+)
+
+from raasctl import __version__
+from raasctl.cli.context import AppContext
+from raasctl.cli.options import FORMATS
+from raasctl.codes import ErrorCode
+from raasctl.errors import RaasctlError
+from raasctl.logs import configure, redact, set_context
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group()
-def main() -> None:
-    """raasctl"""
+def _botocore_failure(exc: Exception) -> tuple[ErrorCode, str, int]:
+    if isinstance(exc, NoCredentialsError):
+        return ErrorCode.CREDENTIALS_MISSING, "no AWS credentials found (set a profile, " \
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run on a machine with a role)", 2
+    if isinstance(exc, NoRegionError):
+        return ErrorCode.CREDENTIALS_MISSING, "no AWS region: set aws.region in the config", 2
+    if isinstance(exc, EndpointConnectionError):
+        return ErrorCode.AWS_FAILED, f"cannot reach {exc.kwargs.get('endpoint_url')}", 1
+    assert isinstance(exc, ClientError)
+    error = exc.response.get("Error", {})
+    operation = getattr(exc, "operation_name", "call")
+    code = ErrorCode.ACCESS_DENIED if "AccessDenied" in str(error.get("Code")) else \
+        ErrorCode.AWS_FAILED
+    return code, f"AWS {operation} failed: {error.get('Code')}: {error.get('Message')}", 1
+
+
+class RaasctlGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RaasctlError as exc:
+            _fail(ctx, exc.code, exc.message, exc.exit_code)
+        except (ClientError, NoCredentialsError, NoRegionError, EndpointConnectionError) as exc:
+            _fail(ctx, *_botocore_failure(exc))
+
+
+def _fail(ctx: click.Context, code: ErrorCode, message: str, exit_code: int) -> None:
+    app = ctx.find_object(AppContext)
+    if app is not None and app.verbosity > 0:
+        click.echo(redact(traceback.format_exc()), err=True)
+    click.echo(redact(f"raasctl: error {code}: {message}"), err=True)
+    ctx.exit(exit_code)
+
+
+@click.group(cls=RaasctlGroup, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "--version", prog_name="raasctl")
+@click.option(
+    "--env", "env_option", envvar="RAASCTL_ENV", show_envvar=True, metavar="ENV",
+    help="Environment from the config (default: the config's default_env, else local).",
+)
+@click.option(
+    "--config", "config_file", envvar="RAASCTL_CONFIG", show_envvar=True, metavar="FILE",
+    help="Config file (default: ./raasctl.yaml, else the built-in local environment).",
+)
+@click.option(
+    "--format", "output_format", type=click.Choice(FORMATS), default=None,
+    help="Output: a table (default) or one JSON document.",
+)
+@click.option("-v", "--verbose", count=True, help="More detail in logs; -v shows tracebacks.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors in logs.")
+@click.pass_context
+def main(
+    ctx: click.Context,
+    env_option: str | None,
+    config_file: str | None,
+    output_format: str | None,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Run the accounting team's Workday RaaS cron jobs on a queue.
+
+    `run` fetches a report and enqueues every entry; `worker` applies them to the accounting
+    system at the rate it allows. With no config file everything runs embedded (SQLite).
+
+    Example: raasctl run clientDepositUpdate && raasctl worker --until-empty
+    """
+    app = ctx.ensure_object(AppContext)
+    app.env_option = env_option
+    app.config_file = config_file
+    if output_format:
+        app.output_format = output_format
+    app.verbosity = -1 if quiet else verbose
+    configure(app.verbosity)
+    set_context(env=env_option)
+
+
+def _register() -> None:
+    from raasctl.cli.config_cmd import config
+    from raasctl.cli.schedule_cmd import schedule
+
+    main.add_command(config)
+    main.add_command(schedule)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

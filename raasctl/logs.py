@@ -1,0 +1,122 @@
+"""Structured logging: every event has a stable code, the env and its context fields.
+
+Text on a terminal, JSON lines otherwise (crontab, CI). A redaction filter removes every
+secret value the process has resolved, wherever it would appear.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from raasctl.codes import ErrorCode, InfoCode
+
+LOGGER_NAME = "raasctl"
+REDACTED = "***"
+logger = logging.getLogger(LOGGER_NAME)
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+_context: dict[str, Any] = {}
+
+
+def register_secret(value: str) -> None:
+    """Every resolved secret is registered here so no log line can carry it."""
+    if value and len(value) >= 4:  # shorter values would redact ordinary words
+        with _secrets_lock:
+            _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    if not _secrets:
+        return text
+    with _secrets_lock:
+        values = sorted(_secrets, key=len, reverse=True)
+    for value in values:
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
+
+
+def set_context(**fields: Any) -> None:
+    """Fields every event carries from now on (the env)."""
+    _context.update(fields)
+
+
+def event(code: InfoCode | ErrorCode, message: str, /, *, level: int | None = None,
+          **fields: Any) -> None:
+    """Log one event: `event(InfoCode.RUN_COMPLETE, "run complete", cron=..., run_id=...)`."""
+    if level is None:
+        level = logging.ERROR if isinstance(code, ErrorCode) else logging.INFO
+    logger.log(level, message, extra={"code": str(code), "fields": fields})
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = None
+        fields = getattr(record, "fields", None)
+        if fields:
+            record.fields = {k: _redact_value(v) for k, v in fields.items()}
+        return True
+
+
+def _redact_value(value: Any) -> Any:
+    return redact(value) if isinstance(value, str) else value
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "code": getattr(record, "code", None),
+            "msg": record.getMessage(),
+            **_context,
+            **(getattr(record, "fields", None) or {}),
+        }
+        if record.exc_info:
+            document["traceback"] = redact(self.formatException(record.exc_info))
+        return json.dumps(document, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        at = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        code = getattr(record, "code", None) or "-"
+        fields = getattr(record, "fields", None) or {}
+        extras = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+        line = f"{at} {record.levelname:<7} {code} {record.getMessage()}"
+        if extras:
+            line += f"  {extras}"
+        if record.exc_info:
+            line += "\n" + redact(self.formatException(record.exc_info))
+        return line
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time (so CliRunner captures it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
+def configure(verbosity: int = 0, *, json_lines: bool | None = None) -> None:
+    """verbosity: -1 quiet (warnings and errors), 0 info, 1+ debug."""
+    if json_lines is None:
+        json_lines = not sys.stderr.isatty()
+    handler = _StderrHandler()
+    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+    handler.addFilter(RedactingFilter())
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity else logging.INFO)

@@ -1,0 +1,91 @@
+"""One environment at run time: builds its adapters lazily from configuration."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from raasctl.aws import AwsClients
+from raasctl.config import Config, CronConfig, EnvironmentConfig, embedded_db_path
+from raasctl.secrets import SecretResolver
+
+if TYPE_CHECKING:
+    from raasctl.queues.base import Queue
+    from raasctl.sinks.base import Sink
+    from raasctl.sources.base import Source
+    from raasctl.state.base import State
+
+
+class Runtime:
+    def __init__(self, config: Config, env_name: str, env: EnvironmentConfig) -> None:
+        self.config = config
+        self.env_name = env_name
+        self.env = env
+
+    @cached_property
+    def aws(self) -> AwsClients:
+        return AwsClients(self.env_name, self.env.aws)
+
+    @cached_property
+    def secret(self) -> SecretResolver:
+        return SecretResolver(lambda: self.aws.client("ssm"))
+
+    def cron(self, name: str) -> CronConfig:
+        return self.config.cron(name)
+
+    def _db(self, explicit: Path | None) -> Path:
+        path = embedded_db_path(self.env_name, explicit)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def queue(self) -> Queue:
+        cfg = self.env.queue
+        if cfg.kind == "sqlite":
+            from raasctl.queues.sqlite import SqliteQueue
+
+            return SqliteQueue(
+                self._db(cfg.path),
+                fifo=cfg.fifo,
+                max_receive_count=cfg.max_receive_count,
+                visibility_timeout_s=cfg.visibility_timeout_s,
+            )
+        from raasctl.queues.sqs import SqsQueue
+
+        return SqsQueue(
+            self.aws.client("sqs"),
+            cfg.url,
+            dlq_url=cfg.dlq_url,
+            visibility_timeout_s=cfg.visibility_timeout_s,
+            wait_time_s=cfg.wait_time_s,
+        )
+
+    def state(self) -> State:
+        cfg = self.env.state
+        if cfg.kind == "sqlite":
+            from raasctl.state.sqlite import SqliteState
+
+            return SqliteState(self._db(cfg.path))
+        from raasctl.state.dynamodb import DynamoState
+
+        return DynamoState(self.aws.client("dynamodb"), cfg.table)
+
+    def sink(self) -> Sink:
+        cfg = self.env.sink
+        if cfg.kind == "sqlite":
+            from raasctl.sinks.sqlite import SqliteLedger
+
+            return SqliteLedger(self._db(cfg.path))
+        from raasctl.sinks.http import HttpSink
+
+        return HttpSink(cfg.base_url, self.secret(cfg.token), timeout_s=cfg.timeout_s)
+
+    def source(self) -> Source:
+        cfg = self.env.source
+        if cfg.kind == "fixtures":
+            from raasctl.sources.fixtures import FixtureSource
+
+            return FixtureSource(cfg.path)
+        from raasctl.sources.workday import WorkdaySource
+
+        return WorkdaySource(cfg, self.secret)

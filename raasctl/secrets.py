@@ -1,0 +1,74 @@
+"""Secret references (`env:NAME`, `ssm:/path`), resolved when first needed, never shown."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from raasctl.codes import ErrorCode
+from raasctl.errors import ConfigError, RuntimeFailure
+from raasctl.logs import register_secret
+
+SSM_PREFIX_VAR = "SSM_ENVIRONMENT_PREFIX"
+
+
+def ssm_parameter_name(path: str) -> str:
+    """`ssm:/workday/password` with SSM_ENVIRONMENT_PREFIX=/work-uat → /work-uat/workday/password."""
+    prefix = os.environ.get(SSM_PREFIX_VAR, "").rstrip("/")
+    return f"{prefix}{path}" if prefix else path
+
+
+class SecretResolver:
+    """Resolves and caches references; every value is registered for log redaction."""
+
+    def __init__(self, ssm_client: Callable[[], Any]) -> None:
+        self._ssm_client = ssm_client
+        self._cache: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, ref: str) -> str:
+        with self._lock:
+            if ref not in self._cache:
+                value = self._resolve(ref)
+                register_secret(value)
+                self._cache[ref] = value
+            return self._cache[ref]
+
+    def _resolve(self, ref: str) -> str:
+        kind, _, name = ref.partition(":")
+        if kind == "env":
+            value = os.environ.get(name)
+            if value is None:
+                raise ConfigError(
+                    f"environment variable {name} is not set (secret reference {ref})",
+                    code=ErrorCode.SECRET_UNRESOLVED,
+                )
+            return value
+        if kind == "ssm":
+            return self._from_ssm(ssm_parameter_name(name))
+        # Plain values are allowed only where the config allows them (e.g. a username).
+        return ref
+
+    def _from_ssm(self, parameter: str) -> str:
+        try:
+            response = self._ssm_client().get_parameter(Name=parameter, WithDecryption=True)
+        except ClientError as exc:
+            error = exc.response.get("Error", {}).get("Code", "")
+            if error == "ParameterNotFound":
+                raise ConfigError(
+                    f"SSM parameter {parameter} not found", code=ErrorCode.SECRET_UNRESOLVED
+                ) from None
+            raise RuntimeFailure(
+                f"cannot read SSM parameter {parameter}: {error or 'error'}",
+                code=ErrorCode.ACCESS_DENIED if "AccessDenied" in error else ErrorCode.AWS_FAILED,
+            ) from None
+        except BotoCoreError as exc:
+            raise RuntimeFailure(
+                f"cannot read SSM parameter {parameter}: {type(exc).__name__}",
+                code=ErrorCode.AWS_FAILED,
+            ) from None
+        return str(response["Parameter"]["Value"])
