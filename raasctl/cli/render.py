@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ def emit(app: AppContext, data: Any, *, table: Table | None = None) -> None:
     if app.json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
-    console = Console(file=click.get_text_stream("stdout"), soft_wrap=True)
+    console = Console(file=sys.stdout, soft_wrap=True)
     console.print(table if table is not None else auto_table(data))
 
 

@@ -1,0 +1,42 @@
+"""Every test runs isolated: its own working directory, no real AWS account or home folder,
+no RAASCTL_* settings from the developer's shell."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "RAASCTL_")) or name == "SSM_ENVIRONMENT_PREFIX":
+            monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(home / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # moto's recommended fake credentials; tests about credentials replace them.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    work = tmp_path / "work"
+    work.mkdir()
+    # The embedded defaults read fixtures/raas relative to the working directory.
+    (work / "fixtures").symlink_to(REPO / "fixtures", target_is_directory=True)
+    monkeypatch.setenv("RAASCTL_STATE_DIR", str(work / ".raasctl"))
+    monkeypatch.chdir(work)
+    yield work
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()

@@ -1,0 +1,40 @@
+"""Every command has help text ending with an example, and appears in the README."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+
+from raasctl.cli import main
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+
+
+def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    found: list[tuple[str, click.Command]] = []
+    for name, command in sorted(group.commands.items()):
+        path = f"{prefix}{name}"
+        found.append((path, command))
+        if isinstance(command, click.Group):
+            found.extend(_commands(command, f"{path} "))
+    return found
+
+
+COMMANDS = _commands(main)
+
+
+def test_there_are_commands() -> None:
+    assert {"config", "config show", "schedule crontab"} <= {path for path, _ in COMMANDS}
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[path for path, _ in COMMANDS])
+def test_command_has_help_with_an_example(path: str, command: click.Command) -> None:
+    assert command.help, f"{path} has no help text"
+    assert "Example:" in command.help, f"{path}'s help has no example"
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[path for path, _ in COMMANDS])
+def test_command_is_in_the_readme(path: str, command: click.Command) -> None:
+    assert f"raasctl {path}" in README, f"README's command reference lacks `raasctl {path}`"
