@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -79,6 +80,10 @@ class State(ABC):
 
     @abstractmethod
     def is_applied(self, key: str) -> bool: ...
+
+    def applied_keys(self, keys: Sequence[str]) -> set[str]:
+        """Which of these keys were applied already (adapters may batch the lookups)."""
+        return {key for key in keys if self.is_applied(key)}
 
     @abstractmethod
     def record_applied(self, key: str, run_id: str, now: datetime) -> bool:
