@@ -47,9 +47,11 @@ def environment_problems(
             missing = [c for c in CRON_NAMES if not (folder / f"{c}.json").is_file()]
             if missing:
                 problems.append(f"{where}.source.path: no report file for {', '.join(missing)}")
-    if env.queue.kind == "sqs" and env.queue.dlq_url:
-        if env.queue.url.endswith(".fifo") != env.queue.dlq_url.endswith(".fifo"):
-            problems.append(f"{where}.queue.dlq_url: a FIFO queue needs a FIFO DLQ and vice versa")
+    queue = env.queue
+    if queue.kind == "sqs" and queue.dlq_url and (
+        queue.url.endswith(".fifo") != queue.dlq_url.endswith(".fifo")
+    ):
+        problems.append(f"{where}.queue.dlq_url: a FIFO queue needs a FIFO DLQ and vice versa")
     if env.protected and not env.deployed:
         problems.append(f"{where}.protected: a protected environment must be deployed: true")
     if resolve is not None:

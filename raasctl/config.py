@@ -152,8 +152,8 @@ class EnvironmentConfig(Strict):
     deployed: bool = False
     protected: bool = False
     aws: AwsConfig = AwsConfig()
-    source: Annotated[FixturesSource | WorkdaySource, Field(discriminator="kind")] = (
-        FixturesSource(kind="fixtures")
+    source: Annotated[FixturesSource | WorkdaySource, Field(discriminator="kind")] = FixturesSource(
+        kind="fixtures"
     )
     queue: Annotated[SqliteQueueConfig | SqsQueueConfig, Field(discriminator="kind")] = (
         SqliteQueueConfig(kind="sqlite")
@@ -251,9 +251,7 @@ class Config(Strict):
     def _known_crons(cls, value: dict[str, CronConfig]) -> dict[str, CronConfig]:
         unknown = sorted(set(value) - set(CRON_NAMES))
         if unknown:
-            raise ValueError(
-                f"unknown cron {unknown[0]!r} (known: {', '.join(CRON_NAMES)})"
-            )
+            raise ValueError(f"unknown cron {unknown[0]!r} (known: {', '.join(CRON_NAMES)})")
         return value
 
     def model_post_init(self, __context: Any) -> None:

@@ -47,8 +47,9 @@ def set_context(**fields: Any) -> None:
     _context.update(fields)
 
 
-def event(code: InfoCode | ErrorCode, message: str, /, *, level: int | None = None,
-          **fields: Any) -> None:
+def event(
+    code: InfoCode | ErrorCode, message: str, /, *, level: int | None = None, **fields: Any
+) -> None:
     """Log one event: `event(InfoCode.RUN_COMPLETE, "run complete", cron=..., run_id=...)`."""
     if level is None:
         level = logging.ERROR if isinstance(code, ErrorCode) else logging.INFO
@@ -98,10 +99,10 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg,unused-ignore]
     """Writes to whatever sys.stderr is at the time (so CliRunner captures it)."""
 
-    @property  # type: ignore[override]
+    @property  # type: ignore[override,unused-ignore]
     def stream(self) -> TextIO:
         return sys.stderr
 
@@ -119,4 +120,6 @@ def configure(verbosity: int = 0, *, json_lines: bool | None = None) -> None:
     handler.addFilter(RedactingFilter())
     logger.handlers[:] = [handler]
     logger.propagate = False
-    logger.setLevel(logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity else logging.INFO)
+    logger.setLevel(
+        logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity else logging.INFO
+    )

@@ -17,7 +17,7 @@ SSM_PREFIX_VAR = "SSM_ENVIRONMENT_PREFIX"
 
 
 def ssm_parameter_name(path: str) -> str:
-    """`ssm:/workday/password` with SSM_ENVIRONMENT_PREFIX=/work-uat → /work-uat/workday/password."""
+    """`ssm:/workday/password` with SSM_ENVIRONMENT_PREFIX=/work-uat: /work-uat/workday/password."""
     prefix = os.environ.get(SSM_PREFIX_VAR, "").rstrip("/")
     return f"{prefix}{path}" if prefix else path
 

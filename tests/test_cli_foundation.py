@@ -23,7 +23,10 @@ environments:
       tenant: acme_uat
       owner: ISU_Accounting
       auth: {kind: basic, username: env:WORKDAY_USER, password: env:WORKDAY_PASSWORD}
-    sink: {kind: http, base_url: https://accounting.example.internal/cron-jobs, token: ssm:/accounting/callback-token}
+    sink:
+      kind: http
+      base_url: https://accounting.example.internal/cron-jobs
+      token: ssm:/accounting/callback-token
 """
 
 
@@ -88,7 +91,10 @@ def test_format_is_accepted_before_the_command(runner: CliRunner) -> None:
             "environments:\n  x: {sink: {kind: http, base_url: https://a, token: abc123}}\n",
             "environments.x.sink.token: must be a reference",
         ),
-        ("crons: {clientDepositUpdate: {schedule: 'every hour'}}\n", "crons.clientDepositUpdate.schedule"),
+        (
+            "crons: {clientDepositUpdate: {schedule: 'every hour'}}\n",
+            "crons.clientDepositUpdate.schedule",
+        ),
         ("crons: {nightlyThing: {}}\n", "unknown cron 'nightlyThing'"),
         ("default_env: staging\n", "default_env 'staging' is not among environments"),
     ],
@@ -121,8 +127,9 @@ def test_example_config_is_valid(runner: CliRunner) -> None:
     example = Path(__file__).resolve().parent.parent / "raasctl.example.yaml"
     result = runner.invoke(main, ["--config", str(example), "config", "validate", "--all-envs"])
     assert result.exit_code == 0, result.stderr
-    result = runner.invoke(main, ["--config", str(example), "--env", "prod", "config", "show",
-                                  "--format", "json"])
+    result = runner.invoke(
+        main, ["--config", str(example), "--env", "prod", "config", "show", "--format", "json"]
+    )
     data = json.loads(result.stdout)
     assert data["environment"]["protected"] is True
     assert data["environment"]["deployed"] is True
@@ -144,8 +151,16 @@ def test_secrets_are_never_printed(runner: CliRunner) -> None:
         )
         checked = runner.invoke(
             main,
-            ["--env", "work-uat", "-v", "config", "validate", "--resolve-secrets", "--format",
-             "json"],
+            [
+                "--env",
+                "work-uat",
+                "-v",
+                "config",
+                "validate",
+                "--resolve-secrets",
+                "--format",
+                "json",
+            ],
             env=env,
         )
     assert checked.exit_code == 0, checked.stderr
@@ -161,7 +176,8 @@ def test_unset_env_reference_names_the_variable(runner: CliRunner) -> None:
             Name="/accounting/callback-token", Value="x" * 12, Type="SecureString"
         )
         result = runner.invoke(
-            main, ["--env", "work-uat", "config", "validate", "--resolve-secrets"],
+            main,
+            ["--env", "work-uat", "config", "validate", "--resolve-secrets"],
             env={"WORKDAY_USER": "isu"},
         )
     assert result.exit_code == 2
@@ -243,7 +259,9 @@ def test_schedule_time_zone_is_applied(runner: CliRunner) -> None:
 
 def test_crontab_lines_call_run_with_env_and_log_file(runner: CliRunner) -> None:
     write(Path("raasctl.yaml"), WORKDAY_ENV)
-    result = runner.invoke(main, ["--env", "work-uat", "schedule", "crontab", "--log-dir", "/var/log/r"])
+    result = runner.invoke(
+        main, ["--env", "work-uat", "schedule", "crontab", "--log-dir", "/var/log/r"]
+    )
     assert result.exit_code == 0
     lines = [line for line in result.stdout.splitlines() if " run " in line]
     assert len(lines) == 4

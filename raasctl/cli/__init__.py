@@ -26,8 +26,12 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 
 def _botocore_failure(exc: Exception) -> tuple[ErrorCode, str, int]:
     if isinstance(exc, NoCredentialsError):
-        return ErrorCode.CREDENTIALS_MISSING, "no AWS credentials found (set a profile, " \
-            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run on a machine with a role)", 2
+        return (
+            ErrorCode.CREDENTIALS_MISSING,
+            "no AWS credentials found (set a profile, "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run on a machine with a role)",
+            2,
+        )
     if isinstance(exc, NoRegionError):
         return ErrorCode.CREDENTIALS_MISSING, "no AWS region: set aws.region in the config", 2
     if isinstance(exc, EndpointConnectionError):
@@ -35,8 +39,11 @@ def _botocore_failure(exc: Exception) -> tuple[ErrorCode, str, int]:
     assert isinstance(exc, ClientError)
     error = exc.response.get("Error", {})
     operation = getattr(exc, "operation_name", "call")
-    code = ErrorCode.ACCESS_DENIED if "AccessDenied" in str(error.get("Code")) else \
-        ErrorCode.AWS_FAILED
+    code = (
+        ErrorCode.ACCESS_DENIED
+        if "AccessDenied" in str(error.get("Code"))
+        else ErrorCode.AWS_FAILED
+    )
     return code, f"AWS {operation} failed: {error.get('Code')}: {error.get('Message')}", 1
 
 
@@ -61,15 +68,26 @@ def _fail(ctx: click.Context, code: ErrorCode, message: str, exit_code: int) -> 
 @click.group(cls=RaasctlGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "--version", prog_name="raasctl")
 @click.option(
-    "--env", "env_option", envvar="RAASCTL_ENV", show_envvar=True, metavar="ENV",
+    "--env",
+    "env_option",
+    envvar="RAASCTL_ENV",
+    show_envvar=True,
+    metavar="ENV",
     help="Environment from the config (default: the config's default_env, else local).",
 )
 @click.option(
-    "--config", "config_file", envvar="RAASCTL_CONFIG", show_envvar=True, metavar="FILE",
+    "--config",
+    "config_file",
+    envvar="RAASCTL_CONFIG",
+    show_envvar=True,
+    metavar="FILE",
     help="Config file (default: ./raasctl.yaml, else the built-in local environment).",
 )
 @click.option(
-    "--format", "output_format", type=click.Choice(FORMATS), default=None,
+    "--format",
+    "output_format",
+    type=click.Choice(FORMATS),
+    default=None,
     help="Output: a table (default) or one JSON document.",
 )
 @click.option("-v", "--verbose", count=True, help="More detail in logs; -v shows tracebacks.")

@@ -43,7 +43,9 @@ def show(app: AppContext) -> None:
 
 
 @config.command("validate")
-@click.option("--all-envs", is_flag=True, help="Check every environment, not only the selected one.")
+@click.option(
+    "--all-envs", is_flag=True, help="Check every environment, not only the selected one."
+)
 @click.option(
     "--resolve-secrets",
     is_flag=True,
@@ -77,7 +79,7 @@ def validate(app: AppContext, all_envs: bool, resolve_secrets: bool) -> None:
         "warnings": warnings,
     }
     emit(app, data)
-    for name, found in problems.items():
+    for found in problems.values():
         for problem in found:
             click.echo(f"raasctl: error {ErrorCode.CONFIG_INVALID}: {problem}", err=True)
     if not valid:

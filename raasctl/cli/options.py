@@ -32,9 +32,7 @@ def format_option(func: F) -> F:
     )(func)
 
 
-yes_option = click.option(
-    "--yes", is_flag=True, help="Confirm a destructive action (required)."
-)
+yes_option = click.option("--yes", is_flag=True, help="Confirm a destructive action (required).")
 allow_protected_option = click.option(
     "--allow-protected",
     is_flag=True,

@@ -34,21 +34,20 @@ def show(app: AppContext, count: int) -> None:
     Example: raasctl schedule show --count 5
     """
     now = datetime.now(UTC)
-    rows = [
-        {
-            "cron": item.cron,
-            "schedule": item.expression,
-            "timezone": item.timezone,
-            "next_runs": [at.isoformat() for at in item.next_runs(now, count)],
-        }
-        for item in schedules(app.loaded.config)
-    ]
     table = Table(title="Schedules")
     for column in ("cron", "schedule", "timezone", "next runs"):
         table.add_column(column)
-    for row in rows:
-        table.add_row(
-            row["cron"], row["schedule"] or "-", row["timezone"], "\n".join(row["next_runs"])
+    rows = []
+    for item in schedules(app.loaded.config):
+        next_runs = [at.isoformat() for at in item.next_runs(now, count)]
+        table.add_row(item.cron, item.expression or "-", item.timezone, "\n".join(next_runs))
+        rows.append(
+            {
+                "cron": item.cron,
+                "schedule": item.expression,
+                "timezone": item.timezone,
+                "next_runs": next_runs,
+            }
         )
     emit(app, rows, table=table)
 
