@@ -1,0 +1,233 @@
+"""The producer: sends a stream of messages to the queue in batches, with bounded memory.
+
+Messages are read from the stream a chunk at a time. Each chunk's keys are looked up in
+State at once (one batched `applied_keys` call instead of one per entry): an entry that was
+applied already is counted as a duplicate and not sent, so re-running a report adds nothing
+the worker has done. What the queue itself drops as a duplicate (its deduplication window)
+counts too. At most `max_in_flight` batches are sent at a time, so memory stays flat however
+long the stream is; a remote queue (SQS) gets several batches in flight, the SQLite queue one
+(it writes one file, and a thread pool would only add lock contention).
+
+When a message finally fails to send, no further batch is started, the batches in flight are
+waited for, and `EnqueueFailed` says how many messages were enqueued before the failure.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from itertools import islice
+
+from raasctl.codes import ErrorCode
+from raasctl.errors import QueueError, RaasctlError
+from raasctl.queues.base import MAX_BATCH, BatchFailure, BatchResult, OutgoingMessage, Queue
+from raasctl.state.base import State
+
+# Entries looked up in State at once: large enough to make the lookup cheap per entry,
+# small enough that a chunk of messages is a few hundred kilobytes at most.
+LOOKUP_CHUNK = 500
+DEFAULT_MAX_IN_FLIGHT = 8
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One message to send and the entry key it carries (for the applied-keys check)."""
+
+    key: str
+    message: OutgoingMessage
+
+
+@dataclass
+class SendCounts:
+    """What happened to the messages handed to the producer so far."""
+
+    enqueued: int = 0  # accepted by the queue as new messages
+    duplicates: int = 0  # applied already, repeated within the stream, or dropped by the queue
+    failed: int = 0  # finally refused by the queue
+
+    def add(self, result: BatchResult) -> None:
+        self.enqueued += len(result.sent)
+        self.duplicates += len(result.duplicates)
+        self.failed += len(result.failed)
+
+
+class EnqueueFailed(QueueError):
+    """Some messages could not be sent; `counts` says what was enqueued before that."""
+
+    default_code = ErrorCode.ENQUEUE_FAILED
+
+    def __init__(self, message: str, counts: SendCounts, *, code: ErrorCode | None = None) -> None:
+        super().__init__(message, code=code)
+        self.counts = counts
+
+
+class Pacer:
+    """Spaces sends evenly so no more than `per_second` messages go out in any second.
+
+    Hand-written because it is a few lines: a send of n messages books n / per_second of
+    the timeline, and a sender waits for its slot (no burst beyond one batch)."""
+
+    def __init__(
+        self,
+        per_second: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if per_second <= 0:
+            raise ValueError("per_second must be positive")
+        self.per_second = per_second
+        self._clock = clock
+        self._sleep = sleep
+        self._next_at: float | None = None
+
+    def wait(self, count: int) -> None:
+        now = self._clock()
+        if self._next_at is None or self._next_at < now:
+            self._next_at = now
+        delay = self._next_at - now
+        self._next_at += count / self.per_second
+        if delay > 0:
+            self._sleep(delay)
+
+
+class Producer:
+    """Send `Pending` messages to `queue`; skip keys `state` has applied (None: no check)."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        state: State | None = None,
+        *,
+        max_in_flight: int = 1,
+        pacer: Pacer | None = None,
+        on_progress: Callable[[SendCounts], None] | None = None,
+        lookup_chunk: int = LOOKUP_CHUNK,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self.queue = queue
+        self.state = state
+        self.max_in_flight = max_in_flight
+        self.pacer = pacer
+        self.on_progress = on_progress
+        self.lookup_chunk = max(lookup_chunk, MAX_BATCH)
+        # Readable after send() raised: what was enqueued before the failure.
+        self.counts = SendCounts()
+
+    def send(self, items: Iterable[Pending]) -> SendCounts:
+        """Send every message; return the counts, or raise EnqueueFailed (or the stream's own
+        error) once the batches in flight have finished, with `self.counts` up to date."""
+        if self.max_in_flight == 1:
+            self._send_sequentially(items)
+        else:
+            self._send_in_parallel(items)
+        return self.counts
+
+    # ------------------------------------------------------------ batching
+
+    def _batches(self, items: Iterable[Pending]) -> Iterator[list[OutgoingMessage]]:
+        iterator = iter(items)
+        while chunk := list(islice(iterator, self.lookup_chunk)):
+            yield from self._fresh_batches(chunk)
+
+    def _fresh_batches(self, chunk: list[Pending]) -> Iterator[list[OutgoingMessage]]:
+        applied = self.state.applied_keys([item.key for item in chunk]) if self.state else set()
+        seen: set[str] = set()
+        fresh: list[OutgoingMessage] = []
+        for item in chunk:
+            if item.key in applied or item.key in seen:
+                self.counts.duplicates += 1
+                continue
+            seen.add(item.key)
+            fresh.append(item.message)
+        if len(fresh) < len(chunk) and self.on_progress:
+            self.on_progress(self.counts)
+        for start in range(0, len(fresh), MAX_BATCH):
+            yield fresh[start : start + MAX_BATCH]
+
+    # ------------------------------------------------------------ sending
+
+    def _send_batch(self, batch: list[OutgoingMessage]) -> BatchResult:
+        if self.pacer is not None:
+            self.pacer.wait(len(batch))
+        return self.queue.send_batch(batch)
+
+    def _collect(self, result: BatchResult) -> BatchFailure | None:
+        self.counts.add(result)
+        if self.on_progress:
+            self.on_progress(self.counts)
+        return result.failed[0] if result.failed else None
+
+    def _send_sequentially(self, items: Iterable[Pending]) -> None:
+        for batch in self._batches(items):
+            try:
+                result = self._send_batch(batch)
+            except RaasctlError as exc:
+                raise self._failed(exc) from None
+            failure = self._collect(result)
+            if failure is not None:
+                raise self._refused(batch, failure)
+
+    def _send_in_parallel(self, items: Iterable[Pending]) -> None:
+        # The pacer is shared by the sending threads.
+        lock = threading.Lock()
+        pacer = self.pacer
+
+        def send(batch: list[OutgoingMessage]) -> BatchResult:
+            if pacer is not None:
+                with lock:
+                    pacer.wait(len(batch))
+            return self.queue.send_batch(batch)
+
+        in_flight: dict[Future[BatchResult], list[OutgoingMessage]] = {}
+        problem: RaasctlError | None = None
+
+        def settle(futures: Iterable[Future[BatchResult]]) -> None:
+            nonlocal problem
+            for future in futures:
+                batch = in_flight.pop(future)
+                try:
+                    result = future.result()
+                except RaasctlError as exc:
+                    problem = problem or self._failed(exc)
+                    continue
+                failure = self._collect(result)
+                if failure is not None and problem is None:
+                    problem = self._refused(batch, failure)
+
+        with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="producer") as pool:
+            try:
+                for batch in self._batches(items):
+                    if len(in_flight) >= self.max_in_flight:
+                        done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                        settle(done)
+                    if problem is not None:
+                        break
+                    in_flight[pool.submit(send, batch)] = batch
+            finally:
+                # Whatever stopped the stream (a refused message, a source error), the batches
+                # already sent are counted before anything is reported.
+                settle(list(in_flight))
+        if problem is not None:
+            raise problem
+
+    # ------------------------------------------------------------ failures
+
+    def _refused(self, batch: list[OutgoingMessage], failure: BatchFailure) -> EnqueueFailed:
+        label = batch[failure.index].label or f"message {failure.index}"
+        return EnqueueFailed(
+            f"the queue refused {label}: {failure.code}: {failure.message}; "
+            f"{self.counts.enqueued} messages were enqueued before the failure",
+            self.counts,
+        )
+
+    def _failed(self, exc: RaasctlError) -> EnqueueFailed:
+        return EnqueueFailed(
+            f"{exc.message}; {self.counts.enqueued} messages were enqueued before the failure",
+            self.counts,
+            code=exc.code,
+        )
