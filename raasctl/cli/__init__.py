@@ -120,10 +120,14 @@ def main(
 
 def _register() -> None:
     from raasctl.cli.config_cmd import config
+    from raasctl.cli.mock_cmd import enqueue_mock_command
+    from raasctl.cli.run_cmd import run
     from raasctl.cli.schedule_cmd import schedule
 
     main.add_command(config)
     main.add_command(schedule)
+    main.add_command(run)
+    main.add_command(enqueue_mock_command)
 
 
 _register()

@@ -1,0 +1,85 @@
+"""`raasctl run CRON [--since D] [--until D] [--dry-run]`."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from typing import Any
+
+import click
+from rich.table import Table
+
+from raasctl.cli.context import AppContext, pass_app
+from raasctl.cli.options import format_option
+from raasctl.cli.render import auto_table, emit
+from raasctl.dates import parse_bound
+from raasctl.runner import dry_run, run_cron
+
+
+class BoundType(click.ParamType):
+    """A report window bound: 2026-11-27, 2026-11-27-08:00 or an ISO date-time."""
+
+    name = "date"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> date | datetime:
+        if isinstance(value, date):
+            return value
+        try:
+            return parse_bound(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@click.command("run")
+@click.argument("cron")
+@click.option(
+    "--since", type=BoundType(), help="Window start (default: the run time minus the lookback)."
+)
+@click.option("--until", type=BoundType(), help="Window end (default: the run time).")
+@click.option("--dry-run", is_flag=True, help="Fetch and map the report; enqueue nothing.")
+@format_option
+@pass_app
+def run(
+    app: AppContext,
+    cron: str,
+    since: date | datetime | None,
+    until: date | datetime | None,
+    dry_run: bool,
+) -> None:
+    """Fetch CRON's report and enqueue one message per payload.
+
+    The window is the cron's lookback back from now, in the cron's time zone, unless
+    --since/--until say otherwise. Entries applied already, or enqueued within the queue's
+    deduplication window, are counted as duplicates and not sent again. Exit 3 when some
+    entries were invalid (the others are enqueued); exit 1 when another run of CRON holds
+    the lock or a service failed.
+
+    Example: raasctl run clientDepositUpdate --since 2026-11-20
+    """
+    if dry_run:
+        _dry_run(app, cron, since, until)
+        return
+    summary = run_cron(app.runtime, cron, since=since, until=until)
+    emit(app, summary.as_dict(), table=auto_table(summary.as_dict(), title=f"Run {cron}"))
+    if summary.invalid:
+        raise click.exceptions.Exit(3)
+
+
+def _dry_run(
+    app: AppContext, cron: str, since: date | datetime | None, until: date | datetime | None
+) -> None:
+    result = dry_run(app.runtime, cron, since=since, until=until)
+    data = result.as_dict()
+    table = Table(
+        title=f"Dry run {cron}: {result.entries} entries, {len(result.payloads)} messages, "
+        f"{result.invalid} invalid (nothing enqueued)"
+    )
+    for column in ("key", "entity_id", "payload"):
+        table.add_column(column)
+    for item in result.payloads:
+        table.add_row(item.key, item.entity_id, json.dumps(item.payload, default=str))
+    emit(app, data, table=table)
+    if result.invalid:
+        raise click.exceptions.Exit(3)

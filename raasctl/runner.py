@@ -1,0 +1,457 @@
+"""The producer-side use cases: `run` (a report becomes one message per payload) and the
+load-test generator behind `enqueue-mock`.
+
+`run`: take the cron's lock, create the run record, stream the report through the job's
+mapper into the producer, record the counts, log RAAS_ENQUEUE_COMPLETE. Mock payloads never
+pass through here: `enqueue_mock` is its own function, and `run` never builds a mock envelope.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from raasctl.codes import ErrorCode, InfoCode
+from raasctl.config import CronConfig
+from raasctl.dates import report_window
+from raasctl.envelope import Envelope, mock_key
+from raasctl.errors import ConfigError, RaasctlError, RuntimeFailure, SourceError
+from raasctl.jobs import JOBS, EntryInvalid, Job, MappedPayload, map_report
+from raasctl.logs import event
+from raasctl.producer import DEFAULT_MAX_IN_FLIGHT, Pacer, Pending, Producer, SendCounts
+from raasctl.queues.base import Queue
+from raasctl.sources.base import Prompts
+from raasctl.sources.stream import iter_report_file
+from raasctl.state.base import RunRecord, State
+
+if TYPE_CHECKING:
+    from raasctl.runtime import Runtime
+
+LOCK_TTL_S = 3600
+# A long run extends its lock well before it expires, so no second run slips in.
+LOCK_REFRESH_S = LOCK_TTL_S / 4
+MOCK_FIXTURES = Path("fixtures/mock")
+DEFAULT_MOCK_FIXTURES = {"clientDepositUpdate": Path("fixtures/client_deposits.json")}
+
+Bound = date | datetime
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    cron: str
+    entries: int  # report entries read
+    enqueued: int  # messages the queue accepted
+    invalid: int  # entries that failed validation
+    duplicates: int  # messages applied already or dropped by the queue's deduplication
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DryRunPayload:
+    key: str
+    entity_id: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DryRun:
+    cron: str
+    prompts: Prompts
+    entries: int
+    invalid: int
+    payloads: list[DryRunPayload]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cron": self.cron,
+            "from_date": self.prompts.from_date.isoformat(),
+            "to_date": self.prompts.to_date.isoformat(),
+            "entries": self.entries,
+            "messages": len(self.payloads),
+            "invalid": self.invalid,
+            "payloads": [asdict(item) for item in self.payloads],
+        }
+
+
+@dataclass(frozen=True)
+class MockSummary:
+    run_id: str
+    cron: str
+    enqueued: int
+    elapsed_s: float
+    per_second: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def new_run_id(cron: str, now: datetime) -> str:
+    """`<cron>-<UTC timestamp>-<6 hex>`: sorts by time, unique across machines."""
+    return f"{cron}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def job_for(runtime: Runtime, cron: str) -> tuple[Job, CronConfig]:
+    """The job and its settings; ConfigError UNKNOWN_CRON (exit 2) names the known crons."""
+    settings = runtime.cron(cron)
+    job = JOBS.get(cron)
+    if job is None:  # the config knows every job's name, so only a bug lands here
+        raise ConfigError(
+            f"unknown cron {cron!r} (known: {', '.join(JOBS)})", code=ErrorCode.UNKNOWN_CRON
+        )
+    job.check_columns(settings.columns)
+    return job, settings
+
+
+def run_window(
+    settings: CronConfig, now: datetime, since: Bound | None, until: Bound | None
+) -> Prompts:
+    """The report's prompts: the cron's lookback back from the run time in its time zone."""
+    local_now = now.astimezone(ZoneInfo(settings.timezone))
+    return report_window(local_now, settings.lookback_delta, since, until)
+
+
+def report_name(job: Job, settings: CronConfig) -> str:
+    return settings.report or job.report
+
+
+def max_in_flight(runtime: Runtime) -> int:
+    """Several batches in flight to a remote queue; one at a time into the SQLite file."""
+    return DEFAULT_MAX_IN_FLIGHT if runtime.env.queue.kind == "sqs" else 1
+
+
+class _Counter:
+    """Counts the report entries as the mapper pulls them (one entry may be many payloads)."""
+
+    def __init__(self, entries: Iterable[Mapping[str, Any]]) -> None:
+        self._entries = entries
+        self.count = 0
+
+    def __iter__(self) -> Iterator[Mapping[str, Any]]:
+        for entry in self._entries:
+            self.count += 1
+            yield entry
+
+
+class _LockKeeper:
+    """Extends the run lock now and then while a long report streams."""
+
+    def __init__(self, state: State, name: str, owner: str, clock: Callable[[], float]) -> None:
+        self.state, self.name, self.owner, self._clock = state, name, owner, clock
+        self._refreshed = clock()
+
+    def tick(self) -> None:
+        if self._clock() - self._refreshed < LOCK_REFRESH_S:
+            return
+        if not self.state.acquire_lock(self.name, self.owner, LOCK_TTL_S, datetime.now(UTC)):
+            raise RuntimeFailure(
+                f"lost the run lock {self.name} to another run", code=ErrorCode.RUN_LOCKED
+            )
+        self._refreshed = self._clock()
+
+
+def _log_invalid(cron: str, run_id: str | None, invalid: EntryInvalid) -> None:
+    event(
+        ErrorCode.ENTRY_INVALID,
+        f"{cron} {invalid}",
+        cron=cron,
+        run_id=run_id,
+        entry=invalid.position,
+        field=invalid.field,
+    )
+
+
+def _note_progress(exc: RaasctlError, counts: SendCounts, run_id: str) -> None:
+    """Say how far the run got in the error the operator sees (EnqueueFailed already does)."""
+    if "enqueued before the failure" not in exc.message:
+        exc.message = f"{exc.message}; {counts.enqueued} messages were enqueued before the failure"
+    exc.message += f" (run {run_id})"
+    exc.args = (exc.message,)
+
+
+def _close(*resources: Queue | State | Any) -> None:
+    for resource in resources:
+        if resource is not None:
+            resource.close()
+
+
+# ---------------------------------------------------------------- run
+
+
+def run_cron(
+    runtime: Runtime,
+    cron: str,
+    *,
+    since: Bound | None = None,
+    until: Bound | None = None,
+    now: datetime | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> RunSummary:
+    """Fetch the cron's report and enqueue one message per payload. Raises RUN_LOCKED when
+    another run of the cron holds the lock; invalid entries are logged and counted."""
+    now = now or datetime.now(UTC)
+    job, settings = job_for(runtime, cron)
+    prompts = run_window(settings, now, since, until)
+    run_id = new_run_id(cron, now)
+    lock = f"run:{runtime.env_name}:{cron}"
+    state = runtime.state()
+    try:
+        if not state.acquire_lock(lock, run_id, LOCK_TTL_S, now):
+            raise RuntimeFailure(
+                f"another {cron} run holds the lock {lock} in environment {runtime.env_name}; "
+                f"wait for it to finish (the lock expires after {LOCK_TTL_S // 60} minutes)",
+                code=ErrorCode.RUN_LOCKED,
+            )
+        try:
+            return _run_locked(runtime, state, job, settings, run_id, prompts, now, lock, clock)
+        finally:
+            state.release_lock(lock, run_id)
+    finally:
+        state.close()
+
+
+def _run_locked(
+    runtime: Runtime,
+    state: State,
+    job: Job,
+    settings: CronConfig,
+    run_id: str,
+    prompts: Prompts,
+    now: datetime,
+    lock: str,
+    clock: Callable[[], float],
+) -> RunSummary:
+    cron = job.name
+    state.create_run(
+        RunRecord(run_id=run_id, cron=cron, env=runtime.env_name, mock=False, created_at=now)
+    )
+    report = report_name(job, settings)
+    event(
+        InfoCode.RUN_STARTED,
+        f"{cron} run started: report {report} from {prompts.from_date.isoformat()} "
+        f"to {prompts.to_date.isoformat()}",
+        cron=cron,
+        run_id=run_id,
+    )
+    source = runtime.source()
+    queue: Queue | None = None
+    try:
+        queue = runtime.queue()
+        entries = _Counter(source.entries(cron, report, prompts))
+        keeper = _LockKeeper(state, lock, run_id, clock)
+        invalid = 0
+
+        def pending() -> Iterator[Pending]:
+            nonlocal invalid
+            for item in map_report(job, entries, settings.columns):
+                keeper.tick()
+                if isinstance(item, EntryInvalid):
+                    invalid += 1
+                    _log_invalid(cron, run_id, item)
+                    continue
+                envelope = Envelope.new(
+                    cron=cron, run_id=run_id, key=item.key, payload=item.payload
+                )
+                label = f"entry {entries.count} ({item.key})"
+                yield Pending(item.key, envelope.to_message(item.entity_id, label=label))
+
+        producer = Producer(queue, state, max_in_flight=max_in_flight(runtime))
+        try:
+            counts = producer.send(pending())
+        except RaasctlError as exc:
+            _note_progress(exc, producer.counts, run_id)
+            raise
+    finally:
+        _close(queue, source)
+    summary = RunSummary(run_id, cron, entries.count, counts.enqueued, invalid, counts.duplicates)
+    record = state.finish_enqueue(
+        run_id,
+        entries=summary.entries,
+        enqueued=summary.enqueued,
+        invalid=summary.invalid,
+        duplicates=summary.duplicates,
+    )
+    event(
+        InfoCode.ENQUEUE_COMPLETE,
+        f"{cron}: all {summary.enqueued} messages enqueued ({summary.entries} entries, "
+        f"{summary.invalid} invalid, {summary.duplicates} duplicates)",
+        cron=cron,
+        run_id=run_id,
+        entries=summary.entries,
+        enqueued=summary.enqueued,
+        invalid=summary.invalid,
+        duplicates=summary.duplicates,
+    )
+    _finish_if_done(state, record)
+    return summary
+
+
+def _finish_if_done(state: State, record: RunRecord) -> None:
+    """A run with nothing to do (or drained before its total was known) completes here; the
+    worker completes every other run when its counters reach the total."""
+    if record.total is None or record.done < record.total:
+        return
+    if state.mark_finished(record.run_id, datetime.now(UTC)):
+        event(
+            InfoCode.RUN_COMPLETE,
+            f"{record.cron} run complete: {record.succeeded} succeeded of {record.total}",
+            cron=record.cron,
+            run_id=record.run_id,
+            total=record.total,
+        )
+
+
+def dry_run(
+    runtime: Runtime,
+    cron: str,
+    *,
+    since: Bound | None = None,
+    until: Bound | None = None,
+    now: datetime | None = None,
+) -> DryRun:
+    """Fetch and map the report as `run` would; enqueue nothing, record nothing."""
+    now = now or datetime.now(UTC)
+    job, settings = job_for(runtime, cron)
+    prompts = run_window(settings, now, since, until)
+    source = runtime.source()
+    try:
+        entries = _Counter(source.entries(cron, report_name(job, settings), prompts))
+        payloads: list[DryRunPayload] = []
+        invalid = 0
+        for item in map_report(job, entries, settings.columns):
+            if isinstance(item, EntryInvalid):
+                invalid += 1
+                _log_invalid(cron, None, item)
+            else:
+                payloads.append(DryRunPayload(item.key, item.entity_id, item.payload))
+    finally:
+        source.close()
+    return DryRun(cron, prompts, entries.count, invalid, payloads)
+
+
+# ---------------------------------------------------------------- enqueue-mock
+
+
+def default_mock_fixture(cron: str) -> Path:
+    return DEFAULT_MOCK_FIXTURES.get(cron, MOCK_FIXTURES / f"{cron}.json")
+
+
+def load_mock_seed(job: Job, fixture: Path, columns: Mapping[str, str]) -> list[MappedPayload]:
+    """Every payload of the fixture, validated before anything is sent (a fixture is small;
+    only its copies are many). ConfigError FIXTURE_INVALID (exit 2) names the file and entry."""
+    seed: list[MappedPayload] = []
+    try:
+        for item in map_report(job, iter_report_file(fixture), columns):
+            if isinstance(item, EntryInvalid):
+                raise ConfigError(f"fixture {fixture}: {item}", code=ErrorCode.FIXTURE_INVALID)
+            seed.append(item)
+    except SourceError as exc:  # missing, empty, or not JSON: the message names the file
+        raise ConfigError(f"mock fixture: {exc.message}", code=ErrorCode.FIXTURE_INVALID) from None
+    if not seed:
+        raise ConfigError(
+            f"fixture {fixture} has no entries that yield a payload", code=ErrorCode.FIXTURE_INVALID
+        )
+    return seed
+
+
+def mock_messages(
+    cron: str, run_id: str, seed: list[MappedPayload], copies: int
+) -> Iterator[Pending]:
+    """`copies` × the seed's payloads, made as they are sent (memory does not grow with copies).
+
+    Copy n of an entry has the mock key `<key>:mock:<run_id>:<n>` (its own deduplication id)
+    and the group `<entity id>:<n>`: on a FIFO queue only one message per group is in flight
+    at a time, so copies sharing their entity's group would run one after another and the
+    load test would measure that queue limit instead of the worker.
+    """
+    for n in range(copies):
+        for item in seed:
+            key = mock_key(item.key, run_id, n)
+            envelope = Envelope.new(
+                cron=cron, run_id=run_id, key=key, payload=item.payload, mock=True
+            )
+            yield Pending(
+                key, envelope.to_message(f"{item.entity_id}:{n}", label=f"copy {n} of {item.key}")
+            )
+
+
+def enqueue_mock(
+    runtime: Runtime,
+    cron: str,
+    *,
+    fixture: Path | None = None,
+    copies: int = 1,
+    rate: float | None = None,
+    on_progress: Callable[[SendCounts], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+    now: datetime | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> MockSummary:
+    """Enqueue `copies` load-test copies of every fixture payload as one mock run."""
+    if copies < 1:
+        raise ConfigError("--copies must be at least 1", code=ErrorCode.USAGE)
+    now = now or datetime.now(UTC)
+    job, settings = job_for(runtime, cron)
+    fixture = fixture or default_mock_fixture(cron)
+    seed = load_mock_seed(job, fixture, settings.columns)
+    total = len(seed) * copies
+    run_id = new_run_id(cron, now)
+    state = runtime.state()
+    queue: Queue | None = None
+    try:
+        queue = runtime.queue()
+        state.create_run(
+            RunRecord(run_id=run_id, cron=cron, env=runtime.env_name, mock=True, created_at=now)
+        )
+        if on_start:
+            on_start(total)
+        # Mock keys are new by construction: no applied-keys lookup (state=None).
+        producer = Producer(
+            queue,
+            None,
+            max_in_flight=max_in_flight(runtime),
+            pacer=Pacer(rate) if rate else None,
+            on_progress=on_progress,
+        )
+        started = clock()
+        try:
+            counts = producer.send(mock_messages(cron, run_id, seed, copies))
+        except RaasctlError as exc:
+            _note_progress(exc, producer.counts, run_id)
+            raise
+        elapsed = clock() - started
+        record = state.finish_enqueue(
+            run_id,
+            entries=total,
+            enqueued=counts.enqueued,
+            invalid=0,
+            duplicates=counts.duplicates,
+        )
+        per_second = counts.enqueued / elapsed if elapsed > 0 else 0.0
+        event(
+            InfoCode.MOCK_ENQUEUED,
+            f"{cron}: {counts.enqueued} mock messages enqueued in {elapsed:.1f} s "
+            f"({per_second:,.0f}/s)",
+            cron=cron,
+            run_id=run_id,
+            enqueued=counts.enqueued,
+            duplicates=counts.duplicates,
+        )
+        _finish_if_done(state, record)
+    finally:
+        _close(queue, state)
+    return MockSummary(run_id, cron, counts.enqueued, round(elapsed, 3), round(per_second, 1))
