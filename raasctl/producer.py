@@ -167,10 +167,10 @@ class Producer:
             try:
                 result = self._send_batch(batch)
             except RaasctlError as exc:
-                raise self._failed(exc) from None
+                raise self._failure(exc.message, exc.code) from None
             failure = self._collect(result)
             if failure is not None:
-                raise self._refused(batch, failure)
+                raise self._failure(_refusal(batch, failure))
 
     def _send_in_parallel(self, items: Iterable[Pending]) -> None:
         # The pacer is shared by the sending threads.
@@ -184,7 +184,8 @@ class Producer:
             return self.queue.send_batch(batch)
 
         in_flight: dict[Future[BatchResult], list[OutgoingMessage]] = {}
-        problem: RaasctlError | None = None
+        # The first failure: (reason, code). Reported once every batch in flight is counted.
+        problem: tuple[str, ErrorCode | None] | None = None
 
         def settle(futures: Iterable[Future[BatchResult]]) -> None:
             nonlocal problem
@@ -193,11 +194,11 @@ class Producer:
                 try:
                     result = future.result()
                 except RaasctlError as exc:
-                    problem = problem or self._failed(exc)
+                    problem = problem or (exc.message, exc.code)
                     continue
                 failure = self._collect(result)
                 if failure is not None and problem is None:
-                    problem = self._refused(batch, failure)
+                    problem = (_refusal(batch, failure), None)
 
         with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="producer") as pool:
             try:
@@ -213,21 +214,16 @@ class Producer:
                 # already sent are counted before anything is reported.
                 settle(list(in_flight))
         if problem is not None:
-            raise problem
+            raise self._failure(*problem)
 
-    # ------------------------------------------------------------ failures
-
-    def _refused(self, batch: list[OutgoingMessage], failure: BatchFailure) -> EnqueueFailed:
-        label = batch[failure.index].label or f"message {failure.index}"
+    def _failure(self, reason: str, code: ErrorCode | None = None) -> EnqueueFailed:
         return EnqueueFailed(
-            f"the queue refused {label}: {failure.code}: {failure.message}; "
-            f"{self.counts.enqueued} messages were enqueued before the failure",
+            f"{reason}; {self.counts.enqueued} messages were enqueued before the failure",
             self.counts,
+            code=code,
         )
 
-    def _failed(self, exc: RaasctlError) -> EnqueueFailed:
-        return EnqueueFailed(
-            f"{exc.message}; {self.counts.enqueued} messages were enqueued before the failure",
-            self.counts,
-            code=exc.code,
-        )
+
+def _refusal(batch: list[OutgoingMessage], failure: BatchFailure) -> str:
+    label = batch[failure.index].label or f"message {failure.index}"
+    return f"the queue refused {label}: {failure.code}: {failure.message}"
