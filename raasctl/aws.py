@@ -4,6 +4,8 @@
   developer's machine. On a deployed machine (SSM_ENVIRONMENT_PREFIX set) they are ignored and
   the default chain (the machine's role) is used; a log line says so.
 - A temporary key (ASIA...) without a session token is refused before any call.
+- What botocore resolved (its provider, the key's kind) is read from the session, never by
+  calling a service: `access check` reports it, and the ASIA rule needs it before any call.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import boto3
 import botocore.config
+from botocore.credentials import Credentials, RefreshableCredentials
 from botocore.exceptions import ProfileNotFound
 
 from raasctl.codes import ErrorCode, InfoCode
@@ -31,6 +34,27 @@ _CLIENT_CONFIG = botocore.config.Config(
     max_pool_connections=64,
 )
 
+LONG_TERM = "long-term"
+TEMPORARY = "temporary"
+
+# Providers whose credentials live in a file or the process environment: the user wrote the
+# key pair (and token) there, so a missing token is a mistake this module must catch.
+_STATIC_SOURCES = frozenset(
+    {
+        "env",
+        "explicit",
+        "shared-credentials-file",
+        "config-file",
+        "boto-config",
+        "ec2-credentials-file",
+    }
+)
+
+# Providers that read a named profile (the environment's, AWS_PROFILE's or "default").
+_PROFILE_SOURCES = frozenset(
+    {"shared-credentials-file", "config-file", "assume-role", "sso", "custom-process", "login"}
+)
+
 
 def on_deployed_machine() -> bool:
     return bool(os.environ.get(SSM_PREFIX_VAR))
@@ -42,6 +66,7 @@ class CredentialInfo:
     key_kind: str | None  # "long-term" (AKIA), "temporary" (ASIA), or None when unknown
     session_token: bool
     profile_ignored: bool  # the environment's profile was set aside on a deployed machine
+    profile: str | None = None  # the profile botocore read, when one was used
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,15 +74,25 @@ class CredentialInfo:
             "key_kind": self.key_kind,
             "session_token": self.session_token,
             "profile_ignored": self.profile_ignored,
+            "profile": self.profile,
         }
 
 
 def key_kind(access_key: str) -> str | None:
     if access_key.startswith("ASIA"):
-        return "temporary"
+        return TEMPORARY
     if access_key.startswith("AKIA"):
-        return "long-term"
+        return LONG_TERM
     return None
+
+
+def _not_yet_fetched(credentials: Credentials) -> bool:
+    """True for credentials botocore would have to fetch (STS, SSO) before reading them.
+
+    assume-role, sso and web-identity credentials are deferred: reading the key would make
+    that call now, only to describe it. Those providers issue session credentials only.
+    """
+    return isinstance(credentials, RefreshableCredentials) and credentials.refresh_needed()
 
 
 class AwsClients:
@@ -70,6 +105,15 @@ class AwsClients:
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.profile_ignored = False
+
+    @property
+    def region(self) -> str:
+        return self.config.region
+
+    @property
+    def secure_transport(self) -> bool:
+        """Whether requests go over TLS (false only for an http:// endpoint_url, e.g. moto)."""
+        return not (self.config.endpoint_url or "").startswith("http://")
 
     @property
     def session(self) -> boto3.Session:
@@ -100,24 +144,33 @@ class AwsClients:
             ) from None
 
     def credential_info(self) -> CredentialInfo:
-        """Reads the credentials botocore resolved; refuses ASIA keys without a token."""
-        credentials = self.session.get_credentials()
+        """Describes the credentials botocore resolved; refuses ASIA keys without a token.
+
+        No service is called: the chain is resolved as any client would resolve it (which, for
+        a machine role, reads the instance or container metadata once), and deferred
+        credentials (assume-role, sso, web identity) are described without being fetched.
+        """
+        session = self.session
+        credentials = session.get_credentials()
         if credentials is None:
             return CredentialInfo(None, None, False, self.profile_ignored)
+        method = credentials.method
+        profile = session.profile_name if method in _PROFILE_SOURCES else None
+        if _not_yet_fetched(credentials):
+            return CredentialInfo(method, TEMPORARY, True, self.profile_ignored, profile)
         frozen = credentials.get_frozen_credentials()
         if frozen.secret_key:
             register_secret(frozen.secret_key)
         if frozen.token:
             register_secret(frozen.token)
         kind = key_kind(frozen.access_key or "")
-        if kind == "temporary" and not frozen.token:
+        if kind == TEMPORARY and not frozen.token:
             raise ConfigError(
-                f"environment {self.env_name!r}: temporary AWS key (ASIA...) from "
-                f"{credentials.method} has no session token; set AWS_SESSION_TOKEN or use "
-                "the profile that issued it",
+                f"environment {self.env_name!r}: temporary AWS key (ASIA...) from {method} "
+                f"has no session token: {_token_hint(method, profile)}",
                 code=ErrorCode.CREDENTIALS_INVALID,
             )
-        return CredentialInfo(credentials.method, kind, bool(frozen.token), self.profile_ignored)
+        return CredentialInfo(method, kind, bool(frozen.token), self.profile_ignored, profile)
 
     def client(self, service: str) -> Any:
         with self._lock:
@@ -125,12 +178,23 @@ class AwsClients:
         if cached is not None:
             return cached
         session = self.session
-        self.credential_info()  # the ASIA rule, before any call
+        self.credential_info()  # the ASIA rule, before any client (and so any call) exists
         client = session.client(
-            service,  # type: ignore[call-overload]
+            service,
             region_name=self.config.region,
             endpoint_url=self.config.endpoint_url,
             config=_CLIENT_CONFIG,
         )
         with self._lock:
             return self._clients.setdefault(service, client)
+
+
+def _token_hint(method: str, profile: str | None) -> str:
+    if method in ("shared-credentials-file", "config-file") and profile:
+        return (
+            f"add aws_session_token to profile {profile!r} (or export AWS_SESSION_TOKEN with "
+            "the key that issued it)"
+        )
+    if method in _STATIC_SOURCES:
+        return "set AWS_SESSION_TOKEN together with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+    return "set AWS_SESSION_TOKEN or use the profile that issued the key"
