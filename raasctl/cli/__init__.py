@@ -119,11 +119,13 @@ def main(
 
 
 def _register() -> None:
+    from raasctl.cli.access_cmd import access
     from raasctl.cli.config_cmd import config
     from raasctl.cli.mock_cmd import enqueue_mock_command
     from raasctl.cli.run_cmd import run
     from raasctl.cli.schedule_cmd import schedule
 
+    main.add_command(access)
     main.add_command(config)
     main.add_command(schedule)
     main.add_command(run)
