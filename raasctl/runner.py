@@ -357,13 +357,14 @@ def load_mock_seed(job: Job, fixture: Path, columns: Mapping[str, str]) -> list[
     try:
         for item in map_report(job, iter_report_file(fixture), columns):
             if isinstance(item, EntryInvalid):
-                raise ConfigError(f"fixture {fixture}: {item}", code=ErrorCode.FIXTURE_INVALID)
+                raise ConfigError(f"mock fixture {fixture}: {item}", code=ErrorCode.FIXTURE_INVALID)
             seed.append(item)
     except SourceError as exc:  # missing, empty, or not JSON: the message names the file
         raise ConfigError(f"mock fixture: {exc.message}", code=ErrorCode.FIXTURE_INVALID) from None
     if not seed:
         raise ConfigError(
-            f"fixture {fixture} has no entries that yield a payload", code=ErrorCode.FIXTURE_INVALID
+            f"mock fixture {fixture} has no entries that yield a payload",
+            code=ErrorCode.FIXTURE_INVALID,
         )
     return seed
 

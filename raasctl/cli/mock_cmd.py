@@ -93,13 +93,17 @@ def _check_environment(app: AppContext, *, allow_protected: bool, yes: bool) -> 
         )
     if yes:
         return
-    if not sys.stdin.isatty():
+    if not stdin_is_terminal():
         raise ConfigError(
             f"environment {name} is protected: confirm with --yes (no terminal to ask on)",
             code=ErrorCode.PROTECTED_ENV,
         )
     if not click.confirm(f"Enqueue mock messages into protected environment {name}?", err=True):
         raise ConfigError("not confirmed; nothing was enqueued", code=ErrorCode.PROTECTED_ENV)
+
+
+def stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
 
 
 @dataclass
