@@ -65,6 +65,7 @@ _SIM_DECISIONS = {
     "explicitdeny": EXPLICIT_DENY,
     "implicitdeny": IMPLICIT_DENY,
 }
+_XML_ERROR_RE = re.compile(r"<Code>([^<]*)</Code>\s*<Message>([^<]*)</Message>")
 _ASSUMED_ROLE_RE = re.compile(r"^arn:[^:]+:sts::\d{12}:assumed-role/([^/]+)/.+$")
 
 
@@ -230,7 +231,12 @@ def check_environment(env_name: str, env: EnvironmentConfig, aws: AwsClients) ->
 def _client_error(exc: ClientError | BotoCoreError) -> tuple[str, str]:
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
-        return str(error.get("Code") or "error"), str(error.get("Message") or "")
+        code, message = str(error.get("Code") or "error"), str(error.get("Message") or "")
+        # An XML error body boto3 could not parse (moto's SQS under IAM auth) carries both.
+        inner = _XML_ERROR_RE.search(message)
+        if inner:
+            return inner.group(1), inner.group(2)
+        return code, message
     return type(exc).__name__, str(exc)
 
 
