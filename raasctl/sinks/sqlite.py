@@ -1,0 +1,266 @@
+"""The embedded sink: a ledger of accounting records in the environment's SQLite file.
+
+Tables (prefixed `ledger_`): one per kind of record, each row upserted by the record's id, and
+`ledger_applications`, one row per applied entry key. The application row and the record
+change commit together, so an entry key is applied exactly once however many workers receive
+its message; load tests count applications to see that every copy arrived.
+
+Amounts are stored as TEXT holding the exact decimal (never a float); dates as the ISO
+strings the job mappers produce.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from raasctl.envelope import Envelope
+from raasctl.errors import SinkError
+from raasctl.sinks.base import Applied, Sink
+from raasctl.state.sqlite import SqliteConnections
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ledger_client_deposits (
+    deposit_id        TEXT PRIMARY KEY,
+    deposit_reference TEXT,
+    customer          TEXT,
+    customer_id       TEXT,
+    company           TEXT,
+    currency          TEXT,
+    amount            TEXT,
+    deposit_date      TEXT,
+    status            TEXT,
+    applied_invoices  TEXT,  -- JSON array of invoice ids
+    run_id            TEXT NOT NULL,
+    entry_key         TEXT NOT NULL,
+    updated_at        TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger_client_bills (
+    invoice_id     TEXT PRIMARY KEY,
+    invoice_number TEXT,
+    customer_id    TEXT,
+    currency       TEXT,
+    total_amount   TEXT,
+    amount_due     TEXT,
+    payment_status TEXT,
+    payment_date   TEXT,
+    run_id         TEXT NOT NULL,
+    entry_key      TEXT NOT NULL,
+    updated_at     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger_lsp_bills (
+    supplier_invoice_id TEXT PRIMARY KEY,
+    payment_id          TEXT,
+    supplier            TEXT,
+    supplier_id         TEXT,
+    currency            TEXT,
+    payment_date        TEXT,
+    payment_status      TEXT,
+    on_hold             INTEGER,
+    invoice_number      TEXT,
+    amount_paid         TEXT,
+    invoice_status      TEXT,
+    run_id              TEXT NOT NULL,
+    entry_key           TEXT NOT NULL,
+    updated_at          TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger_applications (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    entry_key  TEXT NOT NULL UNIQUE,
+    cron       TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    record_id  TEXT NOT NULL,
+    run_id     TEXT NOT NULL,
+    mock       INTEGER NOT NULL,
+    applied_at TEXT NOT NULL
+);
+"""
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool | dict | list):
+        raise ValueError(f"expected text, got {type(value).__name__}")
+    return str(value)
+
+
+def _amount(value: Any) -> str | None:
+    """The exact decimal as text; a float would already have lost cents."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        raise ValueError(f"expected a decimal amount, got {type(value).__name__}")
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ValueError(f"{value!r} is not a decimal amount") from None
+    if not amount.is_finite():
+        raise ValueError(f"{value!r} is not a decimal amount")
+    return str(amount)
+
+
+def _flag(value: Any) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return int(value)
+
+
+def _text_list(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError("expected a list of strings")
+    return json.dumps(value)
+
+
+@dataclass(frozen=True)
+class _Table:
+    name: str
+    id_field: str
+    columns: dict[str, Callable[[Any], Any]]  # payload field -> conversion to the column value
+
+
+_DEPOSITS = _Table(
+    "ledger_client_deposits",
+    "deposit_id",
+    {
+        "deposit_reference": _text,
+        "customer": _text,
+        "customer_id": _text,
+        "company": _text,
+        "currency": _text,
+        "amount": _amount,
+        "deposit_date": _text,
+        "status": _text,
+        "applied_invoices": _text_list,
+    },
+)
+_BILLS = _Table(
+    "ledger_client_bills",
+    "invoice_id",
+    {
+        "invoice_number": _text,
+        "customer_id": _text,
+        "currency": _text,
+        "total_amount": _amount,
+        "amount_due": _amount,
+        "payment_status": _text,
+        "payment_date": _text,
+    },
+)
+_LSP_BILLS = _Table(
+    "ledger_lsp_bills",
+    "supplier_invoice_id",
+    {
+        "payment_id": _text,
+        "supplier": _text,
+        "supplier_id": _text,
+        "currency": _text,
+        "payment_date": _text,
+        "payment_status": _text,
+        "on_hold": _flag,
+        "invoice_number": _text,
+        "amount_paid": _amount,
+        "invoice_status": _text,
+    },
+)
+TABLES_BY_CRON: dict[str, _Table] = {
+    "clientDepositUpdate": _DEPOSITS,
+    "clientBillPaidStatus": _BILLS,
+    "clientBillUnpaidStatus": _BILLS,
+    "lspBillUpdateStatus": _LSP_BILLS,
+}
+
+
+class SqliteLedger(Sink):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = SqliteConnections(path, _SCHEMA)
+
+    def apply(self, envelope: Envelope) -> Applied:
+        table, record_id, values = _row(envelope)
+        now = datetime.now(UTC).isoformat(timespec="microseconds")
+        columns = [table.id_field, *values, "run_id", "entry_key", "updated_at"]
+        updates = ", ".join(f"{name} = excluded.{name}" for name in columns[1:])
+        try:
+            with self._db.transaction() as conn:
+                claimed = conn.execute(
+                    "INSERT INTO ledger_applications (entry_key, cron, table_name, record_id,"
+                    " run_id, mock, applied_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (entry_key) DO NOTHING",
+                    (
+                        envelope.key,
+                        envelope.cron,
+                        table.name,
+                        record_id,
+                        envelope.run_id,
+                        int(envelope.mock),
+                        now,
+                    ),
+                )
+                if claimed.rowcount == 0:
+                    return Applied.ALREADY_APPLIED
+                conn.execute(
+                    f"INSERT INTO {table.name} ({', '.join(columns)})"
+                    f" VALUES ({', '.join('?' for _ in columns)})"
+                    f" ON CONFLICT ({table.id_field}) DO UPDATE SET {updates}",
+                    (record_id, *values.values(), envelope.run_id, envelope.key, now),
+                )
+        except sqlite3.Error as exc:
+            # Lock timeouts and I/O errors pass; the message comes back after a backoff.
+            raise SinkError(f"SQLite ledger {self.path}: {exc}", retryable=True) from exc
+        return Applied.APPLIED
+
+    def counts(self) -> dict[str, int]:
+        """Rows per ledger table and applied entry keys, for tests and the CLI."""
+        names = {
+            "client_deposits": _DEPOSITS.name,
+            "client_bills": _BILLS.name,
+            "lsp_bills": _LSP_BILLS.name,
+            "applications": "ledger_applications",
+        }
+        try:
+            conn = self._db.get()
+            return {
+                label: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                for label, table in names.items()
+            }
+        except sqlite3.Error as exc:
+            raise SinkError(f"SQLite ledger {self.path}: {exc}", retryable=True) from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _row(envelope: Envelope) -> tuple[_Table, str, dict[str, Any]]:
+    """The table, record id and column values for an envelope; a payload that cannot be
+    applied is a permanent failure (it goes to the DLQ with the reason)."""
+    table = TABLES_BY_CRON.get(envelope.cron)
+    if table is None:
+        raise SinkError(f"no ledger table for cron {envelope.cron!r}", retryable=False)
+    payload = envelope.payload
+    record_id = payload.get(table.id_field)
+    if record_id is None or isinstance(record_id, bool | dict | list) or str(record_id) == "":
+        raise SinkError(
+            f"{envelope.cron} payload lacks {table.id_field} (entry {envelope.key})",
+            retryable=False,
+        )
+    values: dict[str, Any] = {}
+    for name, convert in table.columns.items():
+        try:
+            values[name] = convert(payload.get(name))
+        except ValueError as exc:
+            raise SinkError(
+                f"{envelope.cron} payload field {name}: {exc} (entry {envelope.key})",
+                retryable=False,
+            ) from None
+    return table, str(record_id), values

@@ -1,0 +1,332 @@
+"""State in the environment's embedded SQLite file (tables prefixed `state_`).
+
+The same file holds the embedded queue and ledger, and the worker calls in from many threads
+and several processes, so every thread gets its own connection, the file runs in WAL mode
+(readers never block the one writer) and a busy timeout turns lock contention into waiting.
+Counters change with `SET x = x + ?` in one statement, never read-modify-write in Python.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from raasctl.codes import ErrorCode
+from raasctl.errors import StateError
+from raasctl.state.base import RunRecord, State
+
+BUSY_TIMEOUT_MS = 30_000
+_IN_CHUNK = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS state_runs (
+    run_id        TEXT PRIMARY KEY,
+    cron          TEXT NOT NULL,
+    env           TEXT NOT NULL,
+    mock          INTEGER NOT NULL,
+    created_at    TEXT NOT NULL,
+    entries       INTEGER NOT NULL DEFAULT 0,
+    enqueued      INTEGER NOT NULL DEFAULT 0,
+    invalid       INTEGER NOT NULL DEFAULT 0,
+    duplicates    INTEGER NOT NULL DEFAULT 0,
+    total         INTEGER,
+    succeeded     INTEGER NOT NULL DEFAULT 0,
+    failed        INTEGER NOT NULL DEFAULT 0,
+    dead_lettered INTEGER NOT NULL DEFAULT 0,
+    retries       INTEGER NOT NULL DEFAULT 0,
+    started_at    TEXT,
+    finished_at   TEXT
+);
+CREATE INDEX IF NOT EXISTS state_runs_created ON state_runs (created_at DESC, run_id DESC);
+CREATE TABLE IF NOT EXISTS state_applied (
+    key        TEXT PRIMARY KEY,
+    run_id     TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS state_locks (
+    name       TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+"""
+
+
+def to_iso(value: datetime) -> str:
+    """UTC with a fixed layout, so stored strings sort and compare like the instants they name.
+    A naive datetime is taken to be UTC already."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def from_iso(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).astimezone(UTC)
+
+
+class SqliteConnections:
+    """One connection per thread and process to one SQLite file, in autocommit mode (each
+    statement is its own transaction unless `transaction()` groups several).
+
+    Shared by the embedded adapters that live in the environment's file."""
+
+    def __init__(self, path: Path, schema: str) -> None:
+        self.path = path
+        self._schema = schema
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[sqlite3.Connection] = []
+        self._schema_ready = False
+
+    def get(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        # A forked child must not reuse its parent's connection (SQLite forbids it).
+        if conn is not None and self._local.pid == os.getpid():
+            return conn
+        conn = self._connect()
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # `timeout` is SQLite's busy timeout: wait for another writer instead of failing.
+        # check_same_thread=False only so close() can close every thread's connection; each
+        # connection is otherwise used by the thread that opened it.
+        conn = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode = WAL")
+        with self._lock:
+            if not self._schema_ready:
+                conn.executescript(self._schema)
+                self._schema_ready = True
+            self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE takes the write lock up front, so two writers never deadlock
+        upgrading from a read lock."""
+        conn = self.get()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+class SqliteState(State):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = SqliteConnections(path, _SCHEMA)
+
+    def create_run(self, run: RunRecord) -> None:
+        with self._errors():
+            try:
+                self._db.get().execute(
+                    "INSERT INTO state_runs (run_id, cron, env, mock, created_at, entries,"
+                    " enqueued, invalid, duplicates, total, succeeded, failed, dead_lettered,"
+                    " retries, started_at, finished_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run.run_id,
+                        run.cron,
+                        run.env,
+                        int(run.mock),
+                        to_iso(run.created_at),
+                        run.entries,
+                        run.enqueued,
+                        run.invalid,
+                        run.duplicates,
+                        run.total,
+                        run.succeeded,
+                        run.failed,
+                        run.dead_lettered,
+                        run.retries,
+                        None if run.started_at is None else to_iso(run.started_at),
+                        None if run.finished_at is None else to_iso(run.finished_at),
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise StateError(f"run {run.run_id} already exists") from None
+
+    def finish_enqueue(
+        self, run_id: str, *, entries: int, enqueued: int, invalid: int, duplicates: int
+    ) -> RunRecord:
+        with self._errors():
+            rows = (
+                self._db.get()
+                .execute(
+                    "UPDATE state_runs SET entries = ?, enqueued = ?, invalid = ?,"
+                    " duplicates = ?, total = ? WHERE run_id = ? RETURNING *",
+                    (entries, enqueued, invalid, duplicates, enqueued, run_id),
+                )
+                .fetchall()
+            )
+        return _record(rows, run_id)
+
+    def add_counts(
+        self,
+        run_id: str,
+        *,
+        succeeded: int = 0,
+        failed: int = 0,
+        dead_lettered: int = 0,
+        retries: int = 0,
+        now: datetime | None = None,
+    ) -> RunRecord:
+        started = to_iso(now or datetime.now(UTC))
+        with self._errors():
+            # One statement: the increment and the returned record are the same snapshot.
+            rows = (
+                self._db.get()
+                .execute(
+                    "UPDATE state_runs SET succeeded = succeeded + ?, failed = failed + ?,"
+                    " dead_lettered = dead_lettered + ?, retries = retries + ?,"
+                    " started_at = COALESCE(started_at, ?) WHERE run_id = ? RETURNING *",
+                    (succeeded, failed, dead_lettered, retries, started, run_id),
+                )
+                .fetchall()
+            )
+        return _record(rows, run_id)
+
+    def mark_finished(self, run_id: str, now: datetime) -> bool:
+        """False also for an unknown run: nothing was set."""
+        with self._errors():
+            cursor = self._db.get().execute(
+                "UPDATE state_runs SET finished_at = ? WHERE run_id = ? AND finished_at IS NULL",
+                (to_iso(now), run_id),
+            )
+        return cursor.rowcount == 1
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self._errors():
+            row = (
+                self._db.get()
+                .execute("SELECT * FROM state_runs WHERE run_id = ?", (run_id,))
+                .fetchone()
+            )
+        return None if row is None else _to_record(row)
+
+    def list_runs(self, *, limit: int = 20, cron: str | None = None) -> list[RunRecord]:
+        where, params = ("WHERE cron = ?", (cron,)) if cron is not None else ("", ())
+        with self._errors():
+            rows = (
+                self._db.get()
+                .execute(
+                    f"SELECT * FROM state_runs {where}"
+                    " ORDER BY created_at DESC, run_id DESC LIMIT ?",
+                    (*params, limit),
+                )
+                .fetchall()
+            )
+        return [_to_record(row) for row in rows]
+
+    def is_applied(self, key: str) -> bool:
+        with self._errors():
+            row = (
+                self._db.get().execute("SELECT 1 FROM state_applied WHERE key = ?", (key,))
+            ).fetchone()
+        return row is not None
+
+    def applied_keys(self, keys: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        with self._errors():
+            conn = self._db.get()
+            # Chunked to stay under SQLite's limit on bound parameters.
+            for start in range(0, len(keys), _IN_CHUNK):
+                chunk = keys[start : start + _IN_CHUNK]
+                marks = ", ".join("?" for _ in chunk)
+                found.update(
+                    key
+                    for (key,) in conn.execute(
+                        f"SELECT key FROM state_applied WHERE key IN ({marks})", tuple(chunk)
+                    )
+                )
+        return found
+
+    def record_applied(self, key: str, run_id: str, now: datetime) -> bool:
+        with self._errors():
+            cursor = self._db.get().execute(
+                "INSERT INTO state_applied (key, run_id, applied_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO NOTHING",
+                (key, run_id, to_iso(now)),
+            )
+        return cursor.rowcount == 1
+
+    def acquire_lock(self, name: str, owner: str, ttl_s: int, now: datetime) -> bool:
+        expires_at = to_iso(now + timedelta(seconds=ttl_s))
+        with self._errors():
+            # Insert, or take over a lock that is ours (re-entrant: extends it) or has expired;
+            # an upsert whose WHERE fails changes no row, which is how "held by another" shows.
+            cursor = self._db.get().execute(
+                "INSERT INTO state_locks (name, owner, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner,"
+                " expires_at = excluded.expires_at"
+                " WHERE state_locks.owner = excluded.owner OR state_locks.expires_at < ?",
+                (name, owner, expires_at, to_iso(now)),
+            )
+        return cursor.rowcount == 1
+
+    def release_lock(self, name: str, owner: str) -> None:
+        """Releasing a lock another owner holds (say, after ours expired) leaves it alone."""
+        with self._errors():
+            self._db.get().execute(
+                "DELETE FROM state_locks WHERE name = ? AND owner = ?", (name, owner)
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StateError(f"SQLite state {self.path}: {exc}") from exc
+
+
+def _record(rows: list[sqlite3.Row], run_id: str) -> RunRecord:
+    # fetchall(), not fetchone(): an UPDATE ... RETURNING holds the write lock until its
+    # cursor is exhausted.
+    if not rows:
+        raise StateError(f"run {run_id} not found", code=ErrorCode.RUN_NOT_FOUND)
+    return _to_record(rows[0])
+
+
+def _to_record(row: sqlite3.Row) -> RunRecord:
+    created_at = from_iso(row["created_at"])
+    assert created_at is not None
+    return RunRecord(
+        run_id=row["run_id"],
+        cron=row["cron"],
+        env=row["env"],
+        mock=bool(row["mock"]),
+        created_at=created_at,
+        entries=row["entries"],
+        enqueued=row["enqueued"],
+        invalid=row["invalid"],
+        duplicates=row["duplicates"],
+        total=row["total"],
+        succeeded=row["succeeded"],
+        failed=row["failed"],
+        dead_lettered=row["dead_lettered"],
+        retries=row["retries"],
+        started_at=from_iso(row["started_at"]),
+        finished_at=from_iso(row["finished_at"]),
+    )

@@ -1,0 +1,509 @@
+"""The sinks: the SQLite ledger (embedded) and the HTTP callback (against a real local server)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from raasctl.envelope import Envelope, entry_key, mock_key
+from raasctl.errors import SinkError
+from raasctl.sinks.base import Applied
+from raasctl.sinks.http import HttpSink, parse_retry_after
+from raasctl.sinks.sqlite import SqliteLedger
+from raasctl.state.base import RunRecord
+from raasctl.state.sqlite import SqliteState
+
+TOKEN = "s3cr3t-callback-token"
+
+DEPOSIT = {
+    "deposit_id": "DEP-1",
+    "deposit_reference": "REF-77",
+    "customer": "Acme Corp",
+    "customer_id": "C-9",
+    "company": "Acme Holdings",
+    "currency": "USD",
+    "amount": "1234.50",
+    "deposit_date": "2026-03-01",
+    "status": "Applied",
+    "applied_invoices": ["INV-1", "INV-2"],
+}
+BILL = {
+    "invoice_id": "INV-1",
+    "invoice_number": "2026-0001",
+    "customer_id": "C-9",
+    "currency": "EUR",
+    "total_amount": "100.10",
+    "amount_due": "0.00",
+    "payment_status": "Paid",
+    "payment_date": "2026-03-02",
+}
+LSP_BILL = {
+    "payment_id": "PAY-1",
+    "supplier": "Lingo Ltd",
+    "supplier_id": "S-3",
+    "currency": "GBP",
+    "payment_date": "2026-03-03",
+    "payment_status": "Complete",
+    "on_hold": True,
+    "supplier_invoice_id": "SI-1",
+    "invoice_number": "L-55",
+    "amount_paid": "99.99",
+    "invoice_status": "Paid",
+}
+
+
+def envelope(cron: str, payload: dict[str, Any], *, run_id: str = "run-1") -> Envelope:
+    entity = str(next(iter(v for k, v in payload.items() if k.endswith("_id"))))
+    return Envelope.new(
+        cron=cron, run_id=run_id, key=entry_key(cron, entity, payload), payload=payload
+    )
+
+
+# ---------------------------------------------------------------- SQLite ledger
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[SqliteLedger]:
+    sink = SqliteLedger(tmp_path / "local.db")
+    yield sink
+    sink.close()
+
+
+def rows(path: Path, sql: str) -> list[dict[str, Any]]:
+    with sqlite3.connect(path) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(row) for row in conn.execute(sql)]
+
+
+def test_a_deposit_is_stored_with_exact_amounts_and_its_origin(ledger: SqliteLedger) -> None:
+    entry = envelope("clientDepositUpdate", DEPOSIT)
+
+    assert ledger.apply(entry) is Applied.APPLIED
+
+    [row] = rows(ledger.path, "SELECT * FROM ledger_client_deposits")
+    assert row["deposit_id"] == "DEP-1"
+    assert row["amount"] == "1234.50"  # text, trailing zero kept: never a float
+    assert json.loads(row["applied_invoices"]) == ["INV-1", "INV-2"]
+    assert (row["status"], row["deposit_date"]) == ("Applied", "2026-03-01")
+    assert (row["run_id"], row["entry_key"]) == ("run-1", entry.key)
+    assert ledger.counts() == {
+        "client_deposits": 1,
+        "client_bills": 0,
+        "lsp_bills": 0,
+        "applications": 1,
+    }
+
+
+def test_applying_a_key_twice_changes_nothing(ledger: SqliteLedger) -> None:
+    entry = envelope("clientDepositUpdate", DEPOSIT)
+    ledger.apply(entry)
+    before = rows(ledger.path, "SELECT * FROM ledger_client_deposits")
+    # Same key with a different body: the key alone decides.
+    again = Envelope.new(
+        cron=entry.cron,
+        run_id="run-2",
+        key=entry.key,
+        payload={**DEPOSIT, "status": "Reversed"},
+    )
+
+    assert ledger.apply(again) is Applied.ALREADY_APPLIED
+
+    assert rows(ledger.path, "SELECT * FROM ledger_client_deposits") == before
+    assert ledger.counts()["applications"] == 1
+
+
+def test_a_new_version_of_a_record_is_an_upsert(ledger: SqliteLedger) -> None:
+    ledger.apply(envelope("clientBillUnpaidStatus", {**BILL, "payment_status": "Unpaid"}))
+    paid = envelope("clientBillPaidStatus", BILL, run_id="run-2")
+
+    assert ledger.apply(paid) is Applied.APPLIED
+
+    [row] = rows(ledger.path, "SELECT * FROM ledger_client_bills")
+    assert (row["payment_status"], row["amount_due"], row["total_amount"]) == (
+        "Paid",
+        "0.00",
+        "100.10",
+    )
+    assert (row["run_id"], row["entry_key"]) == ("run-2", paid.key)
+    assert ledger.counts()["client_bills"] == 1
+    assert ledger.counts()["applications"] == 2
+
+
+def test_lsp_bills_are_keyed_by_supplier_invoice(ledger: SqliteLedger) -> None:
+    ledger.apply(envelope("lspBillUpdateStatus", LSP_BILL))
+    ledger.apply(
+        envelope(
+            "lspBillUpdateStatus", {**LSP_BILL, "supplier_invoice_id": "SI-2", "on_hold": False}
+        )
+    )
+
+    table = rows(ledger.path, "SELECT * FROM ledger_lsp_bills ORDER BY supplier_invoice_id")
+    assert [(row["supplier_invoice_id"], row["on_hold"]) for row in table] == [
+        ("SI-1", 1),
+        ("SI-2", 0),
+    ]
+    assert table[0]["payment_id"] == "PAY-1" and table[0]["amount_paid"] == "99.99"
+
+
+def test_amounts_keep_every_digit(ledger: SqliteLedger) -> None:
+    ledger.apply(envelope("clientDepositUpdate", {**DEPOSIT, "amount": "12345678901234567890.12"}))
+    ledger.apply(envelope("clientDepositUpdate", {**DEPOSIT, "deposit_id": "DEP-2", "amount": 7}))
+
+    amounts = rows(ledger.path, "SELECT amount FROM ledger_client_deposits ORDER BY deposit_id")
+    assert [row["amount"] for row in amounts] == ["12345678901234567890.12", "7"]
+
+
+@pytest.mark.parametrize(
+    ("cron", "payload", "reason"),
+    [
+        ("unknownCron", DEPOSIT, "no ledger table for cron 'unknownCron'"),
+        ("clientDepositUpdate", {**DEPOSIT, "deposit_id": None}, "lacks deposit_id"),
+        ("clientBillPaidStatus", {k: v for k, v in BILL.items() if k != "invoice_id"}, "lacks"),
+        ("lspBillUpdateStatus", {**LSP_BILL, "supplier_invoice_id": ""}, "supplier_invoice_id"),
+        ("clientDepositUpdate", {**DEPOSIT, "amount": "12,50"}, "field amount"),
+        ("lspBillUpdateStatus", {**LSP_BILL, "on_hold": "maybe"}, "field on_hold"),
+    ],
+    ids=["unknown-cron", "null-id", "missing-id", "empty-id", "bad-amount", "bad-flag"],
+)
+def test_a_payload_that_cannot_be_applied_fails_permanently(
+    ledger: SqliteLedger, cron: str, payload: dict[str, Any], reason: str
+) -> None:
+    entry = Envelope.new(cron=cron, run_id="run-1", key=f"{cron}:x:1", payload=payload)
+
+    with pytest.raises(SinkError, match=reason) as caught:
+        ledger.apply(entry)
+
+    assert caught.value.retryable is False
+    assert set(ledger.counts().values()) == {0}
+
+
+def test_concurrent_deliveries_apply_each_key_once(ledger: SqliteLedger) -> None:
+    base = envelope("clientDepositUpdate", DEPOSIT)
+    copies = [
+        Envelope.new(
+            cron=base.cron,
+            run_id="load",
+            key=mock_key(base.key, "load", n),
+            payload=base.payload,
+            mock=True,
+        )
+        for n in range(50)
+    ]
+    barrier = threading.Barrier(8)
+
+    def deliver_all(_: int) -> list[Applied]:
+        barrier.wait()
+        return [ledger.apply(copy) for copy in copies]
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = [outcome for result in pool.map(deliver_all, range(8)) for outcome in result]
+
+    assert outcomes.count(Applied.APPLIED) == 50
+    assert outcomes.count(Applied.ALREADY_APPLIED) == 7 * 50
+    assert ledger.counts() == {
+        "client_deposits": 1,
+        "client_bills": 0,
+        "lsp_bills": 0,
+        "applications": 50,
+    }
+    [mock_count] = rows(ledger.path, "SELECT SUM(mock) AS n FROM ledger_applications")
+    assert mock_count["n"] == 50
+
+
+def test_the_ledger_shares_the_environment_file_with_state(tmp_path: Path) -> None:
+    path = tmp_path / "local.db"
+    state = SqliteState(path)
+    ledger = SqliteLedger(path)
+    state.create_run(RunRecord("run-1", "clientDepositUpdate", "local", False, datetime.now(UTC)))
+
+    ledger.apply(envelope("clientDepositUpdate", DEPOSIT))
+
+    assert state.get_run("run-1") is not None
+    assert ledger.counts()["applications"] == 1
+    names = {row["name"] for row in rows(path, "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {name for name in names if not name.startswith(("state_", "sqlite_"))} == {
+        "ledger_client_deposits",
+        "ledger_client_bills",
+        "ledger_lsp_bills",
+        "ledger_applications",
+    }
+    state.close()
+    ledger.close()
+
+
+# ---------------------------------------------------------------- HTTP callback
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class CallbackServer:
+    """The accounting service's callback endpoint, on 127.0.0.1, answering `reply`."""
+
+    def __init__(self) -> None:
+        self.reply = Reply()
+        self.received: list[Received] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.received.append(Received(self.path, dict(self.headers.items()), body))
+                reply = outer.reply
+                time.sleep(reply.delay_s)
+                payload = reply.body.encode()
+                try:
+                    self.send_response(reply.status)
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out and went away
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 128  # the default backlog of 5 resets a burst of connections
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def server() -> Iterator[CallbackServer]:
+    running = CallbackServer()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def sink(server: CallbackServer) -> Iterator[HttpSink]:
+    http_sink = HttpSink(f"{server.url}/cron-jobs/", TOKEN, timeout_s=2.0)
+    yield http_sink
+    http_sink.close()
+
+
+def test_an_entry_is_posted_with_its_headers_and_payload(
+    server: CallbackServer, sink: HttpSink
+) -> None:
+    entry = envelope("clientDepositUpdate", DEPOSIT)
+
+    assert sink.apply(entry) is Applied.APPLIED
+
+    [request] = server.received
+    assert request.path == "/cron-jobs/clientDepositUpdate"
+    assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert request.headers["Idempotency-Key"] == entry.key
+    assert request.headers["X-Raasctl-Run-Id"] == "run-1"
+    assert request.headers["Content-Type"] == "application/json"
+    assert json.loads(request.body) == DEPOSIT
+
+
+@pytest.mark.parametrize("status", [200, 201, 202, 204])
+def test_2xx_is_applied(server: CallbackServer, sink: HttpSink, status: int) -> None:
+    server.reply = Reply(status)
+
+    assert sink.apply(envelope("clientBillPaidStatus", BILL)) is Applied.APPLIED
+
+
+def test_409_is_already_applied(server: CallbackServer, sink: HttpSink) -> None:
+    server.reply = Reply(409, body='{"error": "duplicate idempotency key"}')
+
+    assert sink.apply(envelope("clientBillPaidStatus", BILL)) is Applied.ALREADY_APPLIED
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+def test_408_429_and_5xx_are_retryable(server: CallbackServer, sink: HttpSink, status: int) -> None:
+    server.reply = Reply(status, body="try later")
+
+    with pytest.raises(SinkError, match=f"HTTP {status}") as caught:
+        sink.apply(envelope("lspBillUpdateStatus", LSP_BILL))
+
+    assert caught.value.retryable is True
+    assert caught.value.retry_after_s is None
+    assert len(server.received) == 1  # no retry inside the sink
+
+
+def test_retry_after_seconds_is_passed_on(server: CallbackServer, sink: HttpSink) -> None:
+    server.reply = Reply(429, headers={"Retry-After": "7"})
+
+    with pytest.raises(SinkError) as caught:
+        sink.apply(envelope("lspBillUpdateStatus", LSP_BILL))
+
+    assert caught.value.retryable is True
+    assert caught.value.retry_after_s == 7.0
+
+
+def test_retry_after_http_date_is_passed_on(server: CallbackServer, sink: HttpSink) -> None:
+    later = datetime.fromtimestamp(time.time() + 120, UTC)
+    server.reply = Reply(503, headers={"Retry-After": format_datetime(later, usegmt=True)})
+
+    with pytest.raises(SinkError) as caught:
+        sink.apply(envelope("lspBillUpdateStatus", LSP_BILL))
+
+    assert caught.value.retry_after_s is not None
+    assert 100 < caught.value.retry_after_s <= 120
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("0", 0.0),
+        ("30", 30.0),
+        ("1.5", 1.5),
+        ("-4", 0.0),
+        ("Sun, 01 Mar 2026 12:01:30 GMT", 90.0),
+        ("Sun, 01 Mar 2026 11:00:00 GMT", 0.0),
+        ("soon", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_retry_after(value: str | None, seconds: float | None) -> None:
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+    assert parse_retry_after(value, now) == seconds
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+def test_other_4xx_fail_permanently_with_status_and_excerpt(
+    server: CallbackServer, sink: HttpSink, status: int
+) -> None:
+    server.reply = Reply(status, body='{"error":\n  "customer_id C-9 unknown"}' + " pad" * 200)
+
+    with pytest.raises(SinkError) as caught:
+        sink.apply(envelope("clientBillPaidStatus", BILL))
+
+    message = str(caught.value)
+    assert caught.value.retryable is False
+    assert f"HTTP {status}" in message
+    assert '{"error": "customer_id C-9 unknown"} pad' in message
+    assert len(message) < 400  # an excerpt, not the whole body
+
+
+def test_the_token_never_appears_in_an_error(server: CallbackServer, sink: HttpSink) -> None:
+    # A server that echoes the request back, Authorization header included.
+    server.reply = Reply(401, body=f"bad credentials: Authorization: Bearer {TOKEN}")
+
+    with pytest.raises(SinkError) as caught:
+        sink.apply(envelope("clientBillPaidStatus", BILL))
+
+    assert "bad credentials" in str(caught.value)
+    assert TOKEN not in str(caught.value)
+    assert TOKEN not in repr(caught.value.args)
+
+
+def test_a_redirect_is_not_followed(server: CallbackServer, sink: HttpSink) -> None:
+    server.reply = Reply(302, headers={"Location": f"{server.url}/elsewhere"})
+
+    with pytest.raises(SinkError, match="HTTP 302") as caught:
+        sink.apply(envelope("clientBillPaidStatus", BILL))
+
+    assert caught.value.retryable is False
+    assert [request.path for request in server.received] == ["/cron-jobs/clientBillPaidStatus"]
+
+
+def test_a_slow_response_times_out_as_retryable(server: CallbackServer) -> None:
+    server.reply = Reply(200, delay_s=1.0)
+    sink = HttpSink(server.url, TOKEN, timeout_s=0.2)
+    started = time.monotonic()
+
+    with pytest.raises(SinkError, match=r"timed out after 0\.2 s") as caught:
+        sink.apply(envelope("clientDepositUpdate", DEPOSIT))
+
+    assert time.monotonic() - started < 0.9
+    assert caught.value.retryable is True
+    assert TOKEN not in str(caught.value)
+    sink.close()
+
+
+def test_a_refused_connection_is_retryable() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    sink = HttpSink(f"http://127.0.0.1:{closed_port}", TOKEN, timeout_s=2.0)
+
+    with pytest.raises(SinkError, match=r"connection failed.*refused") as caught:
+        sink.apply(envelope("clientDepositUpdate", DEPOSIT))
+
+    assert caught.value.retryable is True
+    assert "Max retries" not in str(caught.value)
+    assert TOKEN not in str(caught.value)
+
+
+def test_a_non_ascii_key_is_sent_percent_encoded(server: CallbackServer, sink: HttpSink) -> None:
+    entry = Envelope.new(
+        cron="clientDepositUpdate",
+        run_id="run-1",
+        key="clientDepositUpdate:DÉP-1:abc",
+        payload=DEPOSIT,
+    )
+
+    assert sink.apply(entry) is Applied.APPLIED
+
+    assert server.received[0].headers["Idempotency-Key"] == "clientDepositUpdate%3AD%C3%89P-1%3Aabc"
+
+
+def test_many_threads_share_one_connection_pool(server: CallbackServer, sink: HttpSink) -> None:
+    assert sink.session.get_adapter(server.url)._pool_maxsize == 64  # type: ignore[attr-defined]
+    entries = [
+        envelope("clientDepositUpdate", {**DEPOSIT, "deposit_id": f"D{n}"}) for n in range(64)
+    ]
+
+    with ThreadPoolExecutor(32) as pool:
+        outcomes = list(pool.map(sink.apply, entries))
+
+    assert outcomes == [Applied.APPLIED] * 64
+    assert sorted(request.headers["Idempotency-Key"] for request in server.received) == sorted(
+        entry.key for entry in entries
+    )
+
+
+def test_a_callers_session_is_left_open(server: CallbackServer) -> None:
+    session = requests.Session()
+    sink = HttpSink(server.url, TOKEN, session=session)
+    sink.apply(envelope("clientDepositUpdate", DEPOSIT))
+
+    sink.close()
+
+    assert session.post(f"{server.url}/still-open", timeout=2).status_code == 200
+    session.close()
