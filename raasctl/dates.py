@@ -27,13 +27,13 @@ def parse_workday_date(text: str) -> date:
     """
     value = text.strip()
     match = _DATE.match(value)
-    if match:
-        return date.fromisoformat(match.group(1))
-    if "T" in value:
-        try:
+    try:
+        if match:
+            return date.fromisoformat(match.group(1))
+        if "T" in value:
             return datetime.fromisoformat(value).date()
-        except ValueError:
-            pass
+    except ValueError:
+        pass  # 2026-13-01 looks like a date but is none
     raise ValueError(f"{text!r} is not a Workday date (YYYY-MM-DD, optionally with an offset)")
 
 
@@ -45,13 +45,13 @@ def parse_bound(text: str) -> date | datetime:
     """
     value = text.strip()
     match = _DATE.match(value)
-    if match:
-        day = date.fromisoformat(match.group(1))
-        if match.group(2) is None:
-            return day
-        offset = datetime.fromisoformat(f"{match.group(1)}T00:00{match.group(2)}").tzinfo
-        return datetime.combine(day, time(), tzinfo=offset)
     try:
+        if match:
+            day = date.fromisoformat(match.group(1))
+            if match.group(2) is None:
+                return day
+            offset = datetime.fromisoformat(f"{match.group(1)}T00:00{match.group(2)}").tzinfo
+            return datetime.combine(day, time(), tzinfo=offset)
         return datetime.fromisoformat(value)
     except ValueError:
         raise ValueError(

@@ -41,18 +41,27 @@ class ReportStream:
         self.exhausted = False
 
     def _next_chunk(self) -> bytes:
+        """The next non-empty piece of the body, or b"" at its end."""
+        chunk: bytes | None = b"" if self._started else self._first_chunk()
+        while not chunk:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self.exhausted = True
+                return b""
+        if len(self._head) < HEAD_BYTES:
+            self._head += chunk[: HEAD_BYTES - len(self._head)]
+        self.bytes_read += len(chunk)
+        return chunk
+
+    def _first_chunk(self) -> bytes:
+        """The body's first bytes without a UTF-8 byte order mark, however it was split."""
+        self._started = True
+        start = b""
         for chunk in self._chunks:
-            if not chunk:
-                continue
-            if not self._started:
-                self._started = True
-                chunk = chunk.removeprefix(_BOM)
-            if len(self._head) < HEAD_BYTES:
-                self._head += chunk[: HEAD_BYTES - len(self._head)]
-            self.bytes_read += len(chunk)
-            return chunk
-        self.exhausted = True
-        return b""
+            start += chunk
+            if len(start) >= len(_BOM):
+                break
+        return start.removeprefix(_BOM)
 
     def first_byte(self) -> bytes:
         """The first byte that is not whitespace (b"" for an empty body); consumes nothing."""

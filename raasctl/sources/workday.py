@@ -35,7 +35,7 @@ from raasctl.dates import prompt_params
 from raasctl.errors import SourceError
 from raasctl.logs import event, register_secret
 from raasctl.sources.base import Prompts, Source
-from raasctl.sources.stream import CHUNK_BYTES, HEAD_BYTES, ReportStream, parse_entries, preview
+from raasctl.sources.stream import CHUNK_BYTES, HEAD_BYTES, ReportStream, parse_entries
 
 MAX_BACKOFF_S = 60.0
 # Honour Retry-After, but a header asking for an hour must not stall a cron run silently.
@@ -112,11 +112,13 @@ class WorkdaySource(Source):
         try:
             stream = ReportStream(response.iter_content(CHUNK_BYTES))
             if stream.first_byte() == b"<":
-                # Asked for JSON, got XML: Workday reports some failures as a SOAP fault.
+                # Asked for JSON, got markup: Workday reports some failures as a SOAP fault,
+                # and a proxy in the way answers with an HTML page.
                 body = stream.read_head(HEAD_BYTES)
-                detail = soap_fault_text(body) or preview(body)
+                fault = soap_fault_text(body)
+                what = f"a SOAP fault: {fault}" if fault else f"markup: {markup_text(body)}"
                 raise SourceError(
-                    f"{where} returned XML instead of JSON: {detail}",
+                    f"{where} returned {what} (expected JSON)",
                     code=ErrorCode.REPORT_INVALID,
                 )
             for entry in parse_entries(stream, where=where):
@@ -367,6 +369,13 @@ def error_detail(response: requests.Response) -> str:
                 return _one_line(": ".join(parts))
     if not text:
         return response.reason or "no body"
-    if text.startswith(b"<"):  # an HTML error page: its words, not its markup
-        text = re.sub(rb"<[^>]*>", b" ", text)
+    if text.startswith(b"<"):
+        return markup_text(text)
     return _one_line(text.decode("utf-8", "replace"))
+
+
+def markup_text(body: bytes) -> str:
+    """The words of an XML or HTML body (an error page), without its tags, on one line."""
+    text = re.sub(rb"<(script|style)\b.*?</\1>", b" ", body, flags=re.S | re.I)
+    text = re.sub(rb"<[^>]*>", b" ", text)
+    return _one_line(text.decode("utf-8", "replace")) or "(no text)"
