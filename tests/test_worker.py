@@ -1,0 +1,736 @@
+"""The worker in-process, on the embedded adapters (real SQLite files in tmp_path)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from raasctl.codes import ErrorCode, InfoCode
+from raasctl.envelope import Envelope
+from raasctl.errors import SinkError, StateError
+from raasctl.queues.base import OutgoingMessage, Queue, ReceivedMessage
+from raasctl.queues.sqlite import SqliteQueue
+from raasctl.ratelimit import RateLimiter
+from raasctl.sinks.base import Applied, Sink
+from raasctl.sinks.sqlite import SqliteLedger
+from raasctl.state.base import RunRecord
+from raasctl.state.sqlite import SqliteState
+from raasctl.worker import (
+    StopReason,
+    Worker,
+    WorkerOptions,
+    WorkerStats,
+    backoff_s,
+)
+
+DEPOSITS = "clientDepositUpdate"
+PAID = "clientBillPaidStatus"
+
+# ---------------------------------------------------------------- helpers
+
+
+@dataclass
+class Env:
+    db: Path
+    queue: SqliteQueue
+    state: SqliteState
+    ledger: SqliteLedger
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    db = tmp_path / "worker.db"
+    queue = SqliteQueue(db, fifo=True, max_receive_count=3, visibility_timeout_s=30)
+    state = SqliteState(db)
+    ledger = SqliteLedger(db)
+    yield Env(db, queue, state, ledger)
+    for closable in (queue, state, ledger):
+        closable.close()
+
+
+@pytest.fixture
+def events() -> Iterator[list[logging.LogRecord]]:
+    """Every raasctl log record, whatever the CLI's logging setup did to propagation."""
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("raasctl")
+    handler = Collect(level=logging.DEBUG)
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield records
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)
+
+
+def coded(records: list[logging.LogRecord], code: InfoCode | ErrorCode) -> list[dict[str, Any]]:
+    return [
+        {"msg": r.getMessage(), **getattr(r, "fields", {})}
+        for r in records
+        if getattr(r, "code", None) == str(code)
+    ]
+
+
+def deposit(n: int, **extra: Any) -> dict[str, Any]:
+    return {"deposit_id": f"D-{n}", "amount": f"{n}.50", "currency": "USD", **extra}
+
+
+def enqueue(
+    queue: Queue,
+    state: SqliteState,
+    payloads: Sequence[dict[str, Any]],
+    *,
+    cron: str = DEPOSITS,
+    run_id: str = "run-1",
+    finish: bool = True,
+) -> list[str]:
+    """Create the run and send one message per payload; return the entry keys."""
+    state.create_run(
+        RunRecord(run_id=run_id, cron=cron, env="test", mock=False, created_at=datetime.now(UTC))
+    )
+    keys = []
+    messages = []
+    for n, payload in enumerate(payloads):
+        key = f"{cron}:{run_id}:{n}"
+        keys.append(key)
+        envelope = Envelope.new(cron=cron, run_id=run_id, key=key, payload=payload)
+        messages.append(envelope.to_message(f"{run_id}-{n}"))
+    for start in range(0, len(messages), 10):
+        result = queue.send_batch(messages[start : start + 10])
+        assert not result.failed
+    if finish:
+        state.finish_enqueue(
+            run_id, entries=len(payloads), enqueued=len(payloads), invalid=0, duplicates=0
+        )
+    return keys
+
+
+def send_raw(queue: Queue, body: str, *, run_id: str | None = None, group: str = "g") -> None:
+    attributes = {"cron": DEPOSITS, "run_id": run_id} if run_id else {}
+    queue.send_batch(
+        [OutgoingMessage(body=body, group_id=group, dedup_id=f"raw-{body}", attributes=attributes)]
+    )
+
+
+def options(**overrides: Any) -> WorkerOptions:
+    defaults: dict[str, Any] = {
+        "concurrency": 4,
+        "until_empty": True,
+        "wait_time_s": 0.2,
+        "visibility_timeout_s": 30,
+        "backoff_base_s": 0,
+        "backoff_cap_s": 0,
+        "stats_interval_s": None,
+        "shutdown_timeout_s": 5,
+    }
+    defaults.update(overrides)
+    return WorkerOptions(**defaults)
+
+
+class ScriptedSink(Sink):
+    """Applies to the real ledger unless a key is scripted to fail; records every call."""
+
+    def __init__(self, ledger: SqliteLedger | None = None, delay_s: float = 0.0) -> None:
+        self.ledger = ledger
+        self.delay_s = delay_s
+        self.failures: dict[str, list[SinkError]] = {}
+        self.calls: list[tuple[str, float]] = []
+        self.lock = threading.Lock()
+        self.running = 0
+        self.max_running = 0
+
+    def fail(self, key: str, *errors: SinkError) -> None:
+        self.failures[key] = list(errors)
+
+    def apply(self, envelope: Envelope) -> Applied:
+        with self.lock:
+            self.calls.append((envelope.key, time.monotonic()))
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+            pending = self.failures.get(envelope.key)
+            error = pending.pop(0) if pending else None
+        try:
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            if error is not None:
+                raise error
+            return self.ledger.apply(envelope) if self.ledger else Applied.APPLIED
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def keys(self) -> list[str]:
+        return [key for key, _ in self.calls]
+
+
+@dataclass
+class RecordingQueue(Queue):
+    """Delegates to a real queue and records receives and visibility changes."""
+
+    inner: Queue
+    receives: list[int] = field(default_factory=list)
+    visibility: list[tuple[str, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.name = self.inner.name
+        self.fifo = self.inner.fifo
+        self.max_message_bytes = self.inner.max_message_bytes
+        self.max_receive_count = self.inner.max_receive_count
+
+    def send_batch(self, messages: Any) -> Any:
+        return self.inner.send_batch(messages)
+
+    def receive(
+        self, max_messages: int, wait_time_s: float, visibility_timeout_s: int | None = None
+    ) -> list[ReceivedMessage]:
+        self.receives.append(max_messages)
+        return self.inner.receive(max_messages, wait_time_s, visibility_timeout_s)
+
+    def delete(self, receipt_handles: Sequence[str]) -> None:
+        self.inner.delete(receipt_handles)
+
+    def change_visibility(self, receipt_handle: str, timeout_s: int) -> None:
+        self.visibility.append((receipt_handle, timeout_s))
+        self.inner.change_visibility(receipt_handle, timeout_s)
+
+    def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
+        self.inner.dead_letter(message, reason)
+
+    def depth(self) -> Any:
+        return self.inner.depth()
+
+    def peek(self, limit: int, *, dlq: bool = False) -> Any:
+        return self.inner.peek(limit, dlq=dlq)
+
+    def purge(self, *, dlq: bool = False) -> Any:
+        return self.inner.purge(dlq=dlq)
+
+    def redrive(self) -> Any:
+        return self.inner.redrive()
+
+
+def run_worker(env: Env, sink: Sink, queue: Queue | None = None, **overrides: Any) -> Any:
+    worker = Worker(queue or env.queue, env.state, sink, options(**overrides))
+    return worker.run()
+
+
+def in_background(worker: Worker) -> tuple[threading.Thread, dict[str, Any]]:
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            out["result"] = worker.run()
+        except BaseException as exc:
+            out["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, out
+
+
+# ---------------------------------------------------------------- draining
+
+
+def test_drains_every_entry_exactly_once_and_completes_the_run(
+    env: Env, events: list[logging.LogRecord]
+) -> None:
+    keys = enqueue(env.queue, env.state, [deposit(n) for n in range(30)])
+    sink = ScriptedSink(env.ledger)
+
+    result = run_worker(env, sink)
+
+    assert result.stopped is StopReason.QUEUE_EMPTY
+    assert (result.processed, result.succeeded, result.failed, result.dead_lettered) == (
+        30,
+        30,
+        0,
+        0,
+    )
+    assert sorted(sink.keys()) == sorted(keys)
+    assert env.ledger.counts()["applications"] == 30
+    assert env.ledger.counts()["client_deposits"] == 30
+    assert env.queue.depth().empty
+    run = env.state.get_run("run-1")
+    assert run is not None
+    assert (run.succeeded, run.done, run.total, run.status) == (30, 30, 30, "complete")
+    assert all(env.state.is_applied(key) for key in keys)
+    completes = coded(events, InfoCode.RUN_COMPLETE)
+    assert [c["run_id"] for c in completes] == ["run-1"]
+    assert len(coded(events, InfoCode.QUEUE_EMPTY)) == 1
+    assert set(result.summary()) == {
+        "processed",
+        "succeeded",
+        "failed",
+        "dead_lettered",
+        "elapsed_s",
+        "per_hour",
+    }
+    assert result.summary()["per_hour"] > 0
+    assert result.ok
+
+
+def test_an_entry_already_applied_is_deleted_without_applying(env: Env) -> None:
+    keys = enqueue(env.queue, env.state, [deposit(1), deposit(2)])
+    env.state.record_applied(keys[0], "earlier-run", datetime.now(UTC))
+    sink = ScriptedSink(env.ledger)
+
+    result = run_worker(env, sink)
+
+    assert sink.keys() == [keys[1]]
+    assert result.succeeded == 2
+    run = env.state.get_run("run-1")
+    assert run is not None and run.succeeded == 2 and run.status == "complete"
+    assert env.queue.depth().empty
+
+
+def test_already_applied_answer_from_the_sink_counts_as_success(env: Env) -> None:
+    keys = enqueue(env.queue, env.state, [deposit(1)])
+
+    class Conflict(Sink):
+        def apply(self, envelope: Envelope) -> Applied:
+            return Applied.ALREADY_APPLIED  # e.g. HTTP 409
+
+    result = run_worker(env, Conflict())
+
+    assert result.succeeded == 1
+    assert env.state.is_applied(keys[0])
+    assert env.queue.depth().empty
+
+
+def test_stops_at_once_on_an_empty_queue_with_until_empty(
+    env: Env, events: list[logging.LogRecord]
+) -> None:
+    began = time.monotonic()
+    result = run_worker(env, ScriptedSink())
+    assert result.stopped is StopReason.QUEUE_EMPTY
+    assert result.processed == 0
+    assert time.monotonic() - began < 2
+    assert len(coded(events, InfoCode.QUEUE_EMPTY)) == 1
+
+
+# ---------------------------------------------------------------- failures
+
+
+def test_retryable_failure_backs_off_then_succeeds_and_counts_the_retry(
+    env: Env, events: list[logging.LogRecord]
+) -> None:
+    keys = enqueue(env.queue, env.state, [deposit(1), deposit(2)])
+    sink = ScriptedSink(env.ledger)
+    sink.fail(keys[0], SinkError("HTTP 503", retryable=True))
+    queue = RecordingQueue(env.queue)
+
+    result = run_worker(env, sink, queue=queue)
+
+    assert (result.succeeded, result.retries, result.failed) == (2, 1, 0)
+    assert result.processed == 3
+    assert sink.keys().count(keys[0]) == 2
+    assert env.ledger.counts()["applications"] == 2
+    run = env.state.get_run("run-1")
+    assert run is not None
+    assert (run.succeeded, run.retries, run.status) == (2, 1, "complete")
+    retries = coded(events, InfoCode.MESSAGE_RETRY)
+    assert len(retries) == 1 and retries[0]["key"] == keys[0] and retries[0]["attempt"] == 1
+    assert ("HTTP 503" in retries[0]["msg"]) and retries[0]["delay_s"] == 0
+
+
+def test_backoff_doubles_from_the_base_caps_and_honours_retry_after() -> None:
+    assert [backoff_s(n, 2, 60) for n in range(1, 8)] == [2, 4, 8, 16, 32, 60, 60]
+    assert backoff_s(1, 2, 60, retry_after_s=7.2) == 8  # whole seconds, never shorter
+    assert backoff_s(3, 2, 60, retry_after_s=1) == 8  # a shorter Retry-After does not shorten
+    assert backoff_s(1, 2, 60, retry_after_s=10**6) == 43_200  # SQS's maximum
+
+
+def test_backoff_sets_the_message_visibility(env: Env) -> None:
+    keys = enqueue(env.queue, env.state, [deposit(1)])
+    sink = ScriptedSink(env.ledger)
+    sink.fail(keys[0], SinkError("HTTP 429", retryable=True, retry_after_s=3))
+    queue = RecordingQueue(env.queue)
+
+    worker = Worker(
+        queue,
+        env.state,
+        sink,
+        options(backoff_base_s=1, backoff_cap_s=60, until_empty=False, max_runtime_s=0.6),
+    )
+    result = worker.run()
+
+    assert result.retries == 1 and result.succeeded == 0
+    assert [timeout for _, timeout in queue.visibility] == [3]  # Retry-After beat 1 s
+    depth = env.queue.depth()
+    assert depth.in_flight == 1  # invisible for its backoff
+
+
+def test_retries_exhausted_count_as_failed_and_the_redrive_moves_it_to_the_dlq(
+    env: Env, events: list[logging.LogRecord]
+) -> None:
+    keys = enqueue(env.queue, env.state, [deposit(1), deposit(2)])
+    sink = ScriptedSink(env.ledger)
+    sink.fail(keys[0], *[SinkError("HTTP 500", retryable=True)] * 5)
+
+    result = run_worker(env, sink)
+
+    # max_receive_count 3: two retries, then the third attempt is the last.
+    assert (result.succeeded, result.retries, result.failed) == (1, 2, 1)
+    assert sink.keys().count(keys[0]) == 3
+    assert not result.ok
+    dlq = env.queue.peek(10, dlq=True)
+    assert [json.loads(m.body)["key"] for m in dlq] == [keys[0]]
+    assert "max_receive_count" in dlq[0].attributes["reason"]
+    run = env.state.get_run("run-1")
+    assert run is not None
+    assert (run.succeeded, run.failed, run.retries, run.status) == (1, 1, 2, "failed")
+    failed = coded(events, ErrorCode.MESSAGE_FAILED)
+    assert len(failed) == 1 and failed[0]["key"] == keys[0]
+    assert not env.state.is_applied(keys[0])
+
+
+def test_permanent_failure_goes_to_the_dlq_at_once_with_its_reason(
+    env: Env, events: list[logging.LogRecord]
+) -> None:
+    keys = enqueue(env.queue, env.state, [deposit(1), deposit(2, amount="twelve")])
+
+    result = run_worker(env, ScriptedSink(env.ledger))
+
+    assert (result.succeeded, result.dead_lettered, result.retries) == (1, 1, 0)
+    dlq = env.queue.peek(10, dlq=True)
+    assert [json.loads(m.body)["key"] for m in dlq] == [keys[1]]
+    assert dlq[0].receive_count == 1
+    assert "amount" in dlq[0].attributes["reason"]
+    logged = coded(events, InfoCode.MESSAGE_DEAD_LETTERED)
+    assert len(logged) == 1 and "amount" in logged[0]["reason"]
+    assert logged[0]["key"] == keys[1]
+    run = env.state.get_run("run-1")
+    assert run is not None and run.dead_lettered == 1 and run.status == "failed"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("{not json", "not JSON"),
+        (json.dumps({"v": 2, "cron": DEPOSITS}), "unknown envelope version 2"),
+        (
+            json.dumps(
+                {
+                    "v": 1,
+                    "cron": "clientRefund",
+                    "run_id": "run-1",
+                    "key": "k",
+                    "payload": {},
+                    "mock": False,
+                    "enqueued_at": "",
+                }
+            ),
+            "unknown cron 'clientRefund'",
+        ),
+    ],
+)
+def test_unusable_messages_go_to_the_dlq_with_the_reason(
+    env: Env, events: list[logging.LogRecord], body: str, reason: str
+) -> None:
+    env.state.create_run(
+        RunRecord(run_id="run-1", cron=DEPOSITS, env="t", mock=False, created_at=datetime.now(UTC))
+    )
+    env.state.finish_enqueue("run-1", entries=1, enqueued=1, invalid=0, duplicates=0)
+    send_raw(env.queue, body, run_id="run-1")
+    sink = ScriptedSink(env.ledger)
+
+    result = run_worker(env, sink)
+
+    assert result.dead_lettered == 1 and sink.calls == []
+    dlq = env.queue.peek(10, dlq=True)
+    assert len(dlq) == 1 and reason in dlq[0].attributes["reason"]
+    assert reason in coded(events, InfoCode.MESSAGE_DEAD_LETTERED)[0]["reason"]
+    run = env.state.get_run("run-1")  # counted to the run named in the message attributes
+    assert run is not None and run.dead_lettered == 1 and run.status == "failed"
+
+
+def test_a_message_of_an_unknown_run_is_still_applied(env: Env) -> None:
+    envelope = Envelope.new(cron=DEPOSITS, run_id="gone", key="k-1", payload=deposit(1))
+    env.queue.send_batch([envelope.to_message("D-1")])
+
+    result = run_worker(env, ScriptedSink(env.ledger))
+
+    assert result.succeeded == 1
+    assert env.ledger.counts()["applications"] == 1
+
+
+def test_repeated_state_failures_stop_the_worker_with_the_error(env: Env) -> None:
+    enqueue(env.queue, env.state, [deposit(n) for n in range(15)])
+
+    class BrokenState(SqliteState):
+        def is_applied(self, key: str) -> bool:
+            raise StateError("DynamoDB throttled")
+
+    state = BrokenState(env.db)
+    worker = Worker(env.queue, state, ScriptedSink(env.ledger), options(concurrency=1))
+    with pytest.raises(StateError, match="throttled"):
+        worker.run()
+    assert worker.result().errors == 10
+    assert worker.result().stopped is StopReason.ERROR
+    assert env.ledger.counts()["applications"] == 0
+    state.close()
+
+
+# ---------------------------------------------------------------- pool, rate, filters
+
+
+def test_concurrency_bounds_the_handlers_and_receives_ask_for_free_slots(env: Env) -> None:
+    enqueue(env.queue, env.state, [deposit(n) for n in range(24)])
+    sink = ScriptedSink(env.ledger, delay_s=0.05)
+    queue = RecordingQueue(env.queue)
+
+    result = run_worker(env, sink, queue=queue, concurrency=3)
+
+    assert result.succeeded == 24
+    assert sink.max_running == 3
+    assert max(queue.receives) == 3
+
+
+def test_receives_at_most_ten_at_once(env: Env) -> None:
+    enqueue(env.queue, env.state, [deposit(n) for n in range(30)])
+    queue = RecordingQueue(env.queue)
+
+    result = run_worker(env, ScriptedSink(env.ledger), queue=queue, concurrency=32)
+
+    assert result.succeeded == 30
+    assert queue.receives[0] == 10 and max(queue.receives) == 10
+
+
+def test_rate_limit_spaces_starts_evenly(env: Env) -> None:
+    enqueue(env.queue, env.state, [deposit(n) for n in range(21)])
+    sink = ScriptedSink(env.ledger)
+    queue = RecordingQueue(env.queue)
+
+    result = run_worker(env, sink, queue=queue, concurrency=8, rate_per_s=20)
+
+    assert result.succeeded == 21
+    starts = sorted(at for _, at in sink.calls)
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert min(gaps) >= 0.05 - 0.003
+    assert 1.0 - 0.01 <= starts[-1] - starts[0] < 1.5
+    assert set(queue.receives) == {1}  # a token per message, taken before each receive
+
+
+def test_max_messages_stops_after_that_many(env: Env) -> None:
+    enqueue(env.queue, env.state, [deposit(n) for n in range(25)])
+    queue = RecordingQueue(env.queue)
+
+    result = run_worker(
+        env, ScriptedSink(env.ledger), queue=queue, concurrency=4, max_messages=7, until_empty=False
+    )
+
+    assert result.stopped is StopReason.MAX_MESSAGES
+    assert result.processed == 7
+    assert sum(queue.receives) <= 7 + 4  # never asked for more than it may take
+    assert env.queue.depth().visible == 18
+
+
+def test_max_runtime_bounds_an_idle_worker(env: Env) -> None:
+    began = time.monotonic()
+    result = run_worker(env, ScriptedSink(), until_empty=False, max_runtime_s=0.5, wait_time_s=20)
+    assert result.stopped is StopReason.MAX_RUNTIME
+    assert time.monotonic() - began < 2.0
+
+
+def test_cron_filter_releases_other_crons_without_counting_them(env: Env) -> None:
+    queue = SqliteQueue(env.db, fifo=True, max_receive_count=50, visibility_timeout_s=30)
+    deposits = enqueue(queue, env.state, [deposit(n) for n in range(5)])
+    bills = enqueue(
+        queue,
+        env.state,
+        [{"invoice_id": f"I-{n}", "currency": "USD"} for n in range(3)],
+        cron=PAID,
+        run_id="run-2",
+    )
+    sink = ScriptedSink(env.ledger)
+    worker = Worker(
+        queue,
+        env.state,
+        sink,
+        options(
+            crons=frozenset({DEPOSITS}), until_empty=False, max_runtime_s=1.0, foreign_pause_s=0.2
+        ),
+    )
+
+    result = worker.run()
+
+    assert sorted(sink.keys()) == sorted(deposits)
+    assert result.succeeded == 5 and result.released >= 3
+    assert queue.depth().visible == 3  # the bills wait, visible, for their own worker
+    other = env.state.get_run("run-2")
+    assert other is not None and other.done == 0
+    assert not any(env.state.is_applied(key) for key in bills)
+    queue.close()
+
+
+# ---------------------------------------------------------------- visibility and stopping
+
+
+def test_heartbeat_keeps_a_slow_message_invisible(env: Env) -> None:
+    queue = SqliteQueue(env.db, fifo=False, max_receive_count=5, visibility_timeout_s=1)
+    keys = enqueue(queue, env.state, [deposit(1)])
+    recording = RecordingQueue(queue)
+    sink = ScriptedSink(env.ledger, delay_s=2.2)
+    worker = Worker(recording, env.state, sink, options(visibility_timeout_s=1))
+    thread, out = in_background(worker)
+
+    time.sleep(1.4)  # past the 1 s visibility: without a heartbeat it would be visible
+    thief = queue.receive(10, 0)
+    thread.join(10)
+
+    assert thief == []
+    assert out["result"].succeeded == 1
+    assert sink.keys() == keys
+    extensions = [timeout for _, timeout in recording.visibility]
+    assert len(extensions) >= 3 and set(extensions) == {1}
+    queue.close()
+
+
+def test_a_signal_finishes_in_flight_work_and_stops_receiving(env: Env) -> None:
+    enqueue(env.queue, env.state, [deposit(n) for n in range(20)])
+    sink = ScriptedSink(env.ledger, delay_s=0.3)
+    worker = Worker(env.queue, env.state, sink, options(concurrency=2, until_empty=False))
+    thread, out = in_background(worker)
+    time.sleep(0.15)
+
+    worker.stop()
+    thread.join(5)
+
+    result = out["result"]
+    assert result.stopped is StopReason.SIGNAL
+    assert result.succeeded == 2  # the two in flight finished
+    assert env.ledger.counts()["applications"] == 2
+    assert env.queue.depth().visible == 18  # nothing else was taken
+    assert env.queue.depth().in_flight == 0
+
+
+def test_a_signal_releases_messages_not_yet_started(env: Env) -> None:
+    enqueue(env.queue, env.state, [deposit(1)])
+
+    class FarStart(RateLimiter):
+        def start_at(self) -> float:
+            return time.monotonic() + 60
+
+    sink = ScriptedSink(env.ledger)
+    worker = Worker(env.queue, env.state, sink, options(until_empty=False), limiter=FarStart(None))
+    thread, out = in_background(worker)
+    deadline = time.monotonic() + 5
+    while env.queue.depth().in_flight == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+    worker.stop()
+    thread.join(5)
+
+    assert not thread.is_alive()
+    # Released by its slot (and again by the poller if a last receive caught it).
+    assert out["result"].released >= 1 and out["result"].processed == 0
+    assert sink.calls == []
+    depth = env.queue.depth()
+    assert (depth.visible, depth.in_flight) == (1, 0)  # visible again at once
+
+
+def test_in_flight_work_past_the_shutdown_deadline_is_left_to_its_visibility(
+    env: Env, events: list[logging.LogRecord]
+) -> None:
+    enqueue(env.queue, env.state, [deposit(1)])
+    release = threading.Event()
+
+    class Hang(Sink):
+        def apply(self, envelope: Envelope) -> Applied:
+            release.wait(10)
+            return Applied.APPLIED
+
+    worker = Worker(
+        env.queue, env.state, Hang(), options(until_empty=False, shutdown_timeout_s=0.3)
+    )
+    thread, out = in_background(worker)
+    time.sleep(0.3)
+    began = time.monotonic()
+    worker.stop()
+    thread.join(5)
+    stopped_after = time.monotonic() - began
+    release.set()
+
+    assert out["result"].processed == 0
+    assert 0.25 <= stopped_after < 2
+    assert any("still in flight" in e["msg"] for e in coded(events, InfoCode.WORKER_STOPPING))
+    assert env.queue.depth().in_flight == 1
+
+
+# ---------------------------------------------------------------- runs and progress
+
+
+def test_run_completes_when_its_total_arrives_after_its_last_message(
+    env: Env, events: list[logging.LogRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("raasctl.worker.COMPLETION_CHECK_S", 0.2)
+    enqueue(env.queue, env.state, [deposit(n) for n in range(3)], finish=False)
+    worker = Worker(
+        env.queue,
+        env.state,
+        ScriptedSink(env.ledger),
+        options(until_empty=False, max_runtime_s=2.0),
+    )
+    thread, _ = in_background(worker)
+    deadline = time.monotonic() + 5
+    while env.ledger.counts()["applications"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    assert coded(events, InfoCode.RUN_COMPLETE) == []
+
+    env.state.finish_enqueue("run-1", entries=3, enqueued=3, invalid=0, duplicates=0)
+    thread.join(5)
+
+    assert [c["run_id"] for c in coded(events, InfoCode.RUN_COMPLETE)] == ["run-1"]
+    run = env.state.get_run("run-1")
+    assert run is not None and run.status == "complete"
+
+
+def test_progress_reports_done_total_rate_and_eta(env: Env) -> None:
+    enqueue(env.queue, env.state, [deposit(n) for n in range(40)])
+    seen: list[WorkerStats] = []
+    worker = Worker(
+        env.queue,
+        env.state,
+        ScriptedSink(env.ledger, delay_s=0.02),
+        options(concurrency=2, stats_interval_s=0.1),
+        on_stats=seen.append,
+    )
+    result = worker.run()
+
+    assert result.succeeded == 40
+    assert seen, "no progress reported"
+    middle = [s for s in seen if 0 < s.runs_done < 40]
+    assert middle
+    assert all(s.runs_total == 40 for s in middle)
+    assert all(s.eta_s is not None and s.eta_s > 0 for s in middle)
+    assert all(s.per_hour > 0 for s in middle)
+    final = worker.stats()
+    assert (final.runs_done, final.runs_total, final.eta_s) == (40, 40, 0)
+    assert final.fields()["done"] == 40
+
+
+def test_default_progress_is_a_stats_event(env: Env, events: list[logging.LogRecord]) -> None:
+    enqueue(env.queue, env.state, [deposit(n) for n in range(10)])
+    worker = Worker(
+        env.queue,
+        env.state,
+        ScriptedSink(env.ledger, delay_s=0.05),
+        options(concurrency=1, stats_interval_s=0.1),
+    )
+    worker.run()
+    stats = coded(events, InfoCode.WORKER_STATS)
+    assert stats and {"processed", "per_hour", "done", "total", "eta_s"} <= set(stats[-1])
