@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -39,7 +40,7 @@ def test_tokens_are_spaced_evenly_with_a_burst_of_one() -> None:
     for _ in range(5):
         assert limiter.acquire(10) == 1  # never more than one: no burst
         granted_at.append(clock.now)
-    assert [round(b - a, 9) for a, b in zip(granted_at, granted_at[1:], strict=False)] == [0.25] * 4
+    assert [round(b - a, 9) for a, b in itertools.pairwise(granted_at)] == [0.25] * 4
 
 
 def test_idle_time_does_not_accumulate_tokens() -> None:
@@ -128,7 +129,7 @@ def test_threads_sharing_a_limiter_never_start_more_than_the_rate_in_any_second(
     for thread in threads:
         thread.join()
     starts.sort()
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 0.02 - 0.002
     # Tokens taken before the deadline may start after it (at most one per thread).
     assert 45 <= len(starts) <= 50 + 8

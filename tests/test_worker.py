@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
@@ -518,7 +519,7 @@ def test_rate_limit_spaces_starts_evenly(env: Env) -> None:
 
     assert result.succeeded == 21
     starts = sorted(at for _, at in sink.calls)
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 0.05 - 0.003
     assert 1.0 - 0.01 <= starts[-1] - starts[0] < 1.5
     assert set(queue.receives) == {1}  # a token per message, taken before each receive
