@@ -6,6 +6,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from raasctl.codes import ErrorCode
+from raasctl.errors import QueueError
+
 # SQS limits that both adapters honour.
 MAX_BATCH = 10
 MAX_DEDUP_ID_CHARS = 128
@@ -19,6 +22,35 @@ class OutgoingMessage:
     dedup_id: str | None = None  # required on FIFO queues (no content-based deduplication)
     attributes: Mapping[str, str] = field(default_factory=dict)
     label: str = ""  # names the entry in errors, e.g. "entry 12 (clientDepositUpdate:D-1)"
+
+
+def message_bytes(message: OutgoingMessage) -> int:
+    """The size SQS counts against MaximumMessageSize: the body plus every attribute's name,
+    data type ("String") and value."""
+    size = len(message.body.encode())
+    for name, value in message.attributes.items():
+        size += len(name.encode()) + len("String") + len(value.encode())
+    return size
+
+
+def reject_oversized(messages: Sequence[OutgoingMessage], limit: int, queue_name: str) -> None:
+    """Raise before anything is sent when one message is over the queue's size limit."""
+    for index, message in enumerate(messages):
+        # A UTF-8 character is at most 4 bytes: most messages are cleared without encoding.
+        upper_bound = 4 * len(message.body) + sum(
+            4 * (len(name) + len(value)) + len("String")
+            for name, value in message.attributes.items()
+        )
+        if upper_bound <= limit:
+            continue
+        size = message_bytes(message)
+        if size > limit:
+            label = message.label or f"message {index}"
+            raise QueueError(
+                f"{label}: message is {size} bytes, over the limit of {limit} bytes "
+                f"of queue {queue_name}; nothing was sent",
+                code=ErrorCode.MESSAGE_TOO_LARGE,
+            )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,579 @@
+"""The embedded queue: SQS semantics in a SQLite file, safe for several processes.
+
+Not a list in a table. Each message has a visibility deadline, a receive count and a
+current receipt token; a receive claims messages in one short `BEGIN IMMEDIATE` transaction,
+so two workers (threads or processes) never hold the same message at once. A message
+received `max_receive_count` times moves to the DLQ table on its next receive, as SQS's
+redrive policy does. FIFO: only the oldest message of each group (`is_head`) can be
+delivered, so a group has at most one message in flight and keeps its order. Deduplication
+ids are remembered for `dedup_window_s` from the first send, also after the message was
+deleted (SQS keeps 5 minutes; moto does not, which is why this matters here).
+
+The file is shared with the embedded state and sink adapters, so every table here is
+prefixed `queue_` or `dlq_`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from raasctl.codes import ErrorCode
+from raasctl.errors import QueueError
+from raasctl.queues.base import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_BATCH,
+    BatchFailure,
+    BatchResult,
+    OutgoingMessage,
+    PeekedMessage,
+    Queue,
+    QueueDepth,
+    ReceivedMessage,
+    RedriveResult,
+    reject_oversized,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS queue_messages (
+    seq INTEGER PRIMARY KEY,            -- send order
+    message_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    group_id TEXT,                      -- NULL on a standard queue
+    dedup_id TEXT,
+    attributes TEXT,                    -- JSON object, NULL when empty
+    sent_at REAL NOT NULL,
+    visible_at REAL NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    receipt TEXT,                       -- token of the latest receive, NULL before the first
+    is_head INTEGER NOT NULL            -- deliverable: always 1 on a standard queue
+);
+-- Matches the receive query: deliverable messages, earliest visible first. Partial, so the
+-- messages waiting behind their group's head cost nothing here.
+CREATE INDEX IF NOT EXISTS queue_messages_ready ON queue_messages (visible_at, seq)
+    WHERE is_head = 1;
+CREATE INDEX IF NOT EXISTS queue_messages_group ON queue_messages (group_id, seq);
+CREATE TABLE IF NOT EXISTS queue_dedup (
+    dedup_id TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dlq_messages (
+    seq INTEGER PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    group_id TEXT,
+    dedup_id TEXT,
+    attributes TEXT,
+    sent_at REAL NOT NULL,
+    receive_count INTEGER NOT NULL,
+    dead_lettered_at REAL NOT NULL
+);
+"""
+
+_READY = "SELECT EXISTS (SELECT 1 FROM queue_messages WHERE is_head = 1 AND visible_at <= ?)"
+_CLAIMABLE = (
+    "SELECT seq, message_id, body, group_id, attributes, receive_count FROM queue_messages"
+    " WHERE is_head = 1 AND visible_at <= ? ORDER BY visible_at, seq LIMIT ?"
+)
+_CLAIM = (
+    "UPDATE queue_messages SET receive_count = receive_count + 1, visible_at = ?, receipt = ?"
+    " WHERE seq = ?"
+)
+_INSERT = (
+    "INSERT INTO queue_messages (message_id, body, group_id, dedup_id, attributes, sent_at,"
+    " visible_at, receive_count, is_head) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)"
+)
+_TO_DLQ = (
+    "INSERT INTO dlq_messages (message_id, body, group_id, dedup_id, attributes, sent_at,"
+    " receive_count, dead_lettered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# After a group's head leaves the queue, its next-oldest message becomes deliverable.
+_PROMOTE = (
+    "UPDATE queue_messages SET is_head = 1 WHERE seq ="
+    " (SELECT MIN(seq) FROM queue_messages WHERE group_id = ?)"
+)
+
+MAX_VISIBILITY_TIMEOUT_S = 43200
+
+
+class SqliteQueue(Queue):
+    """A queue and its DLQ in one SQLite file (tables `queue_*` and `dlq_*`)."""
+
+    # Idle long polls re-check this often (or sooner, when a message becomes visible);
+    # between checks the thread sleeps, so waiting costs no CPU.
+    poll_interval_s = 0.05
+    busy_timeout_s = 30.0
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        fifo: bool = True,
+        max_receive_count: int = 5,
+        visibility_timeout_s: int = 60,
+        dedup_window_s: int = 300,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.name = str(self.path)
+        self.fifo = fifo
+        self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
+        self.max_receive_count = max_receive_count
+        self.visibility_timeout_s = visibility_timeout_s
+        self.dedup_window_s = dedup_window_s
+        self._clock = clock
+        # sqlite3 connections must not be shared between threads in use, and must not cross
+        # a fork: one per (process, thread).
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._generation = 0  # bumped by close(): every thread then opens a new connection
+        self._schema_ready = False
+        self._next_dedup_sweep = 0.0
+        # Message ids look like UUIDs: a random per-instance prefix and a counter, unique
+        # across processes and far cheaper than uuid4() per message.
+        self._id_prefix = str(uuid.uuid4())[:24]
+        self._id_counter = itertools.count()
+
+    # ------------------------------------------------------------------ connections
+
+    def _connection(self) -> sqlite3.Connection:
+        pid = os.getpid()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and self._local.key == (pid, self._generation):
+            return conn
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout_s,
+                isolation_level=None,  # transactions are explicit and short
+                check_same_thread=False,  # only so close() can close every thread's
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode NORMAL survives a process crash; only a power loss can drop the last
+            # commits, which SQS's at-least-once contract already lets us redeliver or resend.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint = 10000")
+        except sqlite3.Error as exc:
+            raise self._error("open", exc) from exc
+        self._local.conn = conn
+        self._local.key = (pid, self._generation)
+        with self._lock:
+            self._connections.append(conn)
+            if not self._schema_ready:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    for statement in _SCHEMA.split(";"):  # no ";" inside a statement
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise self._error("create the schema of", exc) from exc
+                self._schema_ready = True
+        return conn
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One short write transaction, taking the write lock up front (no upgrade deadlocks)."""
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._error(action, exc) from exc
+
+    @contextmanager
+    def _read(self, action: str) -> Iterator[sqlite3.Connection]:
+        try:
+            yield self._connection()
+        except sqlite3.Error as exc:
+            raise self._error(action, exc) from exc
+
+    def _error(self, action: str, exc: sqlite3.Error) -> QueueError:
+        return QueueError(f"cannot {action} queue {self.name}: {exc}", code=ErrorCode.QUEUE_FAILED)
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+            self._generation += 1
+        for conn in connections:
+            conn.close()
+
+    # ------------------------------------------------------------------ sending
+
+    def _new_message_id(self) -> str:
+        return f"{self._id_prefix}{next(self._id_counter):012x}"
+
+    def send_batch(self, messages: Sequence[OutgoingMessage]) -> BatchResult:
+        reject_oversized(messages, self.max_message_bytes, self.name)
+        result = BatchResult()
+        for start in range(0, len(messages), MAX_BATCH):
+            self._send_chunk(messages, start, min(start + MAX_BATCH, len(messages)), result)
+        return result
+
+    def _send_chunk(
+        self, messages: Sequence[OutgoingMessage], start: int, end: int, result: BatchResult
+    ) -> None:
+        now = self._clock()
+        rows: list[tuple[object, ...]] = []
+        dedup_rows: list[tuple[str, float]] = []
+        # The messages of one run share their attributes: encode each set once.
+        attributes_cache: dict[tuple[tuple[str, str], ...], str] = {}
+        with self._write("send to") as conn:
+            seen_dedup: set[str] = set()
+            busy_groups: set[str] = set()
+            if self.fifo:
+                seen_dedup, busy_groups = self._fifo_context(conn, messages[start:end], now)
+            for index in range(start, end):
+                message = messages[index]
+                group: str | None = None
+                dedup: str | None = None
+                is_head = 1
+                if self.fifo:
+                    failure = _fifo_failure(index, message)
+                    if failure is not None:
+                        result.failed.append(failure)
+                        continue
+                    group, dedup = message.group_id, message.dedup_id
+                    assert group is not None and dedup is not None
+                    if dedup in seen_dedup:
+                        # SQS accepts a duplicate send and drops it: not an error.
+                        result.duplicates.append(index)
+                        continue
+                    seen_dedup.add(dedup)
+                    dedup_rows.append((dedup, now + self.dedup_window_s))
+                    is_head = 0 if group in busy_groups else 1
+                    busy_groups.add(group)
+                rows.append(
+                    (
+                        self._new_message_id(),
+                        message.body,
+                        group,
+                        dedup,
+                        _attributes_json(message.attributes, attributes_cache),
+                        now,
+                        now,
+                        is_head,
+                    )
+                )
+                result.sent.append(index)
+            conn.executemany(_INSERT, rows)
+            if dedup_rows:
+                conn.executemany("INSERT OR REPLACE INTO queue_dedup VALUES (?, ?)", dedup_rows)
+            if now >= self._next_dedup_sweep:
+                # Expired ids are ignored anyway; sweeping now and then keeps the table small.
+                conn.execute("DELETE FROM queue_dedup WHERE expires_at <= ?", (now,))
+                self._next_dedup_sweep = now + max(1.0, self.dedup_window_s / 5)
+
+    @staticmethod
+    def _fifo_context(
+        conn: sqlite3.Connection, messages: Sequence[OutgoingMessage], now: float
+    ) -> tuple[set[str], set[str]]:
+        """Dedup ids still inside their window, and groups that already have messages."""
+        dedup_ids = [m.dedup_id for m in messages if m.dedup_id]
+        groups = list({m.group_id for m in messages if m.group_id})
+        seen: set[str] = set()
+        busy: set[str] = set()
+        if dedup_ids:
+            marks = ",".join("?" * len(dedup_ids))
+            seen = {
+                row[0]
+                for row in conn.execute(
+                    f"SELECT dedup_id FROM queue_dedup WHERE dedup_id IN ({marks})"
+                    " AND expires_at > ?",
+                    (*dedup_ids, now),
+                )
+            }
+        if groups:
+            marks = ",".join("?" * len(groups))
+            busy = {
+                row[0]
+                for row in conn.execute(
+                    f"SELECT DISTINCT group_id FROM queue_messages WHERE group_id IN ({marks})",
+                    groups,
+                )
+            }
+        return seen, busy
+
+    # ------------------------------------------------------------------ receiving
+
+    def receive(
+        self, max_messages: int, wait_time_s: float, visibility_timeout_s: int | None = None
+    ) -> list[ReceivedMessage]:
+        if not 1 <= max_messages <= MAX_BATCH:
+            raise ValueError(f"max_messages must be 1-{MAX_BATCH}, not {max_messages}")
+        timeout = visibility_timeout_s
+        if timeout is None:
+            timeout = self.visibility_timeout_s
+        _check_visibility(timeout)
+        # The wait is measured on the monotonic clock, visibility on the (injectable) queue
+        # clock: a test's frozen clock must not make a long poll last forever.
+        deadline = time.monotonic() + max(0.0, wait_time_s)
+        while True:
+            claimed = self._claim(max_messages, timeout)
+            remaining = deadline - time.monotonic()
+            if claimed or remaining <= 0:
+                return claimed
+            time.sleep(min(remaining, self._idle_pause()))
+
+    def _idle_pause(self) -> float:
+        """Until the next message becomes visible, at most one poll interval."""
+        with self._read("poll") as conn:
+            (next_visible,) = conn.execute(
+                "SELECT MIN(visible_at) FROM queue_messages WHERE is_head = 1"
+            ).fetchone()
+        if next_visible is None:
+            return self.poll_interval_s
+        return min(self.poll_interval_s, max(0.001, next_visible - self._clock()))
+
+    def _claim(self, max_messages: int, visibility_timeout_s: int) -> list[ReceivedMessage]:
+        now = self._clock()
+        with self._read("receive from") as conn:
+            # A read first, so idle pollers never take the write lock.
+            if not conn.execute(_READY, (now,)).fetchone()[0]:
+                return []
+        claimed: list[ReceivedMessage] = []
+        with self._write("receive from") as conn:
+            while len(claimed) < max_messages:
+                rows = conn.execute(_CLAIMABLE, (now, max_messages - len(claimed))).fetchall()
+                exhausted = [row for row in rows if row[5] >= self.max_receive_count]
+                if exhausted:
+                    self._dead_letter_rows(
+                        conn,
+                        [row[0] for row in exhausted],
+                        f"received {self.max_receive_count} times (max_receive_count)",
+                        now,
+                    )
+                updates = []
+                for seq, message_id, body, group, attributes, count in rows:
+                    if count >= self.max_receive_count:
+                        continue
+                    token = secrets.token_hex(8)
+                    updates.append((now + visibility_timeout_s, token, seq))
+                    claimed.append(
+                        ReceivedMessage(
+                            message_id=message_id,
+                            receipt_handle=f"{seq}:{token}",
+                            body=body,
+                            receive_count=count + 1,
+                            attributes=json.loads(attributes) if attributes else {},
+                            group_id=group,
+                        )
+                    )
+                conn.executemany(_CLAIM, updates)
+                # Only moving messages to the DLQ can make more messages deliverable.
+                if not exhausted:
+                    break
+        return claimed
+
+    def _dead_letter_rows(
+        self, conn: sqlite3.Connection, seqs: Sequence[int], reason: str, now: float
+    ) -> None:
+        groups = set()
+        for seq in seqs:
+            row = conn.execute(
+                "DELETE FROM queue_messages WHERE seq = ? RETURNING message_id, body, group_id,"
+                " dedup_id, attributes, sent_at, receive_count",
+                (seq,),
+            ).fetchone()
+            if row is None:
+                continue
+            message_id, body, group, dedup, attributes, sent_at, count = row
+            attrs = json.loads(attributes) if attributes else {}
+            attrs["reason"] = reason
+            conn.execute(
+                _TO_DLQ,
+                (message_id, body, group, dedup, json.dumps(attrs), sent_at, count, now),
+            )
+            groups.add(group)
+        self._promote(conn, groups)
+
+    def _promote(self, conn: sqlite3.Connection, groups: set[str | None]) -> None:
+        if self.fifo:
+            conn.executemany(_PROMOTE, [(group,) for group in groups if group is not None])
+
+    # ------------------------------------------------------------------ acting on messages
+
+    def delete(self, receipt_handles: Sequence[str]) -> None:
+        handles = [parsed for h in receipt_handles if (parsed := _parse_receipt(h)) is not None]
+        if not handles:
+            return
+        with self._write("delete from") as conn:
+            # A handle from an older receive, or of a message already deleted, matches
+            # nothing: as on SQS, that is not an error (and deletes nothing).
+            # (`seq IN` lets the planner look rows up by key before matching the pairs.)
+            marks = ",".join("?" * len(handles))
+            pairs = ",".join("(?, ?)" for _ in handles)
+            rows = conn.execute(
+                f"DELETE FROM queue_messages WHERE seq IN ({marks})"
+                f" AND (seq, receipt) IN (VALUES {pairs}) RETURNING group_id",
+                [seq for seq, _ in handles] + [value for handle in handles for value in handle],
+            ).fetchall()
+            self._promote(conn, {row[0] for row in rows})
+
+    def change_visibility(self, receipt_handle: str, timeout_s: int) -> None:
+        _check_visibility(timeout_s)
+        parsed = _parse_receipt(receipt_handle)
+        if parsed is None:
+            return
+        with self._write("change visibility in") as conn:
+            # A stale handle (deleted, or received again since) changes nothing.
+            conn.execute(
+                "UPDATE queue_messages SET visible_at = ? WHERE seq = ? AND receipt = ?",
+                (self._clock() + timeout_s, *parsed),
+            )
+
+    def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
+        """Move the message to the DLQ with `reason`. A message no longer in the queue (already
+        deleted or dead-lettered) is left alone."""
+        parsed = _parse_receipt(message.receipt_handle)
+        if parsed is None:
+            return
+        with self._write("dead-letter in") as conn:
+            row = conn.execute(
+                "SELECT seq FROM queue_messages WHERE seq = ? AND message_id = ?",
+                (parsed[0], message.message_id),
+            ).fetchone()
+            if row is not None:
+                self._dead_letter_rows(conn, [row[0]], reason, self._clock())
+
+    # ------------------------------------------------------------------ operating
+
+    def depth(self) -> QueueDepth:
+        now = self._clock()
+        with self._read("read the depth of") as conn:
+            visible, in_flight, delayed = conn.execute(
+                "SELECT COALESCE(SUM(visible_at <= :now), 0),"
+                " COALESCE(SUM(visible_at > :now AND receive_count > 0), 0),"
+                " COALESCE(SUM(visible_at > :now AND receive_count = 0), 0)"
+                " FROM queue_messages",
+                {"now": now},
+            ).fetchone()
+            (dlq_visible,) = conn.execute("SELECT COUNT(*) FROM dlq_messages").fetchone()
+        return QueueDepth(
+            visible=visible, in_flight=in_flight, delayed=delayed, dlq_visible=dlq_visible
+        )
+
+    def peek(self, limit: int, *, dlq: bool = False) -> list[PeekedMessage]:
+        table = "dlq_messages" if dlq else "queue_messages"
+        with self._read("peek into") as conn:
+            rows = conn.execute(
+                f"SELECT message_id, body, receive_count, attributes, group_id FROM {table}"
+                " ORDER BY seq LIMIT ?",
+                (max(0, limit),),
+            ).fetchall()
+        return [
+            PeekedMessage(
+                message_id=message_id,
+                body=body,
+                receive_count=count,
+                attributes=json.loads(attributes) if attributes else {},
+                group_id=group,
+            )
+            for message_id, body, count, attributes, group in rows
+        ]
+
+    def purge(self, *, dlq: bool = False) -> int | None:
+        # Deduplication ids stay: a purge does not reopen the window for resends.
+        table = "dlq_messages" if dlq else "queue_messages"
+        with self._write("purge") as conn:
+            return conn.execute(f"DELETE FROM {table}").rowcount
+
+    def redrive(self) -> RedriveResult:
+        """Move every DLQ message to the back of the queue, receive count reset, `reason`
+        dropped (it described the DLQ stay)."""
+        now = self._clock()
+        with self._write("redrive") as conn:
+            rows = conn.execute(
+                "DELETE FROM dlq_messages RETURNING seq, message_id, body, group_id, dedup_id,"
+                " attributes, sent_at"
+            ).fetchall()
+            rows.sort(key=lambda row: row[0])  # RETURNING order is unspecified
+            groups: set[str] = set()
+            inserts = []
+            for _, message_id, body, group, dedup, attributes, sent_at in rows:
+                attrs = json.loads(attributes) if attributes else {}
+                attrs.pop("reason", None)
+                inserts.append(
+                    (
+                        message_id,
+                        body,
+                        group if self.fifo else None,
+                        dedup,
+                        json.dumps(attrs) if attrs else None,
+                        sent_at,
+                        now,
+                        0 if self.fifo else 1,
+                    )
+                )
+                if self.fifo and group is not None:
+                    groups.add(group)
+            conn.executemany(_INSERT, inserts)
+            if groups:
+                # A redriven group whose earlier messages are gone gets a deliverable head;
+                # one with messages still queued keeps its head and its order.
+                conn.executemany(
+                    "UPDATE queue_messages SET is_head = 1 WHERE seq ="
+                    " (SELECT MIN(seq) FROM queue_messages WHERE group_id = ?) AND NOT EXISTS"
+                    " (SELECT 1 FROM queue_messages WHERE group_id = ? AND is_head = 1)",
+                    [(group, group) for group in groups],
+                )
+        return RedriveResult(moved=len(rows))
+
+
+def _fifo_failure(index: int, message: OutgoingMessage) -> BatchFailure | None:
+    """What SQS answers for an entry a FIFO queue without content-based dedup refuses."""
+    if not message.group_id:
+        return BatchFailure(
+            index, "MissingParameter", "a FIFO queue needs a MessageGroupId", sender_fault=True
+        )
+    if not message.dedup_id:
+        return BatchFailure(
+            index,
+            "InvalidParameterValue",
+            "a FIFO queue needs a MessageDeduplicationId",
+            sender_fault=True,
+        )
+    return None
+
+
+def _attributes_json(
+    attributes: Mapping[str, str], cache: dict[tuple[tuple[str, str], ...], str]
+) -> str | None:
+    if not attributes:
+        return None
+    key = tuple(attributes.items())
+    encoded = cache.get(key)
+    if encoded is None:
+        encoded = cache[key] = json.dumps(dict(attributes))
+    return encoded
+
+
+def _parse_receipt(handle: str) -> tuple[int, str] | None:
+    seq, _, token = handle.partition(":")
+    if not seq.isdigit() or not token:
+        return None
+    return int(seq), token
+
+
+def _check_visibility(timeout_s: int) -> None:
+    if not 0 <= timeout_s <= MAX_VISIBILITY_TIMEOUT_S:
+        raise ValueError(f"visibility timeout must be 0-{MAX_VISIBILITY_TIMEOUT_S} s")

@@ -1,0 +1,669 @@
+"""Amazon SQS (boto3): FIFO or standard, with a DLQ.
+
+The queue's own settings are read lazily, once: MaximumMessageSize (bodies over it are
+refused before sending), the RedrivePolicy (maxReceiveCount, and the DLQ when `dlq_url` is
+not configured) and the queue's ARN (for redrive). The client is built by the caller (region,
+endpoint_url, credentials and botocore's own retries come from configuration).
+
+Every botocore failure becomes a one-line QueueError in one place, `queue_error()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from raasctl.codes import ErrorCode
+from raasctl.errors import QueueError
+from raasctl.queues.base import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_BATCH,
+    MAX_DEDUP_ID_CHARS,
+    BatchFailure,
+    BatchResult,
+    OutgoingMessage,
+    PeekedMessage,
+    Queue,
+    QueueDepth,
+    ReceivedMessage,
+    RedriveResult,
+    message_bytes,
+    reject_oversized,
+)
+
+# SQS allows at most 1 MiB in one batch request, whatever the queue's message size.
+MAX_BATCH_BYTES = 1024 * 1024
+MAX_WAIT_TIME_S = 20
+MAX_MESSAGE_ATTRIBUTES = 10
+REASON_ATTRIBUTE = "reason"
+_REASON_MAX_CHARS = 1000
+
+_NOT_FOUND = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
+_DENIED = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "KMS.AccessDeniedException",
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidSecurity",
+        "RequestExpired",
+    }
+)
+_THROTTLED = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "AWS.SimpleQueueService.RequestThrottled",
+        "OverLimit",
+        "KmsThrottled",
+        "AWS.SimpleQueueService.PurgeQueueInProgress",
+        "PurgeQueueInProgress",
+    }
+)
+# A receipt handle from an earlier receive, or of a message already deleted.
+_STALE_RECEIPT = frozenset(
+    {
+        "ReceiptHandleIsInvalid",
+        "InvalidReceiptHandle",
+        "MessageNotInflight",
+        "AWS.SimpleQueueService.MessageNotInflight",
+    }
+)
+# StartMessageMoveTask where the service (or a test double) does not offer it.
+_MOVE_UNSUPPORTED = frozenset(
+    {
+        "500",
+        "501",
+        "InternalError",
+        "InternalFailure",
+        "NotImplemented",
+        "InvalidAction",
+        "UnsupportedOperation",
+        "AWS.SimpleQueueService.UnsupportedOperation",
+    }
+)
+_DEDUP_ID_OK = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]+$")
+_UNREACHABLE = (
+    EndpointConnectionError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+    ConnectionClosedError,
+)
+
+
+def queue_error(exc: Exception, *, action: str, queue: str) -> QueueError:
+    """The one translation of botocore failures into QueueError (one line, with a code).
+
+    `action` is the IAM action (`sqs:SendMessage`), so access problems say what to grant.
+    """
+    if isinstance(exc, _UNREACHABLE):
+        return QueueError(
+            _one_line(f"cannot reach SQS for {action} on {queue}: {exc}"),
+            code=ErrorCode.QUEUE_UNREACHABLE,
+        )
+    if isinstance(exc, NoCredentialsError):
+        return QueueError(
+            f"no AWS credentials for {action} on {queue}", code=ErrorCode.CREDENTIALS_MISSING
+        )
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        detail = _one_line(f"{code}: {error.get('Message', '')}".rstrip(": "))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in _NOT_FOUND:
+            return QueueError(
+                f"queue {queue} does not exist ({action}: {detail})",
+                code=ErrorCode.QUEUE_NOT_FOUND,
+            )
+        if code in _DENIED or status == 403 or code == "403":
+            return QueueError(
+                f"access denied: {action} on {queue} ({detail})", code=ErrorCode.ACCESS_DENIED
+            )
+        if code in _THROTTLED:
+            return QueueError(
+                f"SQS throttled {action} on {queue} ({detail}); try again later",
+                code=ErrorCode.QUEUE_THROTTLED,
+            )
+        return QueueError(f"{action} on {queue} failed: {detail}", code=ErrorCode.QUEUE_FAILED)
+    return QueueError(_one_line(f"{action} on {queue} failed: {exc}"), code=ErrorCode.QUEUE_FAILED)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def safe_dedup_id(dedup_id: str) -> str:
+    """SQS takes up to 128 characters of alphanumerics and punctuation: hash anything else."""
+    if len(dedup_id) <= MAX_DEDUP_ID_CHARS and _DEDUP_ID_OK.match(dedup_id):
+        return dedup_id
+    return hashlib.sha256(dedup_id.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Attributes:
+    max_message_bytes: int
+    max_receive_count: int | None
+    dead_letter_arn: str | None
+    arn: str | None
+
+
+class SqsQueue(Queue):
+    """One SQS queue and its DLQ. FIFO is recognised by the `.fifo` suffix."""
+
+    # Retrying the entries a batch call could not take (SenderFault false). botocore already
+    # retries whole calls; a generic retry library cannot resend only part of a batch.
+    retry_attempts = 5
+    retry_base_delay_s = 0.1
+    retry_max_delay_s = 2.0
+    # Batches of one send_batch() call that may be in flight at once (boto3 clients are
+    # thread-safe). FIFO batches go in parallel only when they share no message group.
+    max_parallel_batches = 8
+    # How long the receive-send-delete redrive waits for more DLQ messages before it stops.
+    redrive_wait_s = 1
+    peek_visibility_timeout_s = 30
+
+    def __init__(
+        self,
+        client: Any,
+        url: str,
+        *,
+        dlq_url: str | None = None,
+        visibility_timeout_s: int = 60,
+        wait_time_s: int = 20,
+    ) -> None:
+        self.client = client
+        self.url = url
+        self.name = url
+        self.fifo = url.endswith(".fifo")
+        self.visibility_timeout_s = visibility_timeout_s
+        self.wait_time_s = wait_time_s
+        self.sleep: Callable[[float], None] = time.sleep
+        self._dlq_url = dlq_url
+        self._dlq_resolved = dlq_url is not None
+        self._attributes: _Attributes | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lazy settings
+
+    @property
+    def max_message_bytes(self) -> int:  # type: ignore[override]
+        return self._settings().max_message_bytes
+
+    @property
+    def max_receive_count(self) -> int | None:  # type: ignore[override]
+        return self._settings().max_receive_count
+
+    @property
+    def dlq_url(self) -> str | None:
+        with self._lock:
+            if self._dlq_resolved:
+                return self._dlq_url
+        settings = self._settings()
+        url = None
+        if settings.dead_letter_arn:
+            # arn:aws:sqs:<region>:<account>:<name>
+            parts = settings.dead_letter_arn.split(":")
+            account, name = parts[4], parts[5]
+            url = self._call(
+                "sqs:GetQueueUrl",
+                name,
+                self.client.get_queue_url,
+                QueueName=name,
+                QueueOwnerAWSAccountId=account,
+            )["QueueUrl"]
+        with self._lock:
+            self._dlq_url, self._dlq_resolved = url, True
+        return url
+
+    def _settings(self) -> _Attributes:
+        with self._lock:
+            if self._attributes is not None:
+                return self._attributes
+        raw = self._call(
+            "sqs:GetQueueAttributes",
+            self.url,
+            self.client.get_queue_attributes,
+            QueueUrl=self.url,
+            AttributeNames=["MaximumMessageSize", "RedrivePolicy", "QueueArn"],
+        ).get("Attributes", {})
+        policy = _json_object(raw.get("RedrivePolicy"))
+        max_receive = policy.get("maxReceiveCount")
+        settings = _Attributes(
+            max_message_bytes=int(raw.get("MaximumMessageSize", DEFAULT_MAX_MESSAGE_BYTES)),
+            max_receive_count=int(max_receive) if max_receive is not None else None,
+            dead_letter_arn=policy.get("deadLetterTargetArn"),
+            arn=raw.get("QueueArn"),
+        )
+        with self._lock:
+            self._attributes = settings
+        return settings
+
+    def _call(self, action: str, queue: str, method: Callable[..., Any], **params: Any) -> Any:
+        try:
+            return method(**params)
+        except (ClientError, BotoCoreError) as exc:
+            raise queue_error(exc, action=action, queue=queue) from exc
+
+    def _require_dlq(self) -> str:
+        url = self.dlq_url
+        if url is None:
+            raise QueueError(
+                f"queue {self.url} has no DLQ (set queue.dlq_url or a RedrivePolicy)",
+                code=ErrorCode.QUEUE_NOT_FOUND,
+            )
+        return url
+
+    # ------------------------------------------------------------------ sending
+
+    def send_batch(self, messages: Sequence[OutgoingMessage]) -> BatchResult:
+        """Sends any number of messages in requests of at most 10 entries and 1 MiB.
+
+        SQS does not say when it dropped a duplicate, so duplicates count as sent here.
+        """
+        reject_oversized(messages, self.max_message_bytes, self.url)
+        result = BatchResult()
+        entries: list[tuple[int, dict[str, Any], int]] = []
+        for index, message in enumerate(messages):
+            failure = self._refusal(index, message)
+            if failure is not None:
+                result.failed.append(failure)
+            else:
+                entries.append((index, self._entry(index, message), message_bytes(message)))
+        requests = _split(entries, min(self.max_message_bytes, MAX_BATCH_BYTES))
+        if len(requests) > 1 and self._parallel_safe(messages, requests):
+            workers = min(len(requests), self.max_parallel_batches)
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                outcomes = list(pool.map(self._send_request, requests))
+        else:
+            outcomes = [self._send_request(request) for request in requests]
+        for sent, failed in outcomes:
+            result.sent.extend(sent)
+            result.failed.extend(failed)
+        result.sent.sort()
+        result.failed.sort(key=lambda failure: failure.index)
+        return result
+
+    def _refusal(self, index: int, message: OutgoingMessage) -> BatchFailure | None:
+        """What SQS would refuse per entry, refused here without a call (never retried)."""
+        if self.fifo and not message.group_id:
+            return BatchFailure(
+                index, "MissingParameter", "a FIFO queue needs a MessageGroupId", True
+            )
+        if self.fifo and not message.dedup_id:
+            return BatchFailure(
+                index,
+                "InvalidParameterValue",
+                "a FIFO queue needs a MessageDeduplicationId",
+                True,
+            )
+        return None
+
+    def _entry(self, index: int, message: OutgoingMessage) -> dict[str, Any]:
+        entry: dict[str, Any] = {"Id": str(index), "MessageBody": message.body}
+        if message.attributes:
+            entry["MessageAttributes"] = _attribute_values(message.attributes)
+        if self.fifo:
+            assert message.group_id is not None and message.dedup_id is not None
+            entry["MessageGroupId"] = message.group_id
+            entry["MessageDeduplicationId"] = safe_dedup_id(message.dedup_id)
+        return entry
+
+    def _parallel_safe(
+        self, messages: Sequence[OutgoingMessage], requests: list[list[dict[str, Any]]]
+    ) -> bool:
+        if not self.fifo:
+            return True
+        # Order inside a group is the order of sending: a group split over two requests
+        # must have them sent one after the other.
+        owner: dict[str, int] = {}
+        for number, request in enumerate(requests):
+            for entry in request:
+                if owner.setdefault(entry["MessageGroupId"], number) != number:
+                    return False
+        return True
+
+    def _send_request(self, request: list[dict[str, Any]]) -> tuple[list[int], list[BatchFailure]]:
+        return self._batch_call(
+            "sqs:SendMessage", self.url, self.client.send_message_batch, request
+        )
+
+    def _batch_call(
+        self,
+        action: str,
+        url: str,
+        method: Callable[..., Any],
+        request: list[dict[str, Any]],
+    ) -> tuple[list[int], list[BatchFailure]]:
+        """One batch call, resending only the entries that failed through no fault of ours."""
+        pending = {entry["Id"]: entry for entry in request}
+        done: list[int] = []
+        failed: list[BatchFailure] = []
+        for attempt in range(self.retry_attempts):
+            response = self._call(action, url, method, QueueUrl=url, Entries=list(pending.values()))
+            for item in response.get("Successful", []):
+                pending.pop(item["Id"], None)
+                done.append(int(item["Id"]))
+            retry: dict[str, dict[str, Any]] = {}
+            for item in response.get("Failed", []):
+                entry = pending.pop(item["Id"], None)
+                if entry is None:
+                    continue
+                failure = BatchFailure(
+                    int(item["Id"]),
+                    str(item.get("Code", "")),
+                    str(item.get("Message", "")),
+                    bool(item.get("SenderFault", False)),
+                )
+                if failure.sender_fault or attempt == self.retry_attempts - 1:
+                    failed.append(failure)
+                else:
+                    retry[item["Id"]] = entry
+            pending = retry
+            if not pending:
+                break
+            self.sleep(min(self.retry_max_delay_s, self.retry_base_delay_s * 2**attempt))
+        return done, failed
+
+    # ------------------------------------------------------------------ receiving
+
+    def receive(
+        self, max_messages: int, wait_time_s: float, visibility_timeout_s: int | None = None
+    ) -> list[ReceivedMessage]:
+        if not 1 <= max_messages <= MAX_BATCH:
+            raise ValueError(f"max_messages must be 1-{MAX_BATCH}, not {max_messages}")
+        timeout = visibility_timeout_s
+        if timeout is None:
+            timeout = self.visibility_timeout_s
+        deadline = time.monotonic() + max(0.0, wait_time_s)
+        while True:
+            remaining = deadline - time.monotonic()
+            wait = min(MAX_WAIT_TIME_S, math.ceil(max(0.0, remaining)))
+            raw = self._receive_raw(self.url, max_messages, wait, timeout)
+            if raw or time.monotonic() >= deadline:
+                return [_received(message) for message in raw]
+
+    def _receive_raw(
+        self, url: str, max_messages: int, wait_s: int, visibility_timeout_s: int
+    ) -> list[dict[str, Any]]:
+        response = self._call(
+            "sqs:ReceiveMessage",
+            url,
+            self.client.receive_message,
+            QueueUrl=url,
+            MaxNumberOfMessages=max_messages,
+            WaitTimeSeconds=wait_s,
+            VisibilityTimeout=visibility_timeout_s,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["ApproximateReceiveCount", "MessageGroupId"],
+        )
+        messages: list[dict[str, Any]] = response.get("Messages", [])
+        return messages
+
+    # ------------------------------------------------------------------ acting on messages
+
+    def delete(self, receipt_handles: Sequence[str]) -> None:
+        self._delete(self.url, receipt_handles)
+
+    def _delete(self, url: str, receipt_handles: Sequence[str]) -> None:
+        unique = list(dict.fromkeys(receipt_handles))  # SQS refuses repeated entries
+        for start in range(0, len(unique), MAX_BATCH):
+            request = [
+                {"Id": str(number), "ReceiptHandle": handle}
+                for number, handle in enumerate(unique[start : start + MAX_BATCH])
+            ]
+            _, failed = self._batch_call(
+                "sqs:DeleteMessage", url, self.client.delete_message_batch, request
+            )
+            # A handle no longer valid (deleted already, or received again) is not an error.
+            problems = [f for f in failed if f.code not in _STALE_RECEIPT]
+            if problems:
+                first = problems[0]
+                raise QueueError(
+                    _one_line(
+                        f"sqs:DeleteMessage on {url} failed for {len(problems)} message(s):"
+                        f" {first.code}: {first.message}"
+                    ),
+                    code=ErrorCode.QUEUE_FAILED,
+                )
+
+    def change_visibility(self, receipt_handle: str, timeout_s: int) -> None:
+        try:
+            self.client.change_message_visibility(
+                QueueUrl=self.url, ReceiptHandle=receipt_handle, VisibilityTimeout=timeout_s
+            )
+        except ClientError as exc:
+            # The message was deleted or received again since: nothing left to change.
+            if exc.response.get("Error", {}).get("Code") in _STALE_RECEIPT:
+                return
+            raise queue_error(exc, action="sqs:ChangeMessageVisibility", queue=self.url) from exc
+        except BotoCoreError as exc:
+            raise queue_error(exc, action="sqs:ChangeMessageVisibility", queue=self.url) from exc
+
+    def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
+        """Send the body to the DLQ with its attributes and `reason`, then delete it here.
+
+        On a FIFO DLQ the message id is the deduplication id, so dead-lettering the same
+        message twice leaves one copy."""
+        dlq = self._require_dlq()
+        kept = {k: v for k, v in message.attributes.items() if k != REASON_ATTRIBUTE}
+        attributes = dict(list(kept.items())[: MAX_MESSAGE_ATTRIBUTES - 1])
+        attributes[REASON_ATTRIBUTE] = _one_line(reason)[:_REASON_MAX_CHARS] or "unspecified"
+        params: dict[str, Any] = {
+            "QueueUrl": dlq,
+            "MessageBody": message.body,
+            "MessageAttributes": _attribute_values(attributes),
+        }
+        if dlq.endswith(".fifo"):
+            params["MessageGroupId"] = message.group_id or message.message_id
+            params["MessageDeduplicationId"] = safe_dedup_id(message.message_id)
+        self._call("sqs:SendMessage", dlq, self.client.send_message, **params)
+        self.delete([message.receipt_handle])
+
+    # ------------------------------------------------------------------ operating
+
+    def depth(self) -> QueueDepth:
+        names = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
+        main = self._queue_attributes(self.url, names)
+        dlq = self.dlq_url
+        dlq_visible = None
+        if dlq is not None:
+            dlq_visible = int(self._queue_attributes(dlq, names[:1]).get(names[0], 0))
+        return QueueDepth(
+            visible=int(main.get(names[0], 0)),
+            in_flight=int(main.get(names[1], 0)),
+            delayed=int(main.get(names[2], 0)),
+            dlq_visible=dlq_visible,
+        )
+
+    def _queue_attributes(self, url: str, names: list[str]) -> dict[str, str]:
+        response = self._call(
+            "sqs:GetQueueAttributes",
+            url,
+            self.client.get_queue_attributes,
+            QueueUrl=url,
+            AttributeNames=names,
+        )
+        attributes: dict[str, str] = response.get("Attributes", {})
+        return attributes
+
+    def peek(self, limit: int, *, dlq: bool = False) -> list[PeekedMessage]:
+        """SQS cannot look without receiving: this receives (counting one receive per
+        message), then makes every message seen visible again at once."""
+        url = self._require_dlq() if dlq else self.url
+        seen: dict[str, dict[str, Any]] = {}
+        try:
+            while len(seen) < limit:
+                batch = self._receive_raw(
+                    url, min(MAX_BATCH, limit - len(seen)), 0, self.peek_visibility_timeout_s
+                )
+                fresh = [m for m in batch if m["MessageId"] not in seen]
+                if not fresh:
+                    break
+                for raw in fresh:
+                    seen[raw["MessageId"]] = raw
+        finally:
+            self._release(url, [m["ReceiptHandle"] for m in seen.values()])
+        peeked = []
+        for message in map(_received, seen.values()):
+            peeked.append(
+                PeekedMessage(
+                    message_id=message.message_id,
+                    body=message.body,
+                    receive_count=message.receive_count,
+                    attributes=message.attributes,
+                    group_id=message.group_id,
+                )
+            )
+        return peeked
+
+    def _release(self, url: str, receipt_handles: Sequence[str]) -> None:
+        for start in range(0, len(receipt_handles), MAX_BATCH):
+            request = [
+                {"Id": str(number), "ReceiptHandle": handle, "VisibilityTimeout": 0}
+                for number, handle in enumerate(receipt_handles[start : start + MAX_BATCH])
+            ]
+            self._batch_call(
+                "sqs:ChangeMessageVisibility",
+                url,
+                self.client.change_message_visibility_batch,
+                request,
+            )
+
+    def purge(self, *, dlq: bool = False) -> int | None:
+        url = self._require_dlq() if dlq else self.url
+        self._call("sqs:PurgeQueue", url, self.client.purge_queue, QueueUrl=url)
+        return None  # SQS does not say how many; it purges within 60 s
+
+    def redrive(self) -> RedriveResult:
+        """StartMessageMoveTask where the service has it (asynchronous: `moved` is None), else
+        a receive-send-delete move here."""
+        dlq = self._require_dlq()
+        source_arn = self._settings().arn
+        dlq_arn = self._queue_attributes(dlq, ["QueueArn"]).get("QueueArn")
+        try:
+            response = self.client.start_message_move_task(
+                SourceArn=dlq_arn, DestinationArn=source_arn
+            )
+        except NotImplementedError:  # moto in-process
+            return RedriveResult(moved=self._move_back(dlq))
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            if str(error.get("Code", "")) in _MOVE_UNSUPPORTED or status >= 500:
+                return RedriveResult(moved=self._move_back(dlq))
+            raise queue_error(exc, action="sqs:StartMessageMoveTask", queue=dlq) from exc
+        except BotoCoreError as exc:
+            raise queue_error(exc, action="sqs:StartMessageMoveTask", queue=dlq) from exc
+        return RedriveResult(moved=None, task_handle=response.get("TaskHandle"))
+
+    def _move_back(self, dlq: str) -> int:
+        moved = 0
+        while True:
+            response = self._call(
+                "sqs:ReceiveMessage",
+                dlq,
+                self.client.receive_message,
+                QueueUrl=dlq,
+                MaxNumberOfMessages=MAX_BATCH,
+                WaitTimeSeconds=self.redrive_wait_s,
+                VisibilityTimeout=max(60, self.visibility_timeout_s),
+                MessageAttributeNames=["All"],
+                MessageSystemAttributeNames=["MessageGroupId"],
+            )
+            batch: list[dict[str, Any]] = response.get("Messages", [])
+            if not batch:
+                return moved
+            request = []
+            for number, raw in enumerate(batch):
+                attributes = _attribute_strings(raw.get("MessageAttributes", {}))
+                attributes.pop(REASON_ATTRIBUTE, None)
+                entry: dict[str, Any] = {"Id": str(number), "MessageBody": raw["Body"]}
+                if attributes:
+                    entry["MessageAttributes"] = _attribute_values(attributes)
+                if self.fifo:
+                    group = raw.get("Attributes", {}).get("MessageGroupId")
+                    entry["MessageGroupId"] = group or raw["MessageId"]
+                    # The DLQ message id: resending after an interrupted move is a duplicate.
+                    entry["MessageDeduplicationId"] = f"redrive-{raw['MessageId']}"
+                request.append(entry)
+            sent, _ = self._batch_call(
+                "sqs:SendMessage", self.url, self.client.send_message_batch, request
+            )
+            # Whatever was not sent stays in the DLQ (visible again after the timeout).
+            self._delete(dlq, [batch[number]["ReceiptHandle"] for number in sent])
+            moved += len(sent)
+
+
+def _split(
+    entries: list[tuple[int, dict[str, Any], int]], max_bytes: int
+) -> list[list[dict[str, Any]]]:
+    """Requests of at most 10 entries and `max_bytes` in total, in order."""
+    requests: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    size = 0
+    for _, entry, entry_bytes in entries:
+        if current and (len(current) == MAX_BATCH or size + entry_bytes > max_bytes):
+            requests.append(current)
+            current, size = [], 0
+        current.append(entry)
+        size += entry_bytes
+    if current:
+        requests.append(current)
+    return requests
+
+
+def _attribute_values(attributes: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    return {
+        name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()
+    }
+
+
+def _attribute_strings(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    return {
+        name: str(value["StringValue"]) for name, value in raw.items() if "StringValue" in value
+    }
+
+
+def _received(raw: Mapping[str, Any]) -> ReceivedMessage:
+    system = raw.get("Attributes", {})
+    return ReceivedMessage(
+        message_id=raw["MessageId"],
+        receipt_handle=raw["ReceiptHandle"],
+        body=raw["Body"],
+        receive_count=int(system.get("ApproximateReceiveCount", 1)),
+        attributes=_attribute_strings(raw.get("MessageAttributes", {})),
+        group_id=system.get("MessageGroupId"),
+    )
+
+
+def _json_object(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    value = json.loads(text)
+    return value if isinstance(value, dict) else {}
