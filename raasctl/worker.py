@@ -31,11 +31,12 @@ import queue as queue_module
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.config import CRON_NAMES
@@ -46,6 +47,10 @@ from raasctl.queues.base import MAX_BATCH, Queue, ReceivedMessage
 from raasctl.ratelimit import RateLimiter
 from raasctl.sinks.base import Sink
 from raasctl.state.base import RunRecord, State
+
+if TYPE_CHECKING:
+    from raasctl.config import EnvironmentConfig
+    from raasctl.runtime import Runtime
 
 MAX_VISIBILITY_S = 43_200  # SQS's limit: 12 hours
 # After this many handler errors in a row (a queue or state service failing, not a sink) the
@@ -787,3 +792,78 @@ def _envelope_fields(envelope: Envelope | None) -> dict[str, Any]:
 def log_stats(stats: WorkerStats) -> None:
     """The default progress report: one RAAS_WORKER_STATS event."""
     event(InfoCode.WORKER_STATS, "worker progress", **stats.fields())
+
+
+# ---------------------------------------------------------------- wiring and run progress
+
+EMBEDDED_WAIT_TIME_S = 1.0  # the SQLite queue's long poll: idle waiting costs nothing there
+
+
+def worker_options(env: EnvironmentConfig, **overrides: Any) -> WorkerOptions:
+    """Options from the environment's config (concurrency, rate_limit, the queue's visibility
+    timeout and long poll), overridden by whatever the caller passes that is not None."""
+    queue = env.queue
+    base: dict[str, Any] = {
+        "concurrency": env.concurrency,
+        "rate_per_s": env.rate_limit,
+        "visibility_timeout_s": queue.visibility_timeout_s,
+        "wait_time_s": queue.wait_time_s if queue.kind == "sqs" else EMBEDDED_WAIT_TIME_S,
+    }
+    base.update({name: value for name, value in overrides.items() if value is not None})
+    return WorkerOptions(**base)
+
+
+@contextmanager
+def open_worker(
+    runtime: Runtime,
+    options: WorkerOptions,
+    *,
+    on_stats: Callable[[WorkerStats], None] | None = None,
+) -> Iterator[Worker]:
+    """A worker on the environment's queue, state and sink, closed afterwards."""
+    queue = runtime.queue()
+    state = sink = None
+    try:
+        state = runtime.state()
+        sink = runtime.sink()
+        yield Worker(queue, state, sink, options, on_stats=on_stats)
+    finally:
+        for resource in (sink, state, queue):
+            if resource is not None:
+                resource.close()
+
+
+def run_progress(run: RunRecord, now: datetime) -> dict[str, Any]:
+    """A run's counters with its rate (messages accounted for per hour since the first was
+    processed) and, while it runs, the time left at that rate."""
+    per_hour = None
+    eta_s = None
+    if run.started_at is not None:
+        end = run.finished_at or now
+        elapsed = (end - run.started_at).total_seconds()
+        if elapsed > 0 and run.done:
+            per_hour = run.done / elapsed * 3600
+            if run.finished_at is None and run.total is not None:
+                eta_s = max(0, run.total - run.done) / per_hour * 3600
+    return {
+        "run_id": run.run_id,
+        "cron": run.cron,
+        "env": run.env,
+        "mock": run.mock,
+        "status": run.status,
+        "total": run.total,
+        "done": run.done,
+        "succeeded": run.succeeded,
+        "failed": run.failed,
+        "dead_lettered": run.dead_lettered,
+        "retries": run.retries,
+        "entries": run.entries,
+        "enqueued": run.enqueued,
+        "invalid": run.invalid,
+        "duplicates": run.duplicates,
+        "per_hour": None if per_hour is None else round(per_hour, 1),
+        "eta_s": None if eta_s is None else round(eta_s),
+        "created_at": run.created_at.isoformat(),
+        "started_at": None if run.started_at is None else run.started_at.isoformat(),
+        "finished_at": None if run.finished_at is None else run.finished_at.isoformat(),
+    }

@@ -123,13 +123,17 @@ def _register() -> None:
     from raasctl.cli.config_cmd import config
     from raasctl.cli.mock_cmd import enqueue_mock_command
     from raasctl.cli.run_cmd import run
+    from raasctl.cli.runs_cmd import runs
     from raasctl.cli.schedule_cmd import schedule
+    from raasctl.cli.worker_cmd import worker
 
     main.add_command(access)
     main.add_command(config)
     main.add_command(schedule)
     main.add_command(run)
     main.add_command(enqueue_mock_command)
+    main.add_command(worker)
+    main.add_command(runs)
 
 
 _register()

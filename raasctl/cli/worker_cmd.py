@@ -1,0 +1,184 @@
+"""`raasctl worker [--cron CRON]... [--concurrency N] [--rate PER_SECOND] [--until-empty]
+[--max-messages N] [--max-runtime SECONDS]`."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+
+from raasctl.cli.context import AppContext, pass_app
+from raasctl.cli.options import format_option
+from raasctl.cli.render import auto_table, emit
+from raasctl.codes import ErrorCode
+from raasctl.config import CRON_NAMES
+from raasctl.errors import UsageError
+from raasctl.worker import Worker, WorkerStats, log_stats, open_worker, worker_options
+
+TERMINAL_REFRESH_S = 1.0
+
+
+@click.command("worker")
+@click.option(
+    "--cron",
+    "crons",
+    multiple=True,
+    metavar="CRON",
+    help="Only this cron's messages (repeatable); others are released at once, uncounted.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 512),
+    help="Messages handled at once (default: the environment's `concurrency`).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="PER_SECOND",
+    help="Start at most this many messages per second, evenly spaced "
+    "(default: the environment's `rate_limit`; none means unlimited).",
+)
+@click.option("--until-empty", is_flag=True, help="Stop once the queue is empty.")
+@click.option(
+    "--max-messages", type=click.IntRange(min=1), metavar="N", help="Stop after N messages."
+)
+@click.option(
+    "--max-runtime",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Stop receiving after this long; in-flight work finishes.",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="After a stop, how long in-flight work may take to finish.",
+)
+@click.option(
+    "--stats-every",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Interval of RAAS_WORKER_STATS log lines when stderr is not a terminal.",
+)
+@format_option
+@pass_app
+def worker(
+    app: AppContext,
+    crons: tuple[str, ...],
+    concurrency: int | None,
+    rate: float | None,
+    until_empty: bool,
+    max_messages: int | None,
+    max_runtime: float | None,
+    shutdown_timeout: float,
+    stats_every: float,
+) -> None:
+    """Apply queued entries to the accounting system at the rate it allows.
+
+    Runs until stopped (SIGTERM or Ctrl-C: receiving stops, in-flight work finishes within
+    --shutdown-timeout, messages not started are released), or until --until-empty,
+    --max-messages or --max-runtime says so. Retryable failures come back after a backoff
+    (2 s doubling to 60 s) until the queue's receive limit moves them to the DLQ; permanent
+    ones go to the DLQ at once. With --cron, other crons' messages are released unprocessed,
+    and each such receive still counts toward the queue's maxReceiveCount. Progress goes to
+    stderr; the summary to stdout. Exit 3 when messages failed or were dead-lettered.
+
+    Example: raasctl worker --until-empty --concurrency 16 --rate 10
+    """
+    unknown = sorted(set(crons) - set(CRON_NAMES))
+    if unknown:
+        raise UsageError(
+            f"unknown cron {unknown[0]!r} (known: {', '.join(CRON_NAMES)})",
+            code=ErrorCode.UNKNOWN_CRON,
+        )
+    terminal = sys.stderr.isatty()
+    options = worker_options(
+        app.runtime.env,
+        crons=frozenset(crons),
+        concurrency=concurrency,
+        rate_per_s=rate,
+        until_empty=until_empty,
+        max_messages=max_messages,
+        max_runtime_s=max_runtime,
+        shutdown_timeout_s=shutdown_timeout,
+        stats_interval_s=TERMINAL_REFRESH_S if terminal else stats_every,
+    )
+    with (
+        _progress(terminal) as on_stats,
+        open_worker(app.runtime, options, on_stats=on_stats) as running,
+        _stop_on_signals(running),
+    ):
+        result = running.run()
+    summary = result.summary()
+    emit(app, summary, table=auto_table(summary, title="Worker"))
+    if not result.ok:
+        raise click.exceptions.Exit(3)
+
+
+@contextmanager
+def _stop_on_signals(running: Worker) -> Iterator[None]:
+    """The first SIGTERM/SIGINT stops the worker gracefully; a second one is not caught."""
+    previous: dict[signal.Signals, Any] = {
+        number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)
+    }
+
+    def restore() -> None:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+    def handle(_signum: int, _frame: FrameType | None) -> None:
+        restore()
+        running.stop()
+
+    for number in previous:
+        signal.signal(number, handle)
+    try:
+        yield
+    finally:
+        restore()
+
+
+@contextmanager
+def _progress(terminal: bool) -> Iterator[Callable[[WorkerStats], None]]:
+    """On a terminal a live bar on stderr (done/total, rate per hour, ETA); otherwise the
+    periodic RAAS_WORKER_STATS log line."""
+    if not terminal:
+        yield log_stats
+        return
+    progress = Progress(
+        TextColumn("[bold]worker"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task: TaskID = progress.add_task("worker", total=None, detail="starting")
+
+    def update(stats: WorkerStats) -> None:
+        eta = "-" if stats.eta_s is None else _duration(stats.eta_s)
+        detail = (
+            f"{stats.per_hour:,.0f}/h  ETA {eta}  ok {stats.succeeded}  retries {stats.retries}"
+            f"  failed {stats.failed}  DLQ {stats.dead_lettered}  in flight {stats.in_flight}"
+        )
+        progress.update(task, completed=stats.runs_done, total=stats.runs_total, detail=detail)
+
+    with progress:
+        yield update
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

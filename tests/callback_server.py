@@ -1,0 +1,211 @@
+"""A fake accounting service on 127.0.0.1: the HTTP callback the deployed sink posts to.
+
+    with CallbackServer(fail_rate=0.3, seed=7) as server:
+        sink = HttpSink(server.base_url, server.token, timeout_s=0.5)
+        ...
+        assert server.applied_keys() == expected_keys
+
+What it does (ThreadingHTTPServer, HTTP/1.1 keep-alive, one thread per connection):
+
+- `POST /<cron>` with `Authorization: Bearer <token>` and `Idempotency-Key: <key>`: applies
+  the key once (201); a key applied already answers 409, as the real service does.
+- Faults, deterministic by `seed`: attempt n of key k fails when a hash of (seed, k, n) falls
+  under `fail_rate`, so a rerun fails the same attempts whatever the thread interleaving.
+  Half the faults are `500`s (nothing applied), half are timeouts: the change IS applied and
+  the answer comes `timeout_delay_s` late, past the client's timeout, so the retry must be
+  recognised by its Idempotency-Key (409).
+- Poison payloads (`"poison": true`, or a key matching `poison_keys`) get 400 with a reason.
+- `latency_s` delays every answer (the benchmark's 200 ms downstream).
+- `record_starts` keeps the arrival time of every request (time.monotonic()).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Served:
+    key: str
+    cron: str
+    status: int
+    fault: str | None  # "error", "timeout" or None
+    at: float  # time.monotonic() on arrival
+
+
+class CallbackServer:
+    def __init__(
+        self,
+        *,
+        token: str = "cb-token-for-tests-0123",
+        fail_rate: float = 0.0,
+        seed: int = 0,
+        timeout_delay_s: float = 1.0,
+        latency_s: float = 0.0,
+        poison_keys: Iterable[str] = (),
+    ) -> None:
+        self.token = token
+        self.fail_rate = fail_rate
+        self.seed = seed
+        self.timeout_delay_s = timeout_delay_s
+        self.latency_s = latency_s
+        self.poison_keys = frozenset(poison_keys)
+        self.served: list[Served] = []
+        self.applied: Counter[str] = Counter()  # key -> times applied (must stay 1)
+        self.payloads: dict[str, dict[str, Any]] = {}
+        self._attempts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> CallbackServer:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        server.daemon_threads = True
+        server.request_queue_size = 128  # the benchmark opens many connections at once
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> CallbackServer:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() the server first"
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/cron-jobs"
+
+    # ------------------------------------------------------------ what happened
+
+    def applied_keys(self) -> set[str]:
+        with self._lock:
+            return set(self.applied)
+
+    def twice_applied(self) -> list[str]:
+        with self._lock:
+            return [key for key, times in self.applied.items() if times > 1]
+
+    def statuses(self) -> Counter[int]:
+        with self._lock:
+            return Counter(served.status for served in self.served)
+
+    def faults(self) -> Counter[str]:
+        with self._lock:
+            return Counter(served.fault for served in self.served if served.fault)
+
+    def starts(self) -> list[float]:
+        with self._lock:
+            return sorted(served.at for served in self.served)
+
+    # ------------------------------------------------------------ decisions
+
+    def fault_for(self, key: str, attempt: int) -> str | None:
+        """The fault (if any) for this attempt of this key; the same for every rerun."""
+        if self.fail_rate <= 0:
+            return None
+        digest = hashlib.sha256(f"{self.seed}:{key}:{attempt}".encode()).digest()
+        draw = int.from_bytes(digest[:8], "big") / 2**64
+        if draw >= self.fail_rate:
+            return None
+        return "error" if digest[8] % 2 == 0 else "timeout"
+
+    def handle(self, cron: str, key: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Decide the answer and apply; returns (status, body). Runs in a handler thread."""
+        arrived = time.monotonic()
+        with self._lock:
+            self._attempts[key] += 1
+            attempt = self._attempts[key]
+        fault = None
+        if payload.get("poison") is True or key in self.poison_keys:
+            status, body = 400, {"error": f"invalid {cron} entry: payload rejected as poison"}
+        elif key in self.applied:
+            status, body = 409, {"error": "already applied", "key": key}
+        else:
+            fault = self.fault_for(key, attempt)
+            if fault == "error":
+                status, body = 500, {"error": "internal error (injected)"}
+            else:  # applied, answered in time or (a timeout) too late
+                with self._lock:
+                    already = key in self.applied
+                    self.applied[key] += 1
+                    self.payloads[key] = payload
+                status, body = (409, {"error": "already applied"}) if already else (201, {})
+        with self._lock:
+            self.served.append(Served(key, cron, status, fault, arrived))
+        delay = self.latency_s + (self.timeout_delay_s if fault == "timeout" else 0.0)
+        if delay:
+            self._stopping.wait(delay)
+        return status, body
+
+
+def _handler_for(server: CallbackServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(_Handler):
+        callback = server
+
+    return Handler
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    callback: CallbackServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if self.headers.get("Authorization") != f"Bearer {self.callback.token}":
+            self._send(401, {"error": "unauthorized"})
+            return
+        key = self.headers.get("Idempotency-Key")
+        if not key:
+            self._send(400, {"error": "Idempotency-Key header is required"})
+            return
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            self._send(400, {"error": "body is not JSON"})
+            return
+        cron = self.path.rstrip("/").rsplit("/", 1)[-1]
+        status, body = self.callback.handle(cron, key, payload)
+        self._send(status, body)
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (a timeout); the change stands
