@@ -499,6 +499,17 @@ def test_an_unreachable_workday_is_retried_then_fails(workday: FakeWorkday) -> N
     assert sleeps == [0.01, 0.02]
 
 
+def test_a_tls_failure_is_not_retried(workday: FakeWorkday) -> None:
+    # Speaking TLS to a plain-HTTP port fails the handshake: a certificate or protocol
+    # problem that another attempt cannot fix.
+    sleeps = Sleeps()
+    source = make_source(workday, sleeps=sleeps, base_url=f"https://127.0.0.1:{workday.port}")
+    with pytest.raises(SourceError) as caught:
+        fetch(source)
+    assert str(caught.value).startswith("cannot call Workday for report Client_Deposits: SSLError")
+    assert sleeps == []
+
+
 def test_secrets_never_appear_in_errors_or_logs(
     workday: FakeWorkday, caplog: pytest.LogCaptureFixture
 ) -> None:

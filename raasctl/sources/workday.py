@@ -241,6 +241,10 @@ class WorkdaySource(Source):
                 )
             except requests.RequestException as exc:
                 reason = describe_transport_error(exc)
+                if not _transient(exc):
+                    raise SourceError(
+                        f"cannot call Workday for {what}: {reason}", code=ErrorCode.SOURCE_FAILED
+                    ) from None
                 if attempt == attempts:
                     raise SourceError(
                         f"cannot reach Workday for {what} after {attempt} attempts: {reason}",
@@ -286,6 +290,13 @@ def _number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if number > 0 else None
+
+
+def _transient(exc: requests.RequestException) -> bool:
+    """Worth another attempt: the network, not our request or a certificate, failed."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return False
+    return isinstance(exc, requests.ConnectionError | requests.Timeout)
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
