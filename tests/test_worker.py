@@ -9,12 +9,14 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from raasctl.cli import main
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.envelope import Envelope
 from raasctl.errors import SinkError, StateError
@@ -31,6 +33,7 @@ from raasctl.worker import (
     WorkerOptions,
     WorkerStats,
     backoff_s,
+    run_progress,
 )
 
 DEPOSITS = "clientDepositUpdate"
@@ -735,3 +738,97 @@ def test_default_progress_is_a_stats_event(env: Env, events: list[logging.LogRec
     worker.run()
     stats = coded(events, InfoCode.WORKER_STATS)
     assert stats and {"processed", "per_hour", "done", "total", "eta_s"} <= set(stats[-1])
+
+
+# ---------------------------------------------------------------- the commands
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_worker_command_drains_a_run_and_runs_show_it_complete(runner: CliRunner) -> None:
+    enqueued = runner.invoke(main, ["run", DEPOSITS, "--format", "json"])
+    assert enqueued.exit_code == 0, enqueued.output
+    run = json.loads(enqueued.stdout)
+
+    result = runner.invoke(main, ["worker", "--until-empty", "--format", "json"])
+
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["succeeded"] == summary["processed"] == run["enqueued"] > 0
+    assert (summary["failed"], summary["dead_lettered"]) == (0, 0)
+    codes = [line["code"] for line in _json_lines(result.stderr)]
+    assert "RAAS_RUN_COMPLETE" in codes and "RAAS_QUEUE_EMPTY" in codes
+    assert codes[-1] == "RAAS_WORKER_FINISHED"
+
+    shown = runner.invoke(main, ["runs", "show", run["run_id"], "--format", "json"])
+    assert shown.exit_code == 0, shown.stderr
+    record = json.loads(shown.stdout)
+    assert record["status"] == "complete"
+    assert record["done"] == record["total"] == record["succeeded"] == run["enqueued"]
+    assert record["per_hour"] > 0 and record["eta_s"] is None
+
+    listed = runner.invoke(main, ["runs", "list", "--cron", DEPOSITS, "--format", "json"])
+    assert listed.exit_code == 0
+    assert [row["run_id"] for row in json.loads(listed.stdout)] == [run["run_id"]]
+    table = runner.invoke(main, ["runs", "list"])
+    assert table.exit_code == 0 and "complete" in table.stdout
+
+
+def test_worker_command_exits_3_when_a_message_was_dead_lettered(
+    runner: CliRunner, isolated: Path
+) -> None:
+    queue = SqliteQueue(isolated / ".raasctl" / "local.db")
+    send_raw(queue, "{not json")
+    queue.close()
+
+    result = runner.invoke(main, ["worker", "--until-empty", "--format", "json"])
+
+    assert result.exit_code == 3, result.stderr
+    assert json.loads(result.stdout)["dead_lettered"] == 1
+    dead = [e for e in _json_lines(result.stderr) if e["code"] == "RAAS_MESSAGE_DEAD_LETTERED"]
+    assert len(dead) == 1 and "not JSON" in dead[0]["reason"]
+
+
+def test_worker_command_logs_periodic_stats_lines(runner: CliRunner) -> None:
+    assert runner.invoke(main, ["run", DEPOSITS]).exit_code == 0
+    result = runner.invoke(
+        main, ["worker", "--until-empty", "--rate", "20", "--stats-every", "0.1"]
+    )
+    assert result.exit_code == 0, result.stderr
+    stats = [e for e in _json_lines(result.stderr) if e["code"] == "RAAS_WORKER_STATS"]
+    assert stats
+    assert {"done", "total", "per_hour", "eta_s", "in_flight"} <= set(stats[-1])
+    assert "Worker" in result.stdout  # the summary table
+
+
+def test_worker_command_rejects_an_unknown_cron(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["worker", "--cron", "clientRefund", "--until-empty"])
+    assert result.exit_code == 2
+    assert "RAAS_UNKNOWN_CRON" in result.stderr and result.stdout == ""
+
+
+def test_runs_show_an_unknown_run_exits_1(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["runs", "show", "no-such-run"])
+    assert result.exit_code == 1
+    assert "RAAS_RUN_NOT_FOUND" in result.stderr and "no-such-run" in result.stderr
+    assert result.stdout == ""
+
+
+def test_run_progress_has_rate_and_eta_while_running() -> None:
+    created = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+    run = RunRecord(
+        run_id="r",
+        cron=DEPOSITS,
+        env="t",
+        mock=False,
+        created_at=created,
+        total=100,
+        succeeded=25,
+        started_at=created,
+    )
+    view = run_progress(run, created + timedelta(minutes=30))
+    assert view["status"] == "running"
+    assert view["per_hour"] == 50.0
+    assert view["eta_s"] == 75 * 72  # 75 left at 50/h

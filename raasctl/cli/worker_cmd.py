@@ -71,6 +71,10 @@ TERMINAL_REFRESH_S = 1.0
     metavar="SECONDS",
     help="Interval of RAAS_WORKER_STATS log lines when stderr is not a terminal.",
 )
+# Hidden: the DESIGN.md defaults (2 s doubling, capped at 60 s) suit the downstream; tests
+# and drills shorten them.
+@click.option("--backoff-base", type=click.FloatRange(min=0), default=2.0, hidden=True)
+@click.option("--backoff-cap", type=click.FloatRange(min=0), default=60.0, hidden=True)
 @format_option
 @pass_app
 def worker(
@@ -83,6 +87,8 @@ def worker(
     max_runtime: float | None,
     shutdown_timeout: float,
     stats_every: float,
+    backoff_base: float,
+    backoff_cap: float,
 ) -> None:
     """Apply queued entries to the accounting system at the rate it allows.
 
@@ -113,6 +119,8 @@ def worker(
         max_runtime_s=max_runtime,
         shutdown_timeout_s=shutdown_timeout,
         stats_interval_s=TERMINAL_REFRESH_S if terminal else stats_every,
+        backoff_base_s=backoff_base,
+        backoff_cap_s=backoff_cap,
     )
     with (
         _progress(terminal) as on_stats,
