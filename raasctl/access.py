@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from raasctl.aws import LONG_TERM, AwsClients, CredentialInfo
 from raasctl.codes import ErrorCode, InfoCode
@@ -65,6 +66,9 @@ _SIM_DECISIONS = {
     "explicitdeny": EXPLICIT_DENY,
     "implicitdeny": IMPLICIT_DENY,
 }
+# What a failed call raises: an error answer, a transport failure, or an answer botocore
+# cannot parse (ResponseParserError is not a BotoCoreError).
+_AWS_FAILURES = (ClientError, BotoCoreError, ResponseParserError)
 _XML_ERROR_RE = re.compile(r"<Code>([^<]*)</Code>\s*<Message>([^<]*)</Message>")
 _ASSUMED_ROLE_RE = re.compile(r"^arn:[^:]+:sts::\d{12}:assumed-role/([^/]+)/.+$")
 
@@ -228,7 +232,7 @@ def check_environment(env_name: str, env: EnvironmentConfig, aws: AwsClients) ->
     return report
 
 
-def _client_error(exc: ClientError | BotoCoreError) -> tuple[str, str]:
+def _client_error(exc: Exception) -> tuple[str, str]:
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code, message = str(error.get("Code") or "error"), str(error.get("Message") or "")
@@ -248,7 +252,7 @@ def _is_access_denied(code: str) -> bool:
 def _caller(aws: AwsClients, report: EnvReport) -> Caller | None:
     try:
         found = aws.client("sts").get_caller_identity()
-    except (ClientError, BotoCoreError) as exc:
+    except _AWS_FAILURES as exc:
         code, message = _client_error(exc)
         report.errors.append(f"STS GetCallerIdentity failed: {code}: {message}".rstrip(": "))
         return None
@@ -308,7 +312,7 @@ def _dlq_url(sqs: Any, target_arn: str, report: EnvReport) -> str | None:
     account, name = parts[4], parts[5]
     try:
         return str(sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"])
-    except (ClientError, BotoCoreError) as exc:
+    except _AWS_FAILURES as exc:
         code, _ = _client_error(exc)
         what = "does not exist" if code in _NOT_FOUND_CODES else f"GetQueueUrl failed: {code}"
         report.errors.append(f"DLQ {name} (the queue's RedrivePolicy target) {what}")
@@ -320,7 +324,7 @@ def _describe(sqs: Any, role: str, url: str, region: str) -> QueueInfo:
     queue = QueueInfo(role, name, url, arn=_arn_from_url(url, region))
     try:
         attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-    except (ClientError, BotoCoreError) as exc:
+    except _AWS_FAILURES as exc:
         code, message = _client_error(exc)
         if code in _NOT_FOUND_CODES:
             queue.exists = False
@@ -390,7 +394,7 @@ class _IdentitySide:
         role_name = assumed.group(1)
         try:
             role = self._aws.client("iam").get_role(RoleName=role_name)
-        except (ClientError, BotoCoreError) as exc:
+        except _AWS_FAILURES as exc:
             code, _ = _client_error(exc)
             # Without its path the role's ARN is a guess; simulating a guess would only
             # report the guess, so the identity side stays unknown.
@@ -404,7 +408,7 @@ class _IdentitySide:
             return dict.fromkeys(SQS_ACTIONS, UNKNOWN)
         try:
             results = self._simulate(principal, queue_arn)
-        except (ClientError, BotoCoreError, NotImplementedError) as exc:
+        except (*_AWS_FAILURES, NotImplementedError) as exc:
             # moto: NotImplementedError in-process, ResponseParserError over its server;
             # AWS: AccessDenied when the caller may not use the simulator.
             if isinstance(exc, NotImplementedError):

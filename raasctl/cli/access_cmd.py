@@ -6,10 +6,18 @@ from typing import Any
 
 import click
 from rich.console import Group
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from raasctl.access import DENIED, EnvReport, check_environment, explain, parse_context
+from raasctl.access import (
+    DENIED,
+    EnvReport,
+    PermissionRow,
+    check_environment,
+    explain,
+    parse_context,
+)
 from raasctl.cli.context import AppContext, pass_app
 from raasctl.cli.options import format_option
 from raasctl.cli.render import auto_table, emit
@@ -137,9 +145,11 @@ def _env_group(report: EnvReport) -> Group:
         summary["identity side"] = report.identity_source
     parts.append(auto_table(summary))
     if report.queues:
-        parts.append(auto_table(data["queues"], title="queues"))
-    if report.permissions:
-        parts.append(_permissions_table(report))
+        parts.append(auto_table([_queue_summary(queue) for queue in data["queues"]]))
+    for queue in report.queues:
+        rows = [row for row in report.permissions if row.queue == queue.name]
+        if rows:
+            parts.extend(_permissions(queue.name, rows))
     for warning in report.warnings:
         parts.append(Text(f"warning: {warning}", style="yellow"))
     for error in report.errors:
@@ -147,21 +157,35 @@ def _env_group(report: EnvReport) -> Group:
     return Group(*parts)
 
 
+def _queue_summary(queue: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "queue": f"{queue['name']} ({queue['role']})",
+        "exists": queue["exists"],
+        "answers": queue["answered"],
+        "policy": queue["policy"],
+        "kms key": queue["kms_key"],
+        "error": queue["error"],
+    }
+
+
 _DECISION_STYLE = {"allowed": "green", "indeterminate": "yellow"}
 
 
-def _permissions_table(report: EnvReport) -> Table:
-    table = Table(title="permissions")
-    for column in ("queue", "action", "queue policy", "identity", "decision", "statements", "note"):
+def _permissions(queue: str, rows: list[PermissionRow]) -> list[Any]:
+    """A narrow table of decisions, then why: the deciding statements and notes per action."""
+    table = Table(title=f"{queue}: permissions")
+    for column in ("action", "queue policy", "identity", "decision"):
         table.add_column(column)
-    for row in report.permissions:
+    reasons: list[Padding] = []
+    for row in rows:
+        action = row.action.removeprefix("sqs:")
         table.add_row(
-            row.queue,
-            row.action,
+            action,
             row.queue_policy,
             row.identity,
             Text(row.decision, style=_DECISION_STYLE.get(row.decision, "red")),
-            ", ".join(row.statements) or "-",
-            row.note or "-",
         )
-    return table
+        why = ", ".join(row.statements) or "no statement applies"
+        text = Text(f"{action}: {why}" + (f"; {row.note}" if row.note else ""))
+        reasons.append(Padding(text, (0, 0, 0, 2)))
+    return [table, *reasons]
