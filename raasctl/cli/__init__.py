@@ -122,6 +122,7 @@ def _register() -> None:
     from raasctl.cli.access_cmd import access
     from raasctl.cli.config_cmd import config
     from raasctl.cli.mock_cmd import enqueue_mock_command
+    from raasctl.cli.queue_cmd import queue
     from raasctl.cli.run_cmd import run
     from raasctl.cli.runs_cmd import runs
     from raasctl.cli.schedule_cmd import schedule
@@ -134,6 +135,7 @@ def _register() -> None:
     main.add_command(enqueue_mock_command)
     main.add_command(worker)
     main.add_command(runs)
+    main.add_command(queue)
 
 
 _register()
