@@ -14,14 +14,17 @@ waited for, and `EnqueueFailed` says how many messages were enqueued before the 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from itertools import islice
 
 from raasctl.codes import ErrorCode
+from raasctl.envelope import VERSION, dedup_id, group_id
 from raasctl.errors import QueueError, RaasctlError
 from raasctl.queues.base import MAX_BATCH, BatchFailure, BatchResult, OutgoingMessage, Queue
 from raasctl.state.base import State
@@ -62,6 +65,49 @@ class EnqueueFailed(QueueError):
     def __init__(self, message: str, counts: SendCounts, *, code: ErrorCode | None = None) -> None:
         super().__init__(message, code=code)
         self.counts = counts
+
+
+def _json_string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def enqueued_at(now: datetime | None = None) -> str:
+    return (now or datetime.now(UTC)).isoformat(timespec="milliseconds")
+
+
+class MessageWriter:
+    """The outgoing messages of one run, with envelope bodies written from parts.
+
+    A body is the same text as `Envelope.to_body()` (canonical JSON; a test holds the two
+    equal), but the run's constant fields are serialised once and the payload arrives
+    serialised, so a payload is never serialised twice and a mock payload once for all its
+    copies. At tens of thousands of messages a second this is most of the producer's work.
+    """
+
+    def __init__(self, cron: str, run_id: str, *, mock: bool = False) -> None:
+        self._head = f'{{"cron":{_json_string(cron)},"enqueued_at":'
+        self._mock = ',"mock":true,"payload":' if mock else ',"mock":false,"payload":'
+        self._tail = f',"run_id":{_json_string(run_id)},"v":{VERSION}}}'
+        # One attributes mapping for every message of the run; nothing mutates it.
+        self._attributes = {"cron": cron, "run_id": run_id}
+
+    def body(self, key: str, payload_json: str, at: str) -> str:
+        return (
+            f'{self._head}{_json_string(at)},"key":{_json_string(key)}'
+            f"{self._mock}{payload_json}{self._tail}"
+        )
+
+    def message(
+        self, key: str, entity_id: str, payload_json: str, *, label: str, at: str | None = None
+    ) -> OutgoingMessage:
+        """`payload_json` is `envelope.canonical_json(payload)`; `at` defaults to now."""
+        return OutgoingMessage(
+            body=self.body(key, payload_json, at or enqueued_at()),
+            group_id=group_id(entity_id),
+            dedup_id=dedup_id(key),
+            attributes=self._attributes,
+            label=label,
+        )
 
 
 class Pacer:

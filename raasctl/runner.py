@@ -20,11 +20,19 @@ from zoneinfo import ZoneInfo
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.config import CronConfig
 from raasctl.dates import report_window
-from raasctl.envelope import Envelope, mock_key
+from raasctl.envelope import canonical_json, mock_key
 from raasctl.errors import ConfigError, RaasctlError, RuntimeFailure, SourceError
 from raasctl.jobs import JOBS, EntryInvalid, Job, MappedPayload, map_report
 from raasctl.logs import event
-from raasctl.producer import DEFAULT_MAX_IN_FLIGHT, Pacer, Pending, Producer, SendCounts
+from raasctl.producer import (
+    DEFAULT_MAX_IN_FLIGHT,
+    MessageWriter,
+    Pacer,
+    Pending,
+    Producer,
+    SendCounts,
+    enqueued_at,
+)
 from raasctl.queues.base import Queue
 from raasctl.sources.base import Prompts
 from raasctl.sources.stream import iter_report_file
@@ -253,6 +261,7 @@ def _run_locked(
         queue = runtime.queue()
         entries = _Counter(source.entries(cron, report, prompts))
         keeper = _LockKeeper(state, lock, run_id, clock)
+        writer = MessageWriter(cron, run_id)  # never mock=True: that is enqueue_mock's
         invalid = 0
 
         def pending() -> Iterator[Pending]:
@@ -263,11 +272,10 @@ def _run_locked(
                     invalid += 1
                     _log_invalid(cron, run_id, item)
                     continue
-                envelope = Envelope.new(
-                    cron=cron, run_id=run_id, key=item.key, payload=item.payload
-                )
                 label = f"entry {entries.count} ({item.key})"
-                yield Pending(item.key, envelope.to_message(item.entity_id, label=label))
+                payload_json = canonical_json(item.payload)
+                message = writer.message(item.key, item.entity_id, payload_json, label=label)
+                yield Pending(item.key, message)
 
         producer = Producer(queue, state, max_in_flight=max_in_flight(runtime))
         try:
@@ -379,15 +387,15 @@ def mock_messages(
     at a time, so copies sharing their entity's group would run one after another and the
     load test would measure that queue limit instead of the worker.
     """
+    writer = MessageWriter(cron, run_id, mock=True)
+    payloads = [canonical_json(item.payload) for item in seed]
     for n in range(copies):
-        for item in seed:
+        at = enqueued_at()
+        for item, payload_json in zip(seed, payloads, strict=True):
             key = mock_key(item.key, run_id, n)
-            envelope = Envelope.new(
-                cron=cron, run_id=run_id, key=key, payload=item.payload, mock=True
-            )
-            yield Pending(
-                key, envelope.to_message(f"{item.entity_id}:{n}", label=f"copy {n} of {item.key}")
-            )
+            label = f"copy {n} of {item.key}"
+            message = writer.message(key, f"{item.entity_id}:{n}", payload_json, label=label, at=at)
+            yield Pending(key, message)
 
 
 def enqueue_mock(

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from raasctl.codes import ErrorCode
-from raasctl.envelope import Envelope
+from raasctl.envelope import Envelope, canonical_json
 from raasctl.errors import QueueError, SourceError
-from raasctl.producer import EnqueueFailed, Pacer, Pending, Producer
+from raasctl.producer import EnqueueFailed, MessageWriter, Pacer, Pending, Producer
 from raasctl.queues.base import BatchFailure, BatchResult, OutgoingMessage
 from raasctl.queues.sqlite import SqliteQueue
 from raasctl.state.sqlite import SqliteState
@@ -192,3 +192,30 @@ def test_rate_caps_the_send_rate(queue: RecordingQueue) -> None:
     Producer(queue, pacer=Pacer(500)).send(pending(60))
     # 60 messages at 500/s: the last batch may start no earlier than 0.1 s in.
     assert time.monotonic() - started >= 0.1
+
+
+@pytest.mark.parametrize("mock", [False, True])
+@pytest.mark.parametrize(
+    ("key", "entity_id", "payload"),
+    [
+        ("clientDepositUpdate:D-1:0a1b2c", "D-1", {"deposit_id": "D-1", "amount": "12.50"}),
+        (
+            'lspBillUpdateStatus:SI "7":ffee00:mock:run-9:41',
+            'SI "7" / Zürich',
+            {"z": None, "a": [1, 2.5, True], "nested": {"ü": "€ \\ \n \u2028"}, "b": False},
+        ),
+    ],
+)
+def test_message_writer_writes_exactly_what_the_envelope_writes(
+    key: str, entity_id: str, payload: dict[str, object], mock: bool
+) -> None:
+    envelope = Envelope.new(
+        cron="clientDepositUpdate", run_id="run-Ω-1", key=key, payload=payload, mock=mock, now=NOW
+    )
+    expected = envelope.to_message(entity_id, label="entry 1")
+    writer = MessageWriter("clientDepositUpdate", "run-Ω-1", mock=mock)
+    written = writer.message(
+        key, entity_id, canonical_json(payload), label="entry 1", at=envelope.enqueued_at
+    )
+    assert written == expected
+    assert Envelope.from_body(written.body) == envelope
