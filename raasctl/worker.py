@@ -686,7 +686,9 @@ class Worker:
 
     def _housekeeping(self) -> None:
         visibility = self.options.visibility_timeout_s
-        tick = max(0.05, min(1.0, visibility / 6))
+        # Often enough for the heartbeat, the stats interval and --max-runtime; each tick costs
+        # a few lock operations.
+        tick = max(0.05, min(0.25, visibility / 6, self.options.stats_interval_s or math.inf))
         next_stats = self._clock() + (self.options.stats_interval_s or math.inf)
         next_completion = self._clock() + COMPLETION_CHECK_S
         while not self._done.wait(tick):
