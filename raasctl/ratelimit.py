@@ -6,23 +6,36 @@ or sliding windows, so they allow a whole window's worth at once (a burst of `ra
 token-bucket libraries let a bucket of 1 refill while a slow receive is in progress, so a
 start can land right after the previous one. The worker must (a) take a token *before* it
 receives, so no message sits in memory waiting for permission while its visibility runs out,
-and (b) still guarantee that *starts*, which happen after the receive returned, are at least
-1/rate apart, so `--rate 20` never starts more than 20 in any one-second window whatever the
-receive latency. That is two small schedules behind one lock, below.
+and (b) still guarantee that *starts*, which happen after the receive returned and on other
+threads, never exceed the rate in any one-second window whatever the receive latency and
+thread scheduling. That is two small schedules and a window check behind one lock, below.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+
+# Starts are scheduled this much further apart than 1/rate. A start's request reaches the
+# downstream a little after the limiter let it go, by a delay that varies (thread wake-up,
+# the HTTP client); without slack, that jitter alone could put rate + 1 arrivals into one
+# second as the downstream sees it. 1 % keeps the average at 99 % of the rate and absorbs
+# 10 ms of jitter per second.
+SPACING_MARGIN = 0.01
+WINDOW_S = 1.0
 
 
 class RateLimiter:
-    """`acquire` before a receive, `start_at` for each message received, `give_back` for
-    tokens the receive did not use. Thread-safe; the clock is monotonic and injectable.
+    """`acquire` before a receive (and `give_back` what the receive did not use), `begin`
+    right before each handler starts. Thread-safe; the clock is monotonic and injectable.
 
-    With `per_second=None` every call returns at once (no limit)."""
+    Both schedules are grids (`next += interval`), so a thread that wakes late does not push
+    every later start back (see `_advance`). On top of the grid, `begin` checks the actual
+    start times: a start is never less than one second after the start `ceil(rate)` places
+    before it. With `per_second=None` every call returns at once (no limit)."""
 
     def __init__(
         self,
@@ -34,12 +47,14 @@ class RateLimiter:
         if per_second is not None and per_second <= 0:
             raise ValueError("per_second must be positive or None")
         self.per_second = per_second
-        self.interval_s = 0.0 if per_second is None else 1.0 / per_second
+        self.interval_s = 0.0 if per_second is None else (1 + SPACING_MARGIN) / per_second
         self._clock = clock
         self._sleep = sleep  # injected in tests together with a fake clock
         self._lock = threading.Lock()
-        self._next_token = float("-inf")  # earliest time the next token may be taken
-        self._next_start = float("-inf")  # earliest time the next message may start
+        self._next_token = -math.inf  # earliest time the next token may be taken
+        self._next_start = -math.inf  # earliest time the next handler may start
+        window = 0 if per_second is None else math.ceil(per_second * WINDOW_S)
+        self._recent: deque[float] = deque(maxlen=max(window, 1))  # latest actual starts
 
     @property
     def unlimited(self) -> bool:
@@ -59,7 +74,7 @@ class RateLimiter:
             with self._lock:
                 now = self._clock()
                 if now >= self._next_token:
-                    self._next_token = now + self.interval_s
+                    self._next_token = _advance(self._next_token, now, self.interval_s)
                     return 1
                 delay = self._next_token - now
             if self._wait(delay, stop):
@@ -67,30 +82,29 @@ class RateLimiter:
 
     def give_back(self, count: int) -> None:
         """Return tokens a receive did not use (it came back with fewer messages), so the
-        next receive need not wait for them. Never lets two starts come closer together:
-        that is `start_at`'s schedule, which a returned token does not touch."""
+        next receive need not wait for them. Starts are unaffected: `begin` keeps its own
+        schedule."""
         if self.unlimited or count <= 0:
             return
         with self._lock:
             self._next_token -= count * self.interval_s
 
-    def start_at(self) -> float:
-        """Reserve the next start and return its time on the limiter's clock: now, or one
-        interval after the previous start, whichever is later. The caller waits until then
-        (at most one interval, since a token was due before the receive)."""
-        with self._lock:
-            now = self._clock()
-            at = max(now, self._next_start + self.interval_s)
-            if not self.unlimited:
-                self._next_start = at
-            return at
-
-    def wait_until(self, at: float, stop: threading.Event | None = None) -> bool:
-        """Sleep until the clock reads `at`; True if `stop` was set first."""
+    def begin(self, stop: threading.Event | None = None) -> bool:
+        """Block until a handler may start, and record the start; True if `stop` was set
+        first (the caller then releases its message instead)."""
+        if self.unlimited:
+            return stop is not None and stop.is_set()
         while True:
-            delay = at - self._clock()
-            if delay <= 0:
-                return stop is not None and stop.is_set()
+            with self._lock:
+                now = self._clock()
+                earliest = self._next_start
+                if len(self._recent) == self._recent.maxlen:
+                    earliest = max(earliest, self._recent[0] + WINDOW_S)
+                if now >= earliest:
+                    self._next_start = _advance(self._next_start, now, self.interval_s)
+                    self._recent.append(now)
+                    return False
+                delay = earliest - now
             if self._wait(delay, stop):
                 return True
 
@@ -102,3 +116,14 @@ class RateLimiter:
             return stop.wait(delay)
         time.sleep(delay)
         return False
+
+
+def _advance(scheduled: float, now: float, interval: float) -> float:
+    """The next slot of a grid: one interval on, so a small delay (a thread waking late) is
+    made up rather than pushing every later slot back; but never less than half an interval
+    from now, so making up a large delay cannot bunch starts; and when `now` is past the
+    next slot already (the grid went idle), one interval from now: no burst builds up."""
+    following = scheduled + interval
+    if now >= following:
+        return now + interval
+    return max(following, now + interval / 2)

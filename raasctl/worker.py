@@ -185,7 +185,6 @@ class _Held:
     message: ReceivedMessage
     envelope: Envelope | None
     problem: str | None  # why the body is not a usable envelope
-    start_at: float
     extended_at: float
     lock: threading.Lock = field(default_factory=threading.Lock)
     settled: bool = False  # the heartbeat must no longer touch its visibility
@@ -430,14 +429,7 @@ class Worker:
                 self._release(message)
                 self.limiter.give_back(1)
                 continue
-            now = self._clock()
-            held = _Held(
-                message,
-                envelope,
-                problem,
-                start_at=self.limiter.start_at(),
-                extended_at=now,
-            )
+            held = _Held(message, envelope, problem, extended_at=self._clock())
             with self._lock:
                 self._busy += 1
                 self._held.add(held)
@@ -476,7 +468,8 @@ class Worker:
             if held is None:
                 return
             try:
-                if self.limiter.wait_until(held.start_at, self._abandon):
+                # Waits at most about one interval: the token came before the receive.
+                if self.limiter.begin(self._abandon):
                     self._settle(held)
                     self._release(held.message)
                 else:

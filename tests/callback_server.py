@@ -175,6 +175,9 @@ def _handler_for(server: CallbackServer) -> type[BaseHTTPRequestHandler]:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle's algorithm the second waits for
+    # the client's delayed ACK (40 ms), which would dominate a fast downstream's latency.
+    disable_nagle_algorithm = True
     callback: CallbackServer
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet

@@ -1,0 +1,263 @@
+"""Benchmark: how fast `raasctl worker` drains the queue, against its theoretical bound.
+
+    .venv/bin/python benchmarks/worker_throughput.py [--only a b c]
+
+The bound is min(rate limit, concurrency / sink latency). One run of each scenario:
+
+(a) latency-bound: a callback sink answering in 200 ms (tests/callback_server.py, a
+    ThreadingHTTPServer in this process), concurrency 16, no rate limit, 800 messages on the
+    embedded queue. Bound 16 / 0.2 s = 80 msg/s; target at least 90 % of it.
+(b) rate-bound: --rate 20 for 30 s against the same callback server with no latency.
+    Target: on average at least 95 % of 20/s, and never more than 20 requests arriving in
+    any one-second window (every arrival time is recorded on the server).
+(c) zero-latency sink on the embedded queue, one worker process: the SQLite ledger through
+    `raasctl worker` (c1), and a no-op sink object in-process (c2, queue and state costs
+    only). Target at least 2,000 msg/s.
+
+The worker runs as a `python -m raasctl worker --until-empty` subprocess except in (c2).
+Throughput is the steady rate between the first and the last message started (taken from
+the server's arrival times or the ledger's applied_at), which leaves out interpreter start
+and the final empty long poll that --until-empty waits for; the worker's own summary figure
+(processed / elapsed, both included) is printed beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from callback_server import CallbackServer  # noqa: E402
+
+from raasctl.envelope import Envelope  # noqa: E402
+from raasctl.queues.sqlite import SqliteQueue  # noqa: E402
+from raasctl.sinks.base import Applied, Sink  # noqa: E402
+from raasctl.state.base import RunRecord  # noqa: E402
+from raasctl.state.sqlite import SqliteState  # noqa: E402
+from raasctl.worker import Worker, WorkerOptions  # noqa: E402
+
+CRON = "clientDepositUpdate"
+
+
+# ---------------------------------------------------------------- set-up
+
+
+def enqueue(db: Path, count: int, run_id: str = "bench") -> None:
+    queue, state = SqliteQueue(db), SqliteState(db)
+    state.create_run(
+        RunRecord(run_id=run_id, cron=CRON, env="bench", mock=True, created_at=datetime.now(UTC))
+    )
+    batch = []
+    for n in range(count):
+        payload = {"deposit_id": f"D-{n:07d}", "amount": f"{n % 1000}.50", "currency": "USD"}
+        envelope = Envelope.new(
+            cron=CRON, run_id=run_id, key=f"{CRON}:D-{n}:bench", payload=payload
+        )
+        batch.append(envelope.to_message(f"D-{n:07d}"))
+        if len(batch) == 10:
+            queue.send_batch(batch)
+            batch = []
+    if batch:
+        queue.send_batch(batch)
+    state.finish_enqueue(run_id, entries=count, enqueued=count, invalid=0, duplicates=0)
+    queue.close()
+    state.close()
+
+
+def write_config(folder: Path, db: Path, sink: dict[str, Any]) -> Path:
+    env = {
+        "queue": {"kind": "sqlite", "path": str(db), "visibility_timeout_s": 60},
+        "state": {"kind": "sqlite", "path": str(db)},
+        "sink": sink,
+    }
+    path = folder / "raasctl.yaml"
+    path.write_text(json.dumps({"default_env": "bench", "environments": {"bench": env}}))
+    return path
+
+
+def run_worker(config: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        "-m",
+        "raasctl",
+        "--config",
+        str(config),
+        "-q",
+        "worker",
+        "--format",
+        "json",
+        *args,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    if result.returncode not in (0, 3):
+        raise SystemExit(f"worker failed ({result.returncode}): {result.stderr}")
+    summary: dict[str, Any] = json.loads(result.stdout)
+    return summary
+
+
+def steady_rate(starts: Sequence[float]) -> float:
+    """Messages per second between the first start and the last."""
+    if len(starts) < 2:
+        return 0.0
+    return (len(starts) - 1) / (starts[-1] - starts[0])
+
+
+def max_in_window(starts: Sequence[float], window_s: float = 1.0) -> int:
+    """The most starts in any half-open window [t, t + window_s)."""
+    best, low = 0, 0
+    for high, at in enumerate(starts):
+        while starts[low] <= at - window_s:
+            low += 1
+        best = max(best, high - low + 1)
+    return best
+
+
+def report(name: str, measured: float, bound: float, target: float, extra: str = "") -> bool:
+    ok = measured >= target
+    print(
+        f"{name}: {measured:8.1f} msg/s   bound {bound:8.1f} msg/s   "
+        f"{measured / bound:6.1%} of bound   target >= {target:.0f}   "
+        f"{'PASS' if ok else 'MISS'}{extra}"
+    )
+    return ok
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+def scenario_a(folder: Path) -> bool:
+    count, concurrency, latency = 800, 16, 0.2
+    db = folder / "a.db"
+    enqueue(db, count)
+    with CallbackServer(latency_s=latency) as server:
+        sink = {"kind": "http", "base_url": server.base_url, "token": "env:CALLBACK_TOKEN"}
+        config = write_config(folder, db, sink)
+        env = dict(os.environ, CALLBACK_TOKEN=server.token)
+        summary = run_worker(config, "--until-empty", "--concurrency", str(concurrency), env=env)
+        starts = server.starts()
+    assert summary["succeeded"] == count == len(starts), summary
+    bound = concurrency / latency
+    # The last `concurrency` starts are still to finish when the last one starts; the steady
+    # rate over the starts is what the bound describes.
+    return report(
+        "(a) 200 ms sink, concurrency 16, no rate limit, 800 msgs",
+        steady_rate(starts),
+        bound,
+        0.9 * bound,
+        f"   (worker summary {summary['per_hour'] / 3600:.1f} msg/s incl. start-up and final poll)",
+    )
+
+
+def scenario_b(folder: Path) -> bool:
+    rate, seconds, concurrency = 20.0, 30.0, 8
+    db = folder / "b.db"
+    enqueue(db, int(rate * seconds * 1.5))
+    with CallbackServer() as server:
+        sink = {"kind": "http", "base_url": server.base_url, "token": "env:CALLBACK_TOKEN"}
+        config = write_config(folder, db, sink)
+        env = dict(os.environ, CALLBACK_TOKEN=server.token)
+        summary = run_worker(
+            config,
+            "--rate",
+            str(rate),
+            "--max-runtime",
+            str(seconds),
+            "--concurrency",
+            str(concurrency),
+            env=env,
+        )
+        starts = server.starts()
+    average = len(starts) / seconds
+    peak = max_in_window(starts)
+    print(f"    {len(starts)} requests in {seconds:g} s; worker summary {summary}")
+    ok_peak = peak <= rate
+    ok = report(
+        "(b) --rate 20 for 30 s",
+        average,
+        rate,
+        0.95 * rate,
+        f"   most in any 1 s window: {peak} (limit {rate:g}) {'PASS' if ok_peak else 'MISS'}",
+    )
+    return ok and ok_peak
+
+
+def ledger_times(db: Path) -> list[float]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT applied_at FROM ledger_applications ORDER BY applied_at")
+        return [datetime.fromisoformat(at).timestamp() for (at,) in rows]
+
+
+class NoOpSink(Sink):
+    def apply(self, envelope: Envelope) -> Applied:
+        return Applied.APPLIED
+
+
+def scenario_c(folder: Path, count: int, concurrency: int) -> bool:
+    db = folder / "c1.db"
+    enqueue(db, count)
+    config = write_config(folder, db, {"kind": "sqlite", "path": str(db)})
+    summary = run_worker(config, "--until-empty", "--concurrency", str(concurrency))
+    applied = ledger_times(db)
+    assert summary["succeeded"] == count == len(applied), summary
+    ok_ledger = report(
+        f"(c1) SQLite ledger sink, `raasctl worker`, concurrency {concurrency}, {count} msgs",
+        steady_rate(applied),
+        float("inf"),
+        2000,
+        f"   (worker summary {summary['per_hour'] / 3600:.0f} msg/s incl. start-up and final poll)",
+    )
+
+    db = folder / "c2.db"
+    enqueue(db, count)
+    queue, state = SqliteQueue(db), SqliteState(db)
+    options = WorkerOptions(
+        concurrency=concurrency, until_empty=True, wait_time_s=0.2, stats_interval_s=None
+    )
+    worker = Worker(queue, state, NoOpSink(), options)
+    started = time.perf_counter()
+    result = worker.run()
+    elapsed = time.perf_counter() - started
+    queue.close()
+    state.close()
+    assert result.succeeded == count, result
+    ok_noop = report(
+        f"(c2) no-op sink, in-process Worker, concurrency {concurrency}, {count} msgs",
+        count / elapsed,
+        float("inf"),
+        2000,
+    )
+    return ok_ledger and ok_noop
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", choices=["a", "b", "c"], default=["a", "b", "c"])
+    parser.add_argument("--c-messages", type=int, default=10_000)
+    parser.add_argument("--c-concurrency", type=int, default=8)
+    args = parser.parse_args(argv)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="raasctl-bench-") as tmp:
+        folder = Path(tmp)
+        if "a" in args.only:
+            results.append(scenario_a(folder))
+        if "b" in args.only:
+            results.append(scenario_b(folder))
+        if "c" in args.only:
+            results.append(scenario_c(folder, args.c_messages, args.c_concurrency))
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
