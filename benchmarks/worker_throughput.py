@@ -7,9 +7,9 @@ The bound is min(rate limit, concurrency / sink latency). One run of each scenar
 (a) latency-bound: a callback sink answering in 200 ms (tests/callback_server.py, a
     ThreadingHTTPServer in this process), concurrency 16, no rate limit, 800 messages on the
     embedded queue. Bound 16 / 0.2 s = 80 msg/s; target at least 90 % of it.
-(b) rate-bound: --rate 20 for 30 s against the same callback server with no latency.
-    Target: on average at least 95 % of 20/s, and never more than 20 requests arriving in
-    any one-second window (every arrival time is recorded on the server).
+(b) rate-bound: --rate 20 for 30 s into the SQLite ledger, whose applied_at stamps the
+    moment each handler called the sink. Target: on average at least 95 % of 20/s, and never
+    more than 20 starts in any one-second window.
 (c) zero-latency sink on the embedded queue, one worker process: the SQLite ledger through
     `raasctl worker` (c1), and a no-op sink object in-process (c2, queue and state costs
     only). Target at least 2,000 msg/s.
@@ -164,31 +164,29 @@ def scenario_b(folder: Path) -> bool:
     rate, seconds, concurrency = 20.0, 30.0, 8
     db = folder / "b.db"
     enqueue(db, int(rate * seconds * 1.5))
-    with CallbackServer() as server:
-        sink = {"kind": "http", "base_url": server.base_url, "token": "env:CALLBACK_TOKEN"}
-        config = write_config(folder, db, sink)
-        env = dict(os.environ, CALLBACK_TOKEN=server.token)
-        summary = run_worker(
-            config,
-            "--rate",
-            str(rate),
-            "--max-runtime",
-            str(seconds),
-            "--concurrency",
-            str(concurrency),
-            env=env,
-        )
-        starts = server.starts()
+    config = write_config(folder, db, {"kind": "sqlite", "path": str(db)})
+    summary = run_worker(
+        config,
+        "--rate",
+        str(rate),
+        "--max-runtime",
+        str(seconds),
+        "--concurrency",
+        str(concurrency),
+    )
+    # A start is the sink's apply being called: the ledger stamps it on entry.
+    starts = ledger_times(db)
     average = len(starts) / seconds
     peak = max_in_window(starts)
-    print(f"    {len(starts)} requests in {seconds:g} s; worker summary {summary}")
+    print(f"    {len(starts)} starts in {seconds:g} s; worker summary {summary}")
     ok_peak = peak <= rate
     ok = report(
-        "(b) --rate 20 for 30 s",
+        "(b) --rate 20 for 30 s, SQLite ledger sink",
         average,
         rate,
         0.95 * rate,
-        f"   most in any 1 s window: {peak} (limit {rate:g}) {'PASS' if ok_peak else 'MISS'}",
+        f"   most starts in any 1 s window: {peak} (limit {rate:g}) "
+        f"{'PASS' if ok_peak else 'MISS'}",
     )
     return ok and ok_peak
 
