@@ -493,3 +493,38 @@ def test_run_and_worker_end_to_end_over_the_deployed_path(
     assert sqs_depth(moto_server, url) == 0 and sqs_depth(moto_server, dlq_url) == 0
     state = DynamoState(moto_server.client("dynamodb"), "raasctl-work-uat")
     assert all(state.is_applied(key) for key in callback.applied_keys())
+
+
+# ---------------------------------------------------------------- SIGTERM
+
+
+def test_sigterm_finishes_in_flight_work_and_takes_nothing_more(tmp_path: Path) -> None:
+    db = tmp_path / "term.db"
+    keys = enqueue_embedded(db, "run-term", [deposit_payload(n) for n in range(10)])
+    with CallbackServer(latency_s=1.0) as server:
+        env = embedded_env(db, visibility_s=30)
+        env["sink"] = {"kind": "http", "base_url": server.base_url, "token": "env:CALLBACK_TOKEN"}
+        env["concurrency"] = 2
+        config = write_config(tmp_path / "raasctl.yaml", "term", env)
+        worker = start_worker(
+            config, "--format", "json", env=raasctl_env(CALLBACK_TOKEN=server.token)
+        )
+        wait_for(lambda: len(server.served) >= 2)  # both slots are waiting on the service
+        began = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        code, summary, stderr = finish(worker, timeout=15)
+        stopped_after = time.monotonic() - began
+        applied = server.applied_keys()
+
+    assert code == 0, stderr
+    assert stopped_after < 5
+    assert summary["succeeded"] == 2 and summary["processed"] == 2
+    assert len(applied) == 2 and applied <= set(keys)
+    stopping = [
+        json.loads(line) for line in stderr.splitlines() if '"RAAS_WORKER_STOPPING"' in line
+    ]
+    assert stopping and stopping[0]["reason"] == "signal"
+    queue = SqliteQueue(db)
+    depth = queue.depth()
+    queue.close()
+    assert (depth.visible, depth.in_flight) == (8, 0)  # the rest wait, visible, untouched
