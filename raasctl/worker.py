@@ -111,7 +111,7 @@ class WorkerResult:
     dead_lettered: int
     retries: int
     released: int  # other crons' messages, and messages received but not started at a stop
-    errors: int  # handler errors (queue or state failures); those messages come back later
+    errors: int  # queue or state failures while receiving or handling (retried later)
     elapsed_s: float
     stopped: StopReason
 
@@ -260,6 +260,7 @@ class Worker:
         self._settler_stop = False
         self._started = 0.0
         self._received = 0  # messages taken on (not released as another cron's)
+        self._receive_errors = 0  # failed receives in a row
         self._empty_logged = False
 
     # ---------------------------------------------------------------- public
@@ -365,6 +366,9 @@ class Worker:
     def _poll(self) -> None:
         options = self.options
         while not self._stop.is_set():
+            if self._out_of_time():
+                self.stop(StopReason.MAX_RUNTIME)
+                break
             free = self._wait_for_free_slot()
             if free == 0:
                 continue
@@ -376,19 +380,46 @@ class Worker:
             tokens = self.limiter.acquire(want, stop=self._stop)
             if tokens == 0:
                 break
-            messages = self.queue.receive(
-                tokens, self._wait_time_s(), visibility_timeout_s=options.visibility_timeout_s
-            )
-            if len(messages) < tokens:
-                self.limiter.give_back(tokens - len(messages))
-            if not messages:
-                self._on_empty_receive()
+            try:
+                messages = self.queue.receive(
+                    tokens, self._wait_time_s(), visibility_timeout_s=options.visibility_timeout_s
+                )
+                if not messages:
+                    self.limiter.give_back(tokens)
+                    self._on_empty_receive()
+                    self._receive_errors = 0
+                    continue
+            except RaasctlError as exc:
+                self.limiter.give_back(tokens)
+                self._receive_failed(exc)
                 continue
+            self._receive_errors = 0
             self._empty_logged = False
+            self.limiter.give_back(tokens - len(messages))
             if not self._dispatch(messages) and not self._stop.is_set():
                 self._stop.wait(options.foreign_pause_s)
             if options.max_messages is not None and self._received >= options.max_messages:
                 self.stop(StopReason.MAX_MESSAGES)
+
+    def _receive_failed(self, exc: RaasctlError) -> None:
+        """A failed receive (or depth check) is retried after a pause that doubles; after
+        MAX_CONSECUTIVE_ERRORS in a row the worker gives up and exits with the error."""
+        self._receive_errors += 1
+        if self._receive_errors >= MAX_CONSECUTIVE_ERRORS:
+            raise exc
+        pause = min(30.0, 0.5 * 2 ** (self._receive_errors - 1))
+        event(
+            exc.code,
+            f"receiving failed ({self._receive_errors} in a row), retrying in {pause:g} s: {exc}",
+            level=logging.WARNING,
+        )
+        with self._lock:
+            self._counts.errors += 1
+        self._stop.wait(pause)
+
+    def _out_of_time(self) -> bool:
+        limit = self.options.max_runtime_s
+        return limit is not None and self._clock() - self._started >= limit
 
     def _wait_for_free_slot(self) -> int:
         with self._slot_free:
@@ -687,8 +718,7 @@ class Worker:
         while not self._done.wait(tick):
             now = self._clock()
             self._heartbeat(now, visibility)
-            limit = self.options.max_runtime_s
-            if limit is not None and now - self._started >= limit:
+            if self._out_of_time():
                 self.stop(StopReason.MAX_RUNTIME)
             try:
                 if now >= next_completion:

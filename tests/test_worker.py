@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from raasctl.cli import main
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.envelope import Envelope
-from raasctl.errors import SinkError, StateError
+from raasctl.errors import QueueError, SinkError, StateError
 from raasctl.queues.base import OutgoingMessage, Queue, ReceivedMessage
 from raasctl.queues.sqlite import SqliteQueue
 from raasctl.ratelimit import RateLimiter
@@ -486,6 +486,46 @@ def test_repeated_state_failures_stop_the_worker_with_the_error(env: Env) -> Non
     assert worker.result().stopped is StopReason.ERROR
     assert env.ledger.counts()["applications"] == 0
     state.close()
+
+
+class FlakyReceives(RecordingQueue):
+    """Receives fail `failures` times in a row first."""
+
+    failures: int = 0
+
+    def receive(
+        self, max_messages: int, wait_time_s: float, visibility_timeout_s: int | None = None
+    ) -> list[ReceivedMessage]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise QueueError("SQS ReceiveMessage: connection reset")
+        return super().receive(max_messages, wait_time_s, visibility_timeout_s)
+
+
+def test_a_failed_receive_is_retried_after_a_pause(
+    env: Env, events: list[logging.LogRecord]
+) -> None:
+    enqueue(env.queue, env.state, [deposit(n) for n in range(3)])
+    queue = FlakyReceives(env.queue)
+    queue.failures = 2
+
+    result = run_worker(env, ScriptedSink(env.ledger), queue=queue)
+
+    assert result.succeeded == 3 and result.errors == 2
+    assert sum("receiving failed" in e["msg"] for e in coded(events, ErrorCode.QUEUE_FAILED)) == 2
+
+
+def test_receives_failing_in_a_row_stop_the_worker_with_the_error(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("raasctl.worker.MAX_CONSECUTIVE_ERRORS", 3)
+    queue = FlakyReceives(env.queue)
+    queue.failures = 100
+    worker = Worker(queue, env.state, ScriptedSink(), options())
+
+    with pytest.raises(QueueError, match="connection reset"):
+        worker.run()
+    assert worker.result().stopped is StopReason.ERROR
 
 
 # ---------------------------------------------------------------- pool, rate, filters
