@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from raasctl.cli import main
+from raasctl.cli.worker_cmd import progress_detail
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.envelope import Envelope
 from raasctl.errors import QueueError, SinkError, StateError
@@ -875,3 +876,23 @@ def test_run_progress_has_rate_and_eta_while_running() -> None:
     assert view["status"] == "running"
     assert view["per_hour"] == 50.0
     assert view["eta_s"] == 75 * 72  # 75 left at 50/h
+
+
+def test_terminal_progress_shows_rate_eta_and_outcomes() -> None:
+    stats = WorkerStats(
+        processed=30,
+        succeeded=28,
+        failed=0,
+        dead_lettered=1,
+        retries=1,
+        in_flight=4,
+        elapsed_s=60,
+        per_hour=1800,
+        runs_done=29,
+        runs_total=100,
+        eta_s=3742,
+    )
+    detail = progress_detail(stats)
+    assert "1,800/h" in detail and "ETA 1:02:22" in detail
+    assert "DLQ 1" in detail and "retries 1" in detail and "in flight 4" in detail
+    assert "ETA -" in progress_detail(replace(stats, eta_s=None))

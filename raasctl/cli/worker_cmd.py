@@ -175,15 +175,20 @@ def _progress(terminal: bool) -> Iterator[Callable[[WorkerStats], None]]:
     task: TaskID = progress.add_task("worker", total=None, detail="starting")
 
     def update(stats: WorkerStats) -> None:
-        eta = "-" if stats.eta_s is None else _duration(stats.eta_s)
-        detail = (
-            f"{stats.per_hour:,.0f}/h  ETA {eta}  ok {stats.succeeded}  retries {stats.retries}"
-            f"  failed {stats.failed}  DLQ {stats.dead_lettered}  in flight {stats.in_flight}"
+        progress.update(
+            task, completed=stats.runs_done, total=stats.runs_total, detail=progress_detail(stats)
         )
-        progress.update(task, completed=stats.runs_done, total=stats.runs_total, detail=detail)
 
     with progress:
         yield update
+
+
+def progress_detail(stats: WorkerStats) -> str:
+    eta = "-" if stats.eta_s is None else _duration(stats.eta_s)
+    return (
+        f"{stats.per_hour:,.0f}/h  ETA {eta}  ok {stats.succeeded}  retries {stats.retries}"
+        f"  failed {stats.failed}  DLQ {stats.dead_lettered}  in flight {stats.in_flight}"
+    )
 
 
 def _duration(seconds: float) -> str:
