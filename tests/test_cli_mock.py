@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
+import moto.sqs.models
 import pytest
 from click.testing import CliRunner, Result
 from moto import mock_aws
+from moto.core.utils import unix_time_millis
 
 from raasctl.cli import main
 from raasctl.config import load_config
@@ -205,6 +209,19 @@ def test_allow_protected_asks_on_a_terminal(
 # ---------------------------------------------------------------- SQS (moto)
 
 
+@pytest.fixture
+def quick_moto_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto recomputes a queue's attributes on every send, checking each message's visibility
+    with a clock that builds several datetimes per call: 1,000 messages took minutes. The same
+    milliseconds from time.time() bring that to seconds without changing what moto does."""
+
+    def now_ms(dt: datetime | None = None) -> float:
+        return time.time() * 1000.0 if dt is None else unix_time_millis(dt)
+
+    monkeypatch.setattr(moto.sqs.models, "unix_time_millis", now_ms)
+
+
+@pytest.mark.usefixtures("quick_moto_clock")
 def test_on_a_content_deduplicated_fifo_queue_no_copy_is_dropped(runner: CliRunner) -> None:
     with mock_aws():
         sqs = boto3.client("sqs", region_name="us-east-1")
