@@ -246,15 +246,44 @@ class Producer:
                 if failure is not None and problem is None:
                     problem = (_refusal(batch, failure), None)
 
+        # On a FIFO queue a group's messages arrive in the order they were sent, so a batch
+        # that shares a group with one still in flight waits for it (rare in a report; mock
+        # copies never share a group).
+        group_senders: dict[str, Future[BatchResult]] = {}
+        ordered = self.queue.fifo
+
+        def settle_groups(batch: list[OutgoingMessage]) -> None:
+            busy = {
+                group_senders[m.group_id]
+                for m in batch
+                if m.group_id is not None and m.group_id in group_senders
+            }
+            busy &= in_flight.keys()
+            if busy:
+                wait(busy)
+                settle(busy)
+
         with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="producer") as pool:
             try:
                 for batch in self._batches(items):
+                    if ordered:
+                        settle_groups(batch)
                     if len(in_flight) >= self.max_in_flight:
                         done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                         settle(done)
                     if problem is not None:
                         break
-                    in_flight[pool.submit(send, batch)] = batch
+                    future = pool.submit(send, batch)
+                    in_flight[future] = batch
+                    if ordered:
+                        if len(group_senders) > 4 * self.max_in_flight * MAX_BATCH:
+                            # Forget groups whose batches are done: memory stays bounded.
+                            group_senders = {
+                                g: f for g, f in group_senders.items() if f in in_flight
+                            }
+                        for message in batch:
+                            if message.group_id is not None:
+                                group_senders[message.group_id] = future
             finally:
                 # Whatever stopped the stream (a refused message, a source error), the batches
                 # already sent are counted before anything is reported.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -39,6 +40,7 @@ class RecordingQueue(SqliteQueue):
         self.refuse_batch: int | None = None  # this batch's first message is refused
         self.raise_batch: int | None = None
         self.delay_s = 0.0
+        self.delays: dict[int, float] = {}  # per batch number
         self.in_flight = 0
         self.max_in_flight = 0
         self._guard = threading.Lock()
@@ -50,7 +52,7 @@ class RecordingQueue(SqliteQueue):
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            time.sleep(self.delay_s)
+            time.sleep(self.delays.get(number, self.delay_s))
             if number == self.raise_batch:
                 raise QueueError("queue unreachable", code=ErrorCode.QUEUE_UNREACHABLE)
             if number == self.refuse_batch:
@@ -127,6 +129,25 @@ def test_parallel_sends_bound_the_batches_in_flight_and_the_stream_read_ahead(
     # Never more than one lookup chunk plus the batches in flight read ahead of the sends.
     assert max(ahead) <= 100 + 4 * 10
     assert queue.depth().visible == 2_000
+
+
+def test_parallel_sends_keep_a_groups_order_on_a_fifo_queue(queue: RecordingQueue) -> None:
+    def update(n: int, deposit: str) -> Pending:
+        key = f"clientDepositUpdate:{deposit}:v{n}"
+        envelope = Envelope.new(
+            cron="clientDepositUpdate", run_id="run-1", key=key, payload={"version": n}
+        )
+        return Pending(key, envelope.to_message(deposit, label=f"entry {n}"))
+
+    # D-same is updated in the first batch and again in the second; the first batch is slow.
+    items = [update(n, "D-same" if n in (0, 10) else f"D-{n}") for n in range(20)]
+    queue.delays = {0: 0.2}
+    counts = Producer(queue, max_in_flight=4).send(items)
+    assert counts.enqueued == 20
+    bodies = [json.loads(m.body) for m in queue.peek(20) if m.group_id == "D-same"]
+    assert [body["payload"]["version"] for body in bodies] == [0, 10]
+    (head,) = [m for m in queue.receive(10, 0) if m.group_id == "D-same"]
+    assert json.loads(head.body)["payload"]["version"] == 0
 
 
 def test_a_refused_message_stops_the_run_and_says_how_many_were_enqueued(
