@@ -293,6 +293,9 @@ def _queues(aws: AwsClients, cfg: SqsQueueConfig, report: EnvReport) -> list[Que
                 f"queue {main.name} has no DLQ: no dlq_url in the config and no RedrivePolicy"
             )
         return found
+    if dlq_url == cfg.url:
+        report.warnings.append(f"queue {main.name} is configured as its own DLQ (dlq_url)")
+        return found
     dlq = _describe(sqs, "dlq", dlq_url, aws.region)
     if dlq.error:
         report.errors.append(f"DLQ {dlq.name}: {dlq.error}")

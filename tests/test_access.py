@@ -392,11 +392,15 @@ def test_queue_without_dlq_is_a_warning(moto: None) -> None:
     url = make_queue("lonely", statement("WorkersAccount", {"AWS": ACCOUNT}))
 
     report = check(sqs_env(url))
+    itself = check(sqs_env(url, dlq_url=url))
 
     assert report.status == "ok"
     assert report.warnings == [
         "queue lonely has no DLQ: no dlq_url in the config and no RedrivePolicy"
     ]
+    assert itself.warnings == ["queue lonely is configured as its own DLQ (dlq_url)"]
+    assert [queue.role for queue in itself.queues] == ["queue"]
+    assert len(itself.permissions) == len(SQS_ACTIONS)
 
 
 def test_missing_queues_are_errors(moto: None) -> None:
@@ -494,7 +498,7 @@ def test_deployed_environment_with_long_term_keys_warns(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
     url = make_queue("jobs", statement("WorkersAccount", {"AWS": ACCOUNT}))
 
-    report = check(sqs_env(url, deployed=deployed, dlq_url=url))
+    report = check(sqs_env(url, deployed=deployed))
 
     assert report.credentials is not None and report.credentials.key_kind == "long-term"
     long_term = [w for w in report.warnings if "long-term keys" in w]
