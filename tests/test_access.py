@@ -331,6 +331,42 @@ def test_cross_account_grant_needs_the_identity_side_as_well(
 # --------------------------------------------------------------------------- identity side
 
 
+def assume(role_arn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    credentials = admin("sts").assume_role(RoleArn=role_arn, RoleSessionName="uat-1")["Credentials"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", credentials["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", credentials["SecretAccessKey"])
+    monkeypatch.setenv("AWS_SESSION_TOKEN", credentials["SessionToken"])
+
+
+def test_role_arn_from_get_role_is_known_context(
+    moto: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin("iam").create_role(RoleName="worker", Path="/raas/", AssumeRolePolicyDocument="{}")
+    url = make_queue(
+        "roles",
+        statement(
+            "RaasRoles",
+            {"AWS": ACCOUNT},
+            Condition={"ArnLike": {"aws:PrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/raas/*"}},
+        ),
+    )
+    env = sqs_env(url)
+
+    assume(f"arn:aws:iam::{ACCOUNT}:role/raas/worker", monkeypatch)
+    known = check(env)
+    assume(f"arn:aws:iam::{ACCOUNT}:role/raas/ghost", monkeypatch)  # no such role
+    unknown = check(env)
+
+    assert rows(known, "roles")["sqs:SendMessage"].decision == "allowed"
+    assert rows(known, "roles")["sqs:SendMessage"].statements == ["resource:RaasRoles"]
+    # Without iam:GetRole's answer the role's ARN (its path) is not known.
+    row = rows(unknown, "roles")["sqs:SendMessage"]
+    assert row.decision == "indeterminate"
+    assert "aws:PrincipalArn" in (row.note or "")
+    assert unknown.caller is not None and unknown.caller.principal is None
+    assert unknown.identity_source == "unknown: iam:GetRole for ghost failed (NoSuchEntity)"
+
+
 def test_same_account_without_queue_policy_is_decided_by_the_identity_side(moto: None) -> None:
     url = make_queue("plain")
     env = sqs_env(url)
