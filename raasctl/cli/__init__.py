@@ -13,6 +13,7 @@ from botocore.exceptions import (
     NoCredentialsError,
     NoRegionError,
 )
+from botocore.parsers import ResponseParserError
 
 from raasctl import __version__
 from raasctl.cli.context import AppContext
@@ -55,6 +56,13 @@ class RaasctlGroup(click.Group):
             _fail(ctx, exc.code, exc.message, exc.exit_code)
         except (ClientError, NoCredentialsError, NoRegionError, EndpointConnectionError) as exc:
             _fail(ctx, *_botocore_failure(exc))
+        except ResponseParserError:
+            _fail(
+                ctx,
+                ErrorCode.AWS_FAILED,
+                "the AWS endpoint sent a response botocore cannot read",
+                1,
+            )
 
 
 def _fail(ctx: click.Context, code: ErrorCode, message: str, exit_code: int) -> None:
