@@ -4,8 +4,9 @@
 
 For each size, a fake Workday (tests/workday_server.py, on 127.0.0.1, in this process)
 streams a generated clientDepositUpdate report of that many entries, and `raasctl run` runs
-as a subprocess into a fresh SQLite queue. Prints entries/s (wall clock of the whole
-subprocess, interpreter start included) and the subprocess's peak RSS, sampled with psutil.
+as a subprocess into a fresh SQLite queue. Prints entries/s by the wall clock of the whole
+subprocess (interpreter start included) and by the run's own logs (RAAS_RUN_STARTED to
+RAAS_ENQUEUE_COMPLETE), and the subprocess's peak RSS, sampled with psutil.
 Targets: at least 5,000 entries/s and a peak under 150 MB, the same for both sizes.
 """
 
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import psutil
@@ -67,6 +69,16 @@ def measure(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, 
         return elapsed, peak, out.read().decode(), err.read().decode()
 
 
+def log_times(stderr: str) -> dict[str, datetime]:
+    """When each logged event happened (stderr is not a terminal, so logs are JSON lines)."""
+    times = {}
+    for line in stderr.splitlines():
+        if line.startswith("{"):
+            document = json.loads(line)
+            times[document["code"]] = datetime.fromisoformat(document["ts"])
+    return times
+
+
 def bench(size: int) -> dict[str, float]:
     with FakeWorkday() as workday, tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -78,17 +90,22 @@ def bench(size: int) -> dict[str, float]:
             "RAASCTL_CONFIG": str(config),
             "RAASCTL_STATE_DIR": str(folder / "state"),
         }
-        command = [sys.executable, "-m", "raasctl", "-q", "run", "clientDepositUpdate"]
+        command = [sys.executable, "-m", "raasctl", "run", "clientDepositUpdate"]
         elapsed, peak, stdout, stderr = measure([*command, "--format", "json"], env, folder)
-        if stderr.strip() or not stdout.strip():
+        times = log_times(stderr)
+        if "RAAS_ENQUEUE_COMPLETE" not in times or not stdout.strip():
             raise SystemExit(f"raasctl run failed:\n{stderr}")
         summary = json.loads(stdout)
         if summary["enqueued"] != size:
             raise SystemExit(f"expected {size} messages, got {summary}")
+    # The run itself: from RAAS_RUN_STARTED (lock taken, run recorded, report about to be
+    # requested) to RAAS_ENQUEUE_COMPLETE; the wall clock adds interpreter start and imports.
+    run_s = (times["RAAS_ENQUEUE_COMPLETE"] - times["RAAS_RUN_STARTED"]).total_seconds()
     return {
         "entries": size,
         "seconds": elapsed,
         "per_second": size / elapsed,
+        "run_per_second": size / run_s,
         "peak_mb": peak / 1e6,
     }
 
@@ -97,17 +114,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 200_000])
     args = parser.parse_args()
-    print(f"{'entries':>9} {'seconds':>8} {'entries/s':>10} {'peak RSS':>10}")
+    header = ("entries", "wall s", "entries/s wall", "entries/s run", "peak RSS")
+    print("{:>9} {:>8} {:>15} {:>14} {:>10}".format(*header))
     ok = True
     for size in args.sizes:
-        result = bench(size)
+        r = bench(size)
         print(
-            f"{size:>9,} {result['seconds']:>8.2f} {result['per_second']:>10,.0f} "
-            f"{result['peak_mb']:>7.1f} MB"
+            f"{size:>9,} {r['seconds']:>8.2f} {r['per_second']:>15,.0f} "
+            f"{r['run_per_second']:>14,.0f} {r['peak_mb']:>7.1f} MB"
         )
-        ok &= result["per_second"] >= TARGET_PER_SECOND and result["peak_mb"] < TARGET_PEAK_MB
+        ok &= r["per_second"] >= TARGET_PER_SECOND and r["peak_mb"] < TARGET_PEAK_MB
     print(
-        f"targets: >= {TARGET_PER_SECOND:,} entries/s, peak < {TARGET_PEAK_MB} MB: "
+        f"targets: >= {TARGET_PER_SECOND:,} entries/s (wall clock), peak < {TARGET_PEAK_MB} MB: "
         + ("met" if ok else "MISSED")
     )
 

@@ -295,7 +295,7 @@ def _run_locked(
     )
     event(
         InfoCode.ENQUEUE_COMPLETE,
-        f"{cron}: all {summary.enqueued} messages enqueued ({summary.entries} entries, "
+        f"{cron}: enqueue complete, {summary.enqueued} messages ({summary.entries} entries, "
         f"{summary.invalid} invalid, {summary.duplicates} duplicates)",
         cron=cron,
         run_id=run_id,
