@@ -104,8 +104,6 @@ def test_rate_caps_the_send_rate(runner: CliRunner) -> None:
 
 
 def test_drained_by_the_worker_the_mock_run_completes(runner: CliRunner) -> None:
-    if "worker" not in main.commands:
-        pytest.skip("the worker command is not registered yet")
     result = mock(runner, "clientDepositUpdate", "--copies", "100")
     run_id = json.loads(result.stdout)["run_id"]
     drained = runner.invoke(main, ["worker", "--until-empty", "--format", "json"])
