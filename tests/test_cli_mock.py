@@ -54,6 +54,10 @@ def test_copies_are_all_enqueued_as_one_mock_run(runner: CliRunner) -> None:
     record = runtime().state().get_run(summary["run_id"])
     assert record is not None
     assert (record.mock, record.total, record.status) == (True, 100 * DEPOSITS, "running")
+    shown = runner.invoke(main, ["runs", "show", summary["run_id"], "--format", "json"])
+    assert shown.exit_code == 0, shown.stderr
+    shown_run = json.loads(shown.stdout)
+    assert (shown_run["mock"], shown_run["total"], shown_run["status"]) == (True, 1000, "running")
     # No progress bar without a terminal: stderr holds only JSON log lines.
     assert all(line.startswith("{") for line in result.stderr.splitlines())
 
