@@ -69,7 +69,8 @@ def queue(tmp_path: Path, clock: FakeClock) -> SqliteQueue:
 def _drain_in_process(path: str, start: object, out: str) -> None:
     """A worker process: receive and delete until the queue is empty, write what it got."""
     queue = SqliteQueue(Path(path))
-    start.wait(30)  # type: ignore[attr-defined]
+    queue.depth()  # connected before the race starts
+    start.wait(60)  # type: ignore[attr-defined]  # a Barrier: both begin at once
     got: list[str] = []
     while True:
         batch = queue.receive(10, 0.2)
@@ -78,6 +79,9 @@ def _drain_in_process(path: str, start: object, out: str) -> None:
                 break
             continue
         got.extend(m.body for m in batch)
+        # Handling takes time in a real worker; without it one process can hold SQLite's
+        # write lock almost all the time and the other never gets a turn.
+        time.sleep(0.002)
         queue.delete([m.receipt_handle for m in batch])
     Path(out).write_text(json.dumps(got))
 
@@ -91,7 +95,7 @@ def test_two_processes_draining_one_file_receive_every_message_exactly_once(
     sender.close()
 
     context = multiprocessing.get_context("spawn")
-    start = context.Event()
+    start = context.Barrier(2)
     outputs = [tmp_path / f"worker-{n}.json" for n in range(2)]
     workers = [
         context.Process(target=_drain_in_process, args=(str(path), start, str(out)))
@@ -99,7 +103,6 @@ def test_two_processes_draining_one_file_receive_every_message_exactly_once(
     ]
     for worker in workers:
         worker.start()
-    start.set()
     for worker in workers:
         worker.join(60)
         assert worker.exitcode == 0

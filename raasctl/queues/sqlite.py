@@ -15,6 +15,7 @@ prefixed `queue_` or `dlq_`.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -49,7 +50,6 @@ CREATE TABLE IF NOT EXISTS queue_messages (
     message_id TEXT NOT NULL,
     body TEXT NOT NULL,
     group_id TEXT,                      -- NULL on a standard queue
-    dedup_id TEXT,
     attributes TEXT,                    -- JSON object, NULL when empty
     sent_at REAL NOT NULL,
     visible_at REAL NOT NULL,
@@ -62,8 +62,10 @@ CREATE TABLE IF NOT EXISTS queue_messages (
 CREATE INDEX IF NOT EXISTS queue_messages_ready ON queue_messages (visible_at, seq)
     WHERE is_head = 1;
 CREATE INDEX IF NOT EXISTS queue_messages_group ON queue_messages (group_id, seq);
+-- Deduplication ids are kept as a 128-bit BLAKE2 digest: short keys make the random
+-- inserts of hashed ids cheaper, and a collision is as unlikely as one of the ids themselves.
 CREATE TABLE IF NOT EXISTS queue_dedup (
-    dedup_id TEXT PRIMARY KEY,
+    dedup_key BLOB PRIMARY KEY,
     expires_at REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dlq_messages (
@@ -71,7 +73,6 @@ CREATE TABLE IF NOT EXISTS dlq_messages (
     message_id TEXT NOT NULL,
     body TEXT NOT NULL,
     group_id TEXT,
-    dedup_id TEXT,
     attributes TEXT,
     sent_at REAL NOT NULL,
     receive_count INTEGER NOT NULL,
@@ -89,12 +90,12 @@ _CLAIM = (
     " WHERE seq = ?"
 )
 _INSERT = (
-    "INSERT INTO queue_messages (message_id, body, group_id, dedup_id, attributes, sent_at,"
-    " visible_at, receive_count, is_head) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)"
+    "INSERT INTO queue_messages (message_id, body, group_id, attributes, sent_at, visible_at,"
+    " receive_count, is_head) VALUES (?, ?, ?, ?, ?, ?, 0, ?)"
 )
 _TO_DLQ = (
-    "INSERT INTO dlq_messages (message_id, body, group_id, dedup_id, attributes, sent_at,"
-    " receive_count, dead_lettered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO dlq_messages (message_id, body, group_id, attributes, sent_at, receive_count,"
+    " dead_lettered_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 # After a group's head leaves the queue, its next-oldest message becomes deliverable.
 _PROMOTE = (
@@ -234,84 +235,73 @@ class SqliteQueue(Queue):
     ) -> None:
         now = self._clock()
         rows: list[tuple[object, ...]] = []
-        dedup_rows: list[tuple[str, float]] = []
         # The messages of one run share their attributes: encode each set once.
-        attributes_cache: dict[tuple[tuple[str, str], ...], str] = {}
-        with self._write("send to") as conn:
-            seen_dedup: set[str] = set()
-            busy_groups: set[str] = set()
-            if self.fifo:
-                seen_dedup, busy_groups = self._fifo_context(conn, messages[start:end], now)
+        attributes_cache: dict[tuple[tuple[str, str], ...], str | None] = {}
+        if not self.fifo:
             for index in range(start, end):
                 message = messages[index]
-                group: str | None = None
-                dedup: str | None = None
-                is_head = 1
-                if self.fifo:
-                    failure = _fifo_failure(index, message)
-                    if failure is not None:
-                        result.failed.append(failure)
-                        continue
-                    group, dedup = message.group_id, message.dedup_id
-                    assert group is not None and dedup is not None
-                    if dedup in seen_dedup:
-                        # SQS accepts a duplicate send and drops it: not an error.
-                        result.duplicates.append(index)
-                        continue
-                    seen_dedup.add(dedup)
-                    dedup_rows.append((dedup, now + self.dedup_window_s))
-                    is_head = 0 if group in busy_groups else 1
-                    busy_groups.add(group)
+                attributes = _attributes_json(message.attributes, attributes_cache)
+                rows.append((self._new_message_id(), message.body, None, attributes, now, now, 1))
+            with self._write("send to") as conn:
+                conn.executemany(_INSERT, rows)
+            result.sent.extend(range(start, end))
+            return
+
+        accepted: list[tuple[int, OutgoingMessage, bytes]] = []
+        for index in range(start, end):
+            message = messages[index]
+            failure = _fifo_failure(index, message)
+            if failure is not None:
+                result.failed.append(failure)
+            else:
+                assert message.dedup_id is not None
+                accepted.append((index, message, _dedup_key(message.dedup_id)))
+        if not accepted:
+            return
+        dedup_rows: list[tuple[bytes, float]] = []
+        with self._write("send to") as conn:
+            seen = self._recent_dedup_keys(conn, [key for _, _, key in accepted], now)
+            busy = self._busy_groups(conn, {message.group_id for _, message, _ in accepted})
+            for index, message, key in accepted:
+                if key in seen:
+                    # SQS accepts a duplicate send and drops it: not an error.
+                    result.duplicates.append(index)
+                    continue
+                seen.add(key)
+                dedup_rows.append((key, now + self.dedup_window_s))
+                group = message.group_id
+                attributes = _attributes_json(message.attributes, attributes_cache)
+                is_head = 0 if group in busy else 1
+                busy.add(group)
                 rows.append(
-                    (
-                        self._new_message_id(),
-                        message.body,
-                        group,
-                        dedup,
-                        _attributes_json(message.attributes, attributes_cache),
-                        now,
-                        now,
-                        is_head,
-                    )
+                    (self._new_message_id(), message.body, group, attributes, now, now, is_head)
                 )
                 result.sent.append(index)
             conn.executemany(_INSERT, rows)
-            if dedup_rows:
-                conn.executemany("INSERT OR REPLACE INTO queue_dedup VALUES (?, ?)", dedup_rows)
+            conn.executemany("INSERT OR REPLACE INTO queue_dedup VALUES (?, ?)", dedup_rows)
             if now >= self._next_dedup_sweep:
-                # Expired ids are ignored anyway; sweeping now and then keeps the table small.
+                # Expired keys are ignored anyway; sweeping now and then keeps the table small.
                 conn.execute("DELETE FROM queue_dedup WHERE expires_at <= ?", (now,))
                 self._next_dedup_sweep = now + max(1.0, self.dedup_window_s / 5)
 
     @staticmethod
-    def _fifo_context(
-        conn: sqlite3.Connection, messages: Sequence[OutgoingMessage], now: float
-    ) -> tuple[set[str], set[str]]:
-        """Dedup ids still inside their window, and groups that already have messages."""
-        dedup_ids = [m.dedup_id for m in messages if m.dedup_id]
-        groups = list({m.group_id for m in messages if m.group_id})
-        seen: set[str] = set()
-        busy: set[str] = set()
-        if dedup_ids:
-            marks = ",".join("?" * len(dedup_ids))
-            seen = {
-                row[0]
-                for row in conn.execute(
-                    f"SELECT dedup_id FROM queue_dedup WHERE dedup_id IN ({marks})"
-                    " AND expires_at > ?",
-                    (*dedup_ids, now),
-                )
-            }
-        if groups:
-            marks = ",".join("?" * len(groups))
-            busy = {
-                row[0]
-                for row in conn.execute(
-                    f"SELECT DISTINCT group_id FROM queue_messages WHERE group_id IN ({marks})",
-                    groups,
-                )
-            }
-        return seen, busy
+    def _recent_dedup_keys(conn: sqlite3.Connection, keys: list[bytes], now: float) -> set[bytes]:
+        marks = ",".join("?" * len(keys))
+        rows = conn.execute(
+            f"SELECT dedup_key FROM queue_dedup WHERE dedup_key IN ({marks}) AND expires_at > ?",
+            (*keys, now),
+        )
+        return {row[0] for row in rows}
+
+    @staticmethod
+    def _busy_groups(conn: sqlite3.Connection, groups: set[str | None]) -> set[str | None]:
+        """The groups that already have a message (so a new one waits behind it)."""
+        marks = ",".join("?" * len(groups))
+        rows = conn.execute(
+            f"SELECT DISTINCT group_id FROM queue_messages WHERE group_id IN ({marks})",
+            tuple(groups),
+        )
+        return {row[0] for row in rows}
 
     # ------------------------------------------------------------------ receiving
 
@@ -391,17 +381,17 @@ class SqliteQueue(Queue):
         for seq in seqs:
             row = conn.execute(
                 "DELETE FROM queue_messages WHERE seq = ? RETURNING message_id, body, group_id,"
-                " dedup_id, attributes, sent_at, receive_count",
+                " attributes, sent_at, receive_count",
                 (seq,),
             ).fetchone()
             if row is None:
                 continue
-            message_id, body, group, dedup, attributes, sent_at, count = row
+            message_id, body, group, attributes, sent_at, count = row
             attrs = json.loads(attributes) if attributes else {}
             attrs["reason"] = reason
             conn.execute(
                 _TO_DLQ,
-                (message_id, body, group, dedup, json.dumps(attrs), sent_at, count, now),
+                (message_id, body, group, json.dumps(attrs), sent_at, count, now),
             )
             groups.add(group)
         self._promote(conn, groups)
@@ -503,13 +493,13 @@ class SqliteQueue(Queue):
         now = self._clock()
         with self._write("redrive") as conn:
             rows = conn.execute(
-                "DELETE FROM dlq_messages RETURNING seq, message_id, body, group_id, dedup_id,"
-                " attributes, sent_at"
+                "DELETE FROM dlq_messages RETURNING seq, message_id, body, group_id, attributes,"
+                " sent_at"
             ).fetchall()
             rows.sort(key=lambda row: row[0])  # RETURNING order is unspecified
             groups: set[str] = set()
             inserts = []
-            for _, message_id, body, group, dedup, attributes, sent_at in rows:
+            for _, message_id, body, group, attributes, sent_at in rows:
                 attrs = json.loads(attributes) if attributes else {}
                 attrs.pop("reason", None)
                 inserts.append(
@@ -517,7 +507,6 @@ class SqliteQueue(Queue):
                         message_id,
                         body,
                         group if self.fifo else None,
-                        dedup,
                         json.dumps(attrs) if attrs else None,
                         sent_at,
                         now,
@@ -556,15 +545,16 @@ def _fifo_failure(index: int, message: OutgoingMessage) -> BatchFailure | None:
 
 
 def _attributes_json(
-    attributes: Mapping[str, str], cache: dict[tuple[tuple[str, str], ...], str]
+    attributes: Mapping[str, str], cache: dict[tuple[tuple[str, str], ...], str | None]
 ) -> str | None:
-    if not attributes:
-        return None
     key = tuple(attributes.items())
-    encoded = cache.get(key)
-    if encoded is None:
-        encoded = cache[key] = json.dumps(dict(attributes))
-    return encoded
+    if key not in cache:
+        cache[key] = json.dumps(dict(attributes)) if attributes else None
+    return cache[key]
+
+
+def _dedup_key(dedup_id: str) -> bytes:
+    return hashlib.blake2b(dedup_id.encode(), digest_size=16).digest()
 
 
 def _parse_receipt(handle: str) -> tuple[int, str] | None:
