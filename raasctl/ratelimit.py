@@ -26,6 +26,11 @@ from collections.abc import Callable
 # 10 ms of jitter per second.
 SPACING_MARGIN = 0.01
 WINDOW_S = 1.0
+# Tokens (receives) that fell behind their schedule by up to this long, say behind a slow
+# receive, are made up by taking several at once; further behind, the schedule restarts at
+# now, so idle time never turns into a burst. Starts are paced by `begin` regardless, so a
+# made-up token only means a message received early waits (at most this long) to start.
+TOKEN_CATCH_UP_S = 0.5
 
 
 class RateLimiter:
@@ -33,9 +38,9 @@ class RateLimiter:
     right before each handler starts. Thread-safe; the clock is monotonic and injectable.
 
     Both schedules are grids (`next += interval`), so a thread that wakes late does not push
-    every later start back (see `_advance`). On top of the grid, `begin` checks the actual
-    start times: a start is never less than one second after the start `ceil(rate)` places
-    before it. With `per_second=None` every call returns at once (no limit)."""
+    every later token or start back (see `acquire` and `_advance`). On top of its grid,
+    `begin` checks the actual start times: a start is never less than one second after the
+    start `ceil(rate)` places before it. With `per_second=None` every call returns at once."""
 
     def __init__(
         self,
@@ -63,8 +68,8 @@ class RateLimiter:
     def acquire(self, count: int, stop: threading.Event | None = None) -> int:
         """Take up to `count` tokens, blocking until at least one is due; return how many.
 
-        A burst of 1 means tokens never accumulate while nobody asks for them, so under a
-        limit this returns 1 (one message per receive) and, without one, `count`. Returns 0
+        Under a limit this is 1 (one message per receive), or more while making up for a
+        receive slower than one interval (TOKEN_CATCH_UP_S); without one, `count`. Returns 0
         only when `stop` is set while waiting."""
         if count < 1:
             raise ValueError("count must be at least 1")
@@ -73,10 +78,15 @@ class RateLimiter:
         while True:
             with self._lock:
                 now = self._clock()
-                if now >= self._next_token:
-                    self._next_token = _advance(self._next_token, now, self.interval_s)
+                behind = now - self._next_token
+                if behind > TOKEN_CATCH_UP_S:  # idle: start the schedule afresh
+                    self._next_token = now + self.interval_s
                     return 1
-                delay = self._next_token - now
+                if behind >= 0:
+                    due = min(count, 1 + int(behind / self.interval_s))
+                    self._next_token += due * self.interval_s
+                    return due
+                delay = -behind
             if self._wait(delay, stop):
                 return 0
 

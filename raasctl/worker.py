@@ -499,12 +499,7 @@ class Worker:
             if held is None:
                 return
             try:
-                # Waits at most about one interval: the token came before the receive.
-                if self.limiter.begin(self._abandon):
-                    self._settle(held)
-                    self._release(held.message)
-                else:
-                    self._handle_safely(held)
+                self._handle_safely(held)
             except BaseException as exc:  # a defect: stop the worker and re-raise from run()
                 self._fatal = self._fatal or exc
                 self.stop(StopReason.ERROR)
@@ -517,6 +512,8 @@ class Worker:
     def _handle_safely(self, held: _Held) -> None:
         try:
             settled = self._handle(held)
+            if settled is None:  # released: a signal came before it could start
+                return
         except RaasctlError as exc:
             # The queue or state failed mid-way: the message comes back after its visibility
             # runs out and is retried then; the sink's idempotency covers a repeated apply.
@@ -542,7 +539,7 @@ class Worker:
             if len(self._settled) in (1, MAX_BATCH):
                 self._settle_ready.notify()
 
-    def _handle(self, held: _Held) -> _Settled:
+    def _handle(self, held: _Held) -> _Settled | None:
         message, envelope = held.message, held.envelope
         if envelope is None or held.problem is not None:
             self._dead_letter(held, held.problem or "not an envelope")
@@ -551,6 +548,12 @@ class Worker:
         if self.state.is_applied(envelope.key):
             self._settle(held)
             return _Settled(Outcome.SUCCEEDED, envelope.run_id, message.receipt_handle)
+        # The start the rate limit counts is the call to the downstream. It waits about one
+        # interval at most, since the token was taken before the receive.
+        if self.limiter.begin(self._abandon):
+            self._settle(held)
+            self._release(message)
+            return None
         try:
             self.sink.apply(envelope)  # APPLIED and ALREADY_APPLIED alike: it is in place
         except SinkError as exc:

@@ -86,6 +86,26 @@ def test_making_up_a_large_delay_never_halves_the_spacing() -> None:
     assert clock.now == pytest.approx(late + spaced(10) / 2)
 
 
+def test_tokens_behind_a_slow_receive_are_made_up_at_once() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
+    assert limiter.acquire(10) == 1
+    clock.now += spaced(20) + 0.2  # a 200 ms receive: the next token and 3 more are due
+    assert limiter.acquire(10) == 4
+    before = clock.now
+    assert limiter.acquire(10) == 1  # back on schedule: the next one is 5 intervals on
+    assert clock.now - before == pytest.approx(5 * spaced(20) - (spaced(20) + 0.2))
+
+
+def test_made_up_tokens_are_bounded_by_the_count_asked_for() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
+    limiter.acquire(1)
+    clock.now += spaced(20) + 0.2
+    assert limiter.acquire(2) == 2
+    assert limiter.acquire(10) == 2  # the rest of those due
+
+
 def test_given_back_token_can_be_taken_again_at_once() -> None:
     clock = FakeClock()
     limiter = RateLimiter(2, clock=clock, sleep=clock.sleep)
