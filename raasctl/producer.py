@@ -90,10 +90,14 @@ class MessageWriter:
         self._tail = f',"run_id":{_json_string(run_id)},"v":{VERSION}}}'
         # One attributes mapping for every message of the run; nothing mutates it.
         self._attributes = {"cron": cron, "run_id": run_id}
+        # Mock copies share one enqueue time: encode it once.
+        self._at: tuple[str, str] = ("", '""')
 
     def body(self, key: str, payload_json: str, at: str) -> str:
+        if at != self._at[0]:
+            self._at = (at, _json_string(at))
         return (
-            f'{self._head}{_json_string(at)},"key":{_json_string(key)}'
+            f'{self._head}{self._at[1]},"key":{_json_string(key)}'
             f"{self._mock}{payload_json}{self._tail}"
         )
 
