@@ -203,6 +203,7 @@ class SqsQueue(Queue):
         self._dlq_url = dlq_url
         self._dlq_resolved = dlq_url is not None
         self._attributes: _Attributes | None = None
+        self._modern_receive: bool | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ lazy settings
@@ -259,6 +260,15 @@ class SqsQueue(Queue):
         with self._lock:
             self._attributes = settings
         return settings
+
+    def _system_attributes(self, *names: str) -> dict[str, list[str]]:
+        """ReceiveMessage's MessageSystemAttributeNames, or the older AttributeNames for a
+        botocore from before May 2024 (both are accepted by SQS)."""
+        if self._modern_receive is None:
+            request = self.client.meta.service_model.operation_model("ReceiveMessage")
+            self._modern_receive = "MessageSystemAttributeNames" in request.input_shape.members
+        key = "MessageSystemAttributeNames" if self._modern_receive else "AttributeNames"
+        return {key: list(names)}
 
     def _call(self, action: str, queue: str, method: Callable[..., Any], **params: Any) -> Any:
         try:
@@ -416,7 +426,7 @@ class SqsQueue(Queue):
             WaitTimeSeconds=wait_s,
             VisibilityTimeout=visibility_timeout_s,
             MessageAttributeNames=["All"],
-            MessageSystemAttributeNames=["ApproximateReceiveCount", "MessageGroupId"],
+            **self._system_attributes("ApproximateReceiveCount", "MessageGroupId"),
         )
         messages: list[dict[str, Any]] = response.get("Messages", [])
         return messages
@@ -594,7 +604,7 @@ class SqsQueue(Queue):
                 WaitTimeSeconds=self.redrive_wait_s,
                 VisibilityTimeout=max(60, self.visibility_timeout_s),
                 MessageAttributeNames=["All"],
-                MessageSystemAttributeNames=["MessageGroupId"],
+                **self._system_attributes("MessageGroupId"),
             )
             batch: list[dict[str, Any]] = response.get("Messages", [])
             if not batch:
