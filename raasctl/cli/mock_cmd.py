@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeRemainingColumn
 
 from raasctl.cli.context import AppContext, pass_app
-from raasctl.cli.options import allow_protected_option, format_option, yes_option
+from raasctl.cli.options import allow_protected_option, format_option
 from raasctl.cli.render import auto_table, emit
 from raasctl.codes import ErrorCode
 from raasctl.errors import ConfigError
@@ -32,6 +32,7 @@ from raasctl.runner import enqueue_mock
 @click.option(
     "--copies",
     type=click.IntRange(min=1),
+    metavar="N",
     default=1,
     show_default=True,
     help="Copies of every fixture payload; each copy is its own message.",
@@ -43,7 +44,11 @@ from raasctl.runner import enqueue_mock
     help="Send at most this many messages per second (default: as fast as the queue takes).",
 )
 @allow_protected_option
-@yes_option
+@click.option(
+    "--yes",
+    is_flag=True,
+    help="Confirm --allow-protected without a prompt (required when there is no terminal).",
+)
 @format_option
 @pass_app
 def enqueue_mock_command(
