@@ -2,9 +2,11 @@
 
 Receiving is separate from processing (DESIGN.md "Worker semantics"). One poller (the thread
 that calls `Worker.run`) takes rate-limit tokens, receives `min(10, free slots)` messages and
-hands each to a pool of `concurrency` slot threads; a housekeeping thread extends the
-visibility of every message held (the heartbeat), reports progress and enforces
-`max_runtime_s`. Threads suit the work: every handler waits on I/O (an HTTP call, SQLite).
+hands each to a pool of `concurrency` slot threads, which start the sink call when the rate
+limiter lets them; a housekeeping thread extends the visibility of every message held (the
+heartbeat), reports progress and enforces `max_runtime_s`; a settler thread deletes handled
+messages in batches and adds their counts to the run records. Threads suit the work: every
+handler waits on I/O (an HTTP call, SQLite, DynamoDB).
 
 Per message:
 
@@ -19,8 +21,8 @@ Per message:
 Exactly-once effect: the sink applies a key at most once itself (ledger UNIQUE key, HTTP
 Idempotency-Key), so a crash anywhere (after the sink, before the idempotency record) only
 repeats a harmless apply. Counting happens after the delete: a crash between the two loses
-one count (the run then stays `running`), whereas counting first would count a redelivered
-message twice.
+the counts of that batch (the run then stays `running`), whereas counting first would count
+a redelivered message twice.
 """
 
 from __future__ import annotations
