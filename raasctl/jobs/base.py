@@ -11,6 +11,7 @@ related rows as `<Name>_group` arrays; a missing field, `null` and a blank strin
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from collections.abc import Iterable, Iterator, Mapping
@@ -155,6 +156,13 @@ def _row_model(annotation: Any) -> type[EntryModel] | None:
     return None
 
 
+@functools.cache
+def _fields(model: type[EntryModel]) -> tuple[tuple[str, type[EntryModel] | None], ...]:
+    """(name, row model of a group field or None) per field, worked out once per model:
+    this runs for every entry of every report."""
+    return tuple((name, _row_model(field.annotation)) for name, field in model.model_fields.items())
+
+
 def _is_blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
@@ -164,12 +172,11 @@ def apply_aliases(
 ) -> dict[str, Any]:
     """The entry under our column names; null and blank values dropped (missing alike)."""
     renamed: dict[str, Any] = {}
-    for name, field in model.model_fields.items():
+    for name, rows in _fields(model):
         alias = columns.get(name, name)
         if alias not in raw or _is_blank(raw[alias]):
             continue
         value = raw[alias]
-        rows = _row_model(field.annotation)
         if rows is not None:
             if isinstance(value, Mapping):
                 value = [value]  # a lone related row, written without its array
@@ -185,9 +192,8 @@ def apply_aliases(
 def column_names(model: type[EntryModel]) -> set[str]:
     """Every column a model reads, group rows included: the keys `columns` may map."""
     names: set[str] = set()
-    for name, field in model.model_fields.items():
+    for name, rows in _fields(model):
         names.add(name)
-        rows = _row_model(field.annotation)
         if rows is not None:
             names |= column_names(rows)
     return names
