@@ -102,6 +102,9 @@ class SqliteConnections:
         )
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode = WAL")
+        # In WAL mode NORMAL loses no committed transaction when the process dies (only on
+        # power loss); FULL would fsync every commit, which caps the worker near 1,000 msg/s.
+        conn.execute("PRAGMA synchronous = NORMAL")
         with self._lock:
             if not self._schema_ready:
                 conn.executescript(self._schema)
