@@ -114,6 +114,23 @@ def test_two_processes_draining_one_file_receive_every_message_exactly_once(
     assert all(received), "both processes took part"
 
 
+def _send_one(queue: SqliteQueue, body: str) -> None:
+    queue.send_batch([message(body, group=body)])
+
+
+def test_a_forked_child_uses_its_own_connection_and_message_ids(tmp_path: Path) -> None:
+    queue = SqliteQueue(tmp_path / "env.db")
+    queue.send_batch([message("parent", group="P")])  # the parent holds a connection
+    child = multiprocessing.get_context("fork").Process(target=_send_one, args=(queue, "child"))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    queue.send_batch([message("parent again", group="Q")])
+    received = drain(queue)
+    assert sorted(m.body for m in received) == ["child", "parent", "parent again"]
+    assert len({m.message_id for m in received}) == 3
+
+
 def test_many_threads_on_one_queue_never_share_a_message(queue: SqliteQueue) -> None:
     bodies = fill(queue, 1000, groups=1000)
     got: list[str] = []

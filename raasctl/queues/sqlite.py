@@ -140,10 +140,7 @@ class SqliteQueue(Queue):
         self._generation = 0  # bumped by close(): every thread then opens a new connection
         self._schema_ready = False
         self._next_dedup_sweep = 0.0
-        # Message ids look like UUIDs: a random per-instance prefix and a counter, unique
-        # across processes and far cheaper than uuid4() per message.
-        self._id_prefix = str(uuid.uuid4())[:24]
-        self._id_counter = itertools.count()
+        self._new_id_source()
 
     # ------------------------------------------------------------------ connections
 
@@ -194,10 +191,11 @@ class SqliteQueue(Queue):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # also when COMMIT itself failed
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._error(action, exc) from exc
 
@@ -220,11 +218,20 @@ class SqliteQueue(Queue):
 
     # ------------------------------------------------------------------ sending
 
+    def _new_id_source(self) -> None:
+        # Message ids look like UUIDs: a random prefix per instance and process, and a
+        # counter; unique across processes and far cheaper than uuid4() per message.
+        self._id_pid = os.getpid()
+        self._id_prefix = str(uuid.uuid4())[:24]
+        self._id_counter = itertools.count()
+
     def _new_message_id(self) -> str:
         return f"{self._id_prefix}{next(self._id_counter):012x}"
 
     def send_batch(self, messages: Sequence[OutgoingMessage]) -> BatchResult:
         reject_oversized(messages, self.max_message_bytes, self.name)
+        if self._id_pid != os.getpid():  # a forked child must not repeat its parent's ids
+            self._new_id_source()
         result = BatchResult()
         for start in range(0, len(messages), MAX_BATCH):
             self._send_chunk(messages, start, min(start + MAX_BATCH, len(messages)), result)
