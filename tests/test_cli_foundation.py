@@ -281,3 +281,22 @@ def test_version_and_module_entry_point() -> None:
         [sys.executable, "-m", "raasctl", "--version"], capture_output=True, text=True, check=True
     )
     assert __version__ in out.stdout
+
+
+def test_state_create_table_on_dynamodb_and_embedded(runner: CliRunner) -> None:
+    write(
+        Path("raasctl.yaml"),
+        "environments:\n  local: {}\n  uat: {state: {kind: dynamodb, table: raasctl-uat}}\n",
+    )
+    embedded = runner.invoke(main, ["state", "create-table", "--format", "json"])
+    assert embedded.exit_code == 0
+    assert json.loads(embedded.stdout)["kind"] == "sqlite"
+    with mock_aws():
+        args = ["--env", "uat", "state", "create-table", "--format", "json"]
+        first = runner.invoke(main, args)
+        again = runner.invoke(main, args)
+        tables = boto3.client("dynamodb", region_name="us-east-1").list_tables()["TableNames"]
+    assert first.exit_code == 0, first.stderr
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(first.stdout)["table"] == "raasctl-uat"
+    assert tables == ["raasctl-uat"]

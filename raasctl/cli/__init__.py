@@ -134,6 +134,7 @@ def _register() -> None:
     from raasctl.cli.run_cmd import run
     from raasctl.cli.runs_cmd import runs
     from raasctl.cli.schedule_cmd import schedule
+    from raasctl.cli.state_cmd import state
     from raasctl.cli.worker_cmd import worker
 
     main.add_command(access)
@@ -144,6 +145,7 @@ def _register() -> None:
     main.add_command(worker)
     main.add_command(runs)
     main.add_command(queue)
+    main.add_command(state)
 
 
 _register()

@@ -46,7 +46,7 @@ _COUNTERS = (
 _BATCH_GET_MAX = 100
 _BATCH_GET_ATTEMPTS = 5
 # Shown when the table is missing; names the documented way to create it.
-CREATE_TABLE_HINT = "create it with raasctl.state.dynamodb.create_table(client, table)"
+CREATE_TABLE_HINT = "create it with `raasctl --env ENV state create-table`"
 
 
 def create_table(client: Any, table: str) -> None:
