@@ -94,14 +94,14 @@ class SqliteQueueConfig(Strict):
     path: Path | None = None  # default <state dir>/<env>.db
     fifo: bool = True
     max_receive_count: int = Field(5, ge=1)
-    visibility_timeout_s: int = Field(60, ge=0, le=43200)
+    visibility_timeout_s: int = Field(60, ge=1, le=43200)
 
 
 class SqsQueueConfig(Strict):
     kind: Literal["sqs"]
     url: str
     dlq_url: str | None = None  # default: the queue's RedrivePolicy target
-    visibility_timeout_s: int = Field(60, ge=0, le=43200)
+    visibility_timeout_s: int = Field(60, ge=1, le=43200)
     wait_time_s: int = Field(20, ge=0, le=20)
 
     @field_validator("url", "dlq_url")
