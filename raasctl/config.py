@@ -305,7 +305,13 @@ def load_config(explicit: str | None = None) -> LoadedConfig:
     path = find_config_file(explicit)
     if path is None:
         return LoadedConfig(Config(), None)
-    return LoadedConfig(parse_config(path.read_text(encoding="utf-8"), str(path)), path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    return LoadedConfig(parse_config(text, str(path)), path)
 
 
 def parse_config(text: str, where: str) -> Config:

@@ -22,6 +22,7 @@ logger = logging.getLogger(LOGGER_NAME)
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
 _context: dict[str, Any] = {}
+_json_lines = False
 
 
 def register_secret(value: str) -> None:
@@ -40,6 +41,15 @@ def redact(text: str) -> str:
         if value in text:
             text = text.replace(value, REDACTED)
     return text
+
+
+def failure(code: ErrorCode, message: str, /, **fields: Any) -> None:
+    """An expected failure, as one line on stderr: a JSON log line where logs are JSON lines
+    (crontab, CI: a log shipper keeps it with its env, cron and run id), else plain text."""
+    if _json_lines:
+        event(code, message, **fields)
+    else:
+        sys.stderr.write(redact(f"raasctl: error {code}: {message}") + "\n")
 
 
 def set_context(**fields: Any) -> None:
@@ -113,8 +123,10 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg,unused-ign
 
 def configure(verbosity: int = 0, *, json_lines: bool | None = None) -> None:
     """verbosity: -1 quiet (warnings and errors), 0 info, 1+ debug."""
+    global _json_lines
     if json_lines is None:
         json_lines = not sys.stderr.isatty()
+    _json_lines = json_lines
     handler = _StderrHandler()
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     handler.addFilter(RedactingFilter())

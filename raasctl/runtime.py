@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from raasctl.aws import AwsClients
+from raasctl.checks import secret_refs
 from raasctl.config import Config, CronConfig, EnvironmentConfig, embedded_db_path
+from raasctl.errors import ConfigError
 from raasctl.secrets import SecretResolver
 
 if TYPE_CHECKING:
@@ -29,14 +31,27 @@ class Runtime:
 
     @cached_property
     def secret(self) -> SecretResolver:
-        return SecretResolver(lambda: self.aws.client("ssm"))
+        fields = {
+            ref: field
+            for field, ref in secret_refs(
+                self.env.model_dump(mode="json"), f"environments.{self.env_name}"
+            )
+        }
+        return SecretResolver(lambda: self.aws.client("ssm"), fields=fields)
 
     def cron(self, name: str) -> CronConfig:
         return self.config.cron(name)
 
     def _db(self, explicit: Path | None) -> Path:
         path = embedded_db_path(self.env_name, explicit)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            setting = "RAASCTL_STATE_DIR" if explicit is None else f"environments.{self.env_name}"
+            raise ConfigError(
+                f"cannot create the folder {path.parent} for {path.name} ({setting}): "
+                f"{exc.strerror}"
+            ) from None
         return path
 
     def queue(self) -> Queue:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from raasctl.codes import ErrorCode
-from raasctl.errors import ConfigError, RuntimeFailure
+from raasctl.errors import ConfigError, RaasctlError, RuntimeFailure
 from raasctl.logs import register_secret
 
 SSM_PREFIX_VAR = "SSM_ENVIRONMENT_PREFIX"
@@ -25,15 +25,24 @@ def ssm_parameter_name(path: str) -> str:
 class SecretResolver:
     """Resolves and caches references; every value is registered for log redaction."""
 
-    def __init__(self, ssm_client: Callable[[], Any]) -> None:
+    def __init__(
+        self, ssm_client: Callable[[], Any], *, fields: Mapping[str, str] | None = None
+    ) -> None:
         self._ssm_client = ssm_client
+        self._fields = dict(fields or {})  # reference -> the config field that holds it
         self._cache: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def __call__(self, ref: str) -> str:
         with self._lock:
             if ref not in self._cache:
-                value = self._resolve(ref)
+                try:
+                    value = self._resolve(ref)
+                except RaasctlError as exc:
+                    field = self._fields.get(ref)
+                    if field:
+                        exc.message = f"{field}: {exc.message}"
+                    raise
                 register_secret(value)
                 self._cache[ref] = value
             return self._cache[ref]

@@ -300,3 +300,62 @@ def test_state_create_table_on_dynamodb_and_embedded(runner: CliRunner) -> None:
     assert again.exit_code == 0, again.stderr
     assert json.loads(first.stdout)["table"] == "raasctl-uat"
     assert tables == ["raasctl-uat"]
+
+
+def test_a_generated_crontab_line_runs_as_written(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSM_ENVIRONMENT_PREFIX", "/work-uat")
+    result = runner.invoke(main, ["schedule", "crontab", "--format", "json"])
+    lines = json.loads(result.stdout)["lines"]
+    assert "SSM_ENVIRONMENT_PREFIX=/work-uat" in lines
+    assert any(line.startswith("RAASCTL_STATE_DIR=") for line in lines)
+    line = next(line for line in lines if " run clientBillPaidStatus " in line)
+    command = line.split(" && ", 1)[1].split(" >> ")[0].split()
+    args = command[command.index("run") :]
+    monkeypatch.delenv("SSM_ENVIRONMENT_PREFIX")
+    ran = runner.invoke(main, [*args, "--dry-run", "--format", "json"])
+    assert ran.exit_code == 0, ran.stderr
+    assert json.loads(ran.stdout)["cron"] == "clientBillPaidStatus"
+
+
+def test_env_after_the_command_is_checked_too(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["schedule", "show", "--env", "nope"])
+    assert result.exit_code == 2
+    assert "unknown environment 'nope' (known: local)" in result.stderr
+
+
+def test_runtime_secret_errors_name_the_field(runner: CliRunner) -> None:
+    write(Path("raasctl.yaml"), WORKDAY_ENV)
+    result = runner.invoke(main, ["--env", "work-uat", "run", "clientDepositUpdate"])
+    assert result.exit_code == 2
+    assert (
+        "environments.work-uat.source.auth.username: environment variable WORKDAY_USER "
+        "is not set" in result.stderr
+    )
+
+
+def test_failures_are_json_lines_when_logs_are(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["--env", "nope", "config", "show"])
+    (line,) = result.stderr.splitlines()
+    record = json.loads(line)
+    assert record["code"] == "RAAS_UNKNOWN_ENV"
+    assert record["level"] == "error"
+    assert record["exit_code"] == 2
+
+
+def test_unreadable_config_and_state_folder_are_one_line_errors(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    Path("raasctl.yaml").write_bytes(b"\xff\xfe")
+    result = runner.invoke(main, ["config", "show"])
+    assert result.exit_code == 2
+    assert "raasctl.yaml: not UTF-8 text" in result.stderr
+    Path("raasctl.yaml").unlink()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("RAASCTL_STATE_DIR", str(blocker / "state"))
+    result = runner.invoke(main, ["queue", "status"])
+    assert result.exit_code == 2
+    assert "(RAASCTL_STATE_DIR)" in result.stderr
+    assert "Traceback" not in result.output

@@ -8,19 +8,23 @@ from typing import Any
 
 import click
 from botocore.exceptions import (
+    BotoCoreError,
     ClientError,
+    CredentialRetrievalError,
     EndpointConnectionError,
+    InvalidConfigError,
     NoCredentialsError,
     NoRegionError,
+    PartialCredentialsError,
 )
 from botocore.parsers import ResponseParserError
 
 from raasctl import __version__
 from raasctl.cli.context import AppContext
-from raasctl.cli.options import FORMATS
+from raasctl.cli.options import FORMATS, env_option
 from raasctl.codes import ErrorCode
 from raasctl.errors import RaasctlError
-from raasctl.logs import configure, redact, set_context
+from raasctl.logs import configure, failure, redact, set_context
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -35,9 +39,12 @@ def _botocore_failure(exc: Exception) -> tuple[ErrorCode, str, int]:
         )
     if isinstance(exc, NoRegionError):
         return ErrorCode.CREDENTIALS_MISSING, "no AWS region: set aws.region in the config", 2
+    if isinstance(exc, PartialCredentialsError | CredentialRetrievalError | InvalidConfigError):
+        return ErrorCode.CREDENTIALS_INVALID, f"AWS credentials: {exc}", 2
     if isinstance(exc, EndpointConnectionError):
         return ErrorCode.AWS_FAILED, f"cannot reach {exc.kwargs.get('endpoint_url')}", 1
-    assert isinstance(exc, ClientError)
+    if not isinstance(exc, ClientError):
+        return ErrorCode.AWS_FAILED, f"AWS call failed: {exc}", 1
     error = exc.response.get("Error", {})
     operation = getattr(exc, "operation_name", "call")
     code = (
@@ -54,7 +61,7 @@ class RaasctlGroup(click.Group):
             return super().invoke(ctx)
         except RaasctlError as exc:
             _fail(ctx, exc.code, exc.message, exc.exit_code)
-        except (ClientError, NoCredentialsError, NoRegionError, EndpointConnectionError) as exc:
+        except (ClientError, BotoCoreError) as exc:
             _fail(ctx, *_botocore_failure(exc))
         except ResponseParserError:
             _fail(
@@ -69,7 +76,7 @@ def _fail(ctx: click.Context, code: ErrorCode, message: str, exit_code: int) -> 
     app = ctx.find_object(AppContext)
     if app is not None and app.verbosity > 0:
         click.echo(redact(traceback.format_exc()), err=True)
-    click.echo(redact(f"raasctl: error {code}: {message}"), err=True)
+    failure(code, message, exit_code=exit_code)
     ctx.exit(exit_code)
 
 
@@ -146,6 +153,15 @@ def _register() -> None:
     main.add_command(runs)
     main.add_command(queue)
     main.add_command(state)
+    _accept_env_after_commands(main)
+
+
+def _accept_env_after_commands(group: click.Group) -> None:
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _accept_env_after_commands(command)
+        elif not any("--env" in param.opts for param in command.params):
+            command.params.append(env_option())
 
 
 _register()

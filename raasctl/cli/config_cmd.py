@@ -13,7 +13,7 @@ from raasctl.cli.options import format_option
 from raasctl.cli.render import emit
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.config import CRON_NAMES
-from raasctl.logs import event
+from raasctl.logs import event, failure
 
 
 @click.group()
@@ -81,6 +81,6 @@ def validate(app: AppContext, all_envs: bool, resolve_secrets: bool) -> None:
     emit(app, data)
     for found in problems.values():
         for problem in found:
-            click.echo(f"raasctl: error {ErrorCode.CONFIG_INVALID}: {problem}", err=True)
+            failure(ErrorCode.CONFIG_INVALID, problem)
     if not valid:
         raise click.exceptions.Exit(2)

@@ -23,7 +23,10 @@ class AppContext:
 
     @cached_property
     def loaded(self) -> LoadedConfig:
-        return self.preloaded or load_config(self.config_file)
+        loaded = self.preloaded or load_config(self.config_file)
+        if self.env_option is not None:
+            loaded.config.environment(self.env_option)  # an unknown name is exit 2 everywhere
+        return loaded
 
     @cached_property
     def runtime(self) -> Runtime:

@@ -32,6 +32,24 @@ def format_option(func: F) -> F:
     )(func)
 
 
+def _store_env(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(AppContext).env_option = value
+
+
+def env_option() -> click.Option:
+    """`--env` after the command too (`raasctl run CRON --env ENV`, as crontab lines say)."""
+    return click.Option(
+        ["--env"],
+        default=None,
+        expose_value=False,
+        is_eager=True,
+        callback=_store_env,
+        metavar="ENV",
+        help="Environment (also accepted before the command).",
+    )
+
+
 yes_option = click.option("--yes", is_flag=True, help="Confirm a destructive action (required).")
 allow_protected_option = click.option(
     "--allow-protected",

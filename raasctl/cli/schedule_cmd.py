@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from datetime import UTC, datetime
@@ -25,7 +26,13 @@ def schedule() -> None:
 
 
 @schedule.command("show")
-@click.option("--count", default=3, show_default=True, help="How many next runs to list.")
+@click.option(
+    "--count",
+    type=click.IntRange(1, 100),
+    default=3,
+    show_default=True,
+    help="How many next runs to list.",
+)
 @format_option
 @pass_app
 def show(app: AppContext, count: int) -> None:
@@ -60,9 +67,13 @@ def show(app: AppContext, count: int) -> None:
     show_default=True,
     help="Where each cron's output is appended.",
 )
+@format_option
 @pass_app
 def crontab(app: AppContext, log_dir: Path) -> None:
     """Print crontab lines that call `raasctl run CRON --env ENV` for this environment.
+
+    SSM_ENVIRONMENT_PREFIX and RAASCTL_STATE_DIR, when set, are carried into the crontab.
+    CRON_TZ lines are honoured by cronie; elsewhere run the machine in the crons' time zone.
 
     Example: raasctl --env work-uat schedule crontab | crontab -
     """
@@ -74,8 +85,12 @@ def crontab(app: AppContext, log_dir: Path) -> None:
         log_dir=log_dir,
         config_file=app.loaded.path,
         workdir=Path.cwd(),
+        environ=os.environ,
     )
-    click.echo("\n".join(lines))
+    if app.json:
+        emit(app, {"env": runtime.env_name, "lines": lines})
+    else:
+        click.echo("\n".join(lines))
 
 
 def _raasctl_path() -> str:
