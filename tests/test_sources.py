@@ -580,3 +580,16 @@ def test_soap_fault_text_reads_soap_1_1_1_2_and_cut_off_bodies() -> None:
     assert soap_fault_text(soap12) == "Server busy"
     assert soap_fault_text(b"<a><faultstring>Cut short</faultstring><detail>") == "Cut short"
     assert soap_fault_text(b"<html><body>hi</body></html>") is None
+
+
+def test_an_error_page_echoing_the_basic_header_is_redacted(workday: FakeWorkday) -> None:
+    import base64
+
+    from raasctl.logs import redact
+
+    header = base64.b64encode(f"{workday.username}:{workday.password}".encode()).decode()
+    workday.script(Reply(400, body=f"<html>Bad request. Authorization: Basic {header}</html>"))
+    with pytest.raises(SourceError) as caught:
+        fetch(make_source(workday))
+    assert header in str(caught.value)  # the page did echo it...
+    assert header not in redact(str(caught.value))  # ...and no output or log shows it

@@ -12,6 +12,7 @@ streaming response so the report is parsed entry by entry as it arrives.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -46,6 +47,13 @@ TOKEN_EXPIRY_MARGIN_S = 60.0
 DEFAULT_TOKEN_LIFETIME_S = 600.0
 ERROR_DETAIL_CHARS = 300
 _ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")\]]+")
+
+
+def _basic(username: str, password: str) -> HTTPBasicAuth:
+    """Basic auth whose header value is redacted too: an error page or a proxy that echoes
+    the request headers must not show the base64 of user:password."""
+    register_secret(base64.b64encode(f"{username}:{password}".encode()).decode())
+    return HTTPBasicAuth(username, password)
 
 
 class _BearerAuth(AuthBase):
@@ -162,7 +170,7 @@ class WorkdaySource(Source):
     def _auth(self) -> AuthBase:
         auth = self.config.auth
         if isinstance(auth, BasicAuth):
-            return HTTPBasicAuth(self._resolve(auth.username), self._resolve(auth.password))
+            return _basic(self._resolve(auth.username), self._resolve(auth.password))
         return _BearerAuth(self._access_token())
 
     def _resolve(self, value: str) -> str:
@@ -182,7 +190,7 @@ class WorkdaySource(Source):
         assert isinstance(auth, OAuthAuth)
         if self._refresh_token is None:
             self._refresh_token = self._resolve(auth.refresh_token)
-        client = HTTPBasicAuth(self._resolve(auth.client_id), self._resolve(auth.client_secret))
+        client = _basic(self._resolve(auth.client_id), self._resolve(auth.client_secret))
         form = {"grant_type": "refresh_token", "refresh_token": self._refresh_token}
         response = self._request(
             "POST", self.token_url, "the OAuth token", data=form, auth=client, authorize=False
