@@ -230,8 +230,7 @@ def test_a_long_poll_wakes_when_a_message_becomes_visible_again(tmp_path: Path) 
 
 
 def test_idle_polls_do_not_need_the_write_lock(tmp_path: Path) -> None:
-    queue = SqliteQueue(tmp_path / "q.db")
-    queue.busy_timeout_s = 0.5
+    queue = SqliteQueue(tmp_path / "q.db", busy_timeout_s=0.5)
     queue.depth()
     blocker = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # another process writing, e.g. the state adapter
@@ -246,8 +245,7 @@ def test_idle_polls_do_not_need_the_write_lock(tmp_path: Path) -> None:
 
 
 def test_a_database_locked_too_long_is_a_queue_error(tmp_path: Path) -> None:
-    queue = SqliteQueue(tmp_path / "q.db")
-    queue.busy_timeout_s = 0.2
+    queue = SqliteQueue(tmp_path / "q.db", busy_timeout_s=0.2)
     queue.depth()
     blocker = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")

@@ -9,8 +9,8 @@ delivered, so a group has at most one message in flight and keeps its order. Ded
 ids are remembered for `dedup_window_s` from the first send, also after the message was
 deleted (SQS keeps 5 minutes; moto does not, which is why this matters here).
 
-The file is shared with the embedded state and sink adapters, so every table here is
-prefixed `queue_` or `dlq_`.
+The file is shared with the embedded state and sink adapters, so every table here is prefixed
+`queue_` or `dlq_`; raasctl/sqlite.py opens the connections for all three.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import json
 import os
 import secrets
 import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -43,6 +42,7 @@ from raasctl.queues.base import (
     RedriveResult,
     reject_oversized,
 )
+from raasctl.sqlite import BUSY_TIMEOUT_S, Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue_messages (
@@ -112,7 +112,6 @@ class SqliteQueue(Queue):
     # Idle long polls re-check this often (or sooner, when a message becomes visible);
     # between checks the thread sleeps, so waiting costs no CPU.
     poll_interval_s = 0.05
-    busy_timeout_s = 30.0
 
     def __init__(
         self,
@@ -122,6 +121,7 @@ class SqliteQueue(Queue):
         max_receive_count: int = 5,
         visibility_timeout_s: int = 60,
         dedup_window_s: int = 300,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
@@ -132,77 +132,25 @@ class SqliteQueue(Queue):
         self.visibility_timeout_s = visibility_timeout_s
         self.dedup_window_s = dedup_window_s
         self._clock = clock
-        # sqlite3 connections must not be shared between threads in use, and must not cross
-        # a fork: one per (process, thread).
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._generation = 0  # bumped by close(): every thread then opens a new connection
-        self._schema_ready = False
+        self._db = Database(self.path, _SCHEMA, busy_timeout_s=busy_timeout_s)
         self._next_dedup_sweep = 0.0
         self._new_id_source()
 
     # ------------------------------------------------------------------ connections
 
-    def _connection(self) -> sqlite3.Connection:
-        pid = os.getpid()
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and self._local.key == (pid, self._generation):
-            return conn
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout_s,
-                isolation_level=None,  # transactions are explicit and short
-                check_same_thread=False,  # only so close() can close every thread's
-            )
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            # In WAL mode NORMAL survives a process crash; only a power loss can drop the last
-            # commits, which SQS's at-least-once contract already lets us redeliver or resend.
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA wal_autocheckpoint = 10000")
-        except sqlite3.Error as exc:
-            raise self._error("open", exc) from exc
-        self._local.conn = conn
-        self._local.key = (pid, self._generation)
-        with self._lock:
-            self._connections.append(conn)
-            if not self._schema_ready:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    for statement in _SCHEMA.split(";"):  # no ";" inside a statement
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute("COMMIT")
-                except sqlite3.Error as exc:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise self._error("create the schema of", exc) from exc
-                self._schema_ready = True
-        return conn
-
     @contextmanager
     def _write(self, action: str) -> Iterator[sqlite3.Connection]:
         """One short write transaction, taking the write lock up front (no upgrade deadlocks)."""
-        conn = self._connection()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self._db.transaction() as conn:
                 yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # also when COMMIT itself failed
-                    conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise self._error(action, exc) from exc
 
     @contextmanager
     def _read(self, action: str) -> Iterator[sqlite3.Connection]:
         try:
-            yield self._connection()
+            yield self._db.connection()
         except sqlite3.Error as exc:
             raise self._error(action, exc) from exc
 
@@ -210,11 +158,7 @@ class SqliteQueue(Queue):
         return QueueError(f"cannot {action} queue {self.name}: {exc}", code=ErrorCode.QUEUE_FAILED)
 
     def close(self) -> None:
-        with self._lock:
-            connections, self._connections = self._connections, []
-            self._generation += 1
-        for conn in connections:
-            conn.close()
+        self._db.close()
 
     # ------------------------------------------------------------------ sending
 

@@ -23,7 +23,7 @@ from typing import Any
 from raasctl.envelope import Envelope
 from raasctl.errors import SinkError
 from raasctl.sinks.base import Applied, Sink
-from raasctl.state.sqlite import SqliteConnections
+from raasctl.sqlite import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger_client_deposits (
@@ -184,7 +184,7 @@ TABLES_BY_CRON: dict[str, _Table] = {
 class SqliteLedger(Sink):
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = SqliteConnections(path, _SCHEMA)
+        self._db = Database(path, _SCHEMA)
 
     def apply(self, envelope: Envelope) -> Applied:
         table, record_id, values = _row(envelope)
@@ -229,7 +229,7 @@ class SqliteLedger(Sink):
             "applications": "ledger_applications",
         }
         try:
-            conn = self._db.get()
+            conn = self._db.connection()
             return {
                 label: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
                 for label, table in names.items()

@@ -1,16 +1,14 @@
 """State in the environment's embedded SQLite file (tables prefixed `state_`).
 
 The same file holds the embedded queue and ledger, and the worker calls in from many threads
-and several processes, so every thread gets its own connection, the file runs in WAL mode
-(readers never block the one writer) and a busy timeout turns lock contention into waiting.
-Counters change with `SET x = x + ?` in one statement, never read-modify-write in Python.
+and several processes; raasctl/sqlite.py gives each thread its own connection to the file in
+WAL mode. Every write here is one statement (autocommit): counters change with
+`SET x = x + ?`, never read-modify-write in Python, and a lock is taken by one upsert.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -18,9 +16,9 @@ from pathlib import Path
 
 from raasctl.codes import ErrorCode
 from raasctl.errors import StateError
+from raasctl.sqlite import Database
 from raasctl.state.base import RunRecord, State
 
-BUSY_TIMEOUT_MS = 30_000
 _IN_CHUNK = 500
 
 _SCHEMA = """
@@ -68,80 +66,15 @@ def from_iso(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value).astimezone(UTC)
 
 
-class SqliteConnections:
-    """One connection per thread and process to one SQLite file, in autocommit mode (each
-    statement is its own transaction unless `transaction()` groups several).
-
-    Shared by the embedded adapters that live in the environment's file."""
-
-    def __init__(self, path: Path, schema: str) -> None:
-        self.path = path
-        self._schema = schema
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._all: list[sqlite3.Connection] = []
-        self._schema_ready = False
-
-    def get(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        # A forked child must not reuse its parent's connection (SQLite forbids it).
-        if conn is not None and self._local.pid == os.getpid():
-            return conn
-        conn = self._connect()
-        self._local.conn = conn
-        self._local.pid = os.getpid()
-        return conn
-
-    def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # `timeout` is SQLite's busy timeout: wait for another writer instead of failing.
-        # check_same_thread=False only so close() can close every thread's connection; each
-        # connection is otherwise used by the thread that opened it.
-        conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
-        )
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode = WAL")
-        # In WAL mode NORMAL loses no committed transaction when the process dies (only on
-        # power loss); FULL would fsync every commit, which caps the worker near 1,000 msg/s.
-        conn.execute("PRAGMA synchronous = NORMAL")
-        with self._lock:
-            if not self._schema_ready:
-                conn.executescript(self._schema)
-                self._schema_ready = True
-            self._all.append(conn)
-        return conn
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE takes the write lock up front, so two writers never deadlock
-        upgrading from a read lock."""
-        conn = self.get()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
-    def close(self) -> None:
-        with self._lock:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
-        self._local = threading.local()
-
-
 class SqliteState(State):
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = SqliteConnections(path, _SCHEMA)
+        self._db = Database(path, _SCHEMA, row_factory=sqlite3.Row)
 
     def create_run(self, run: RunRecord) -> None:
         with self._errors():
             try:
-                self._db.get().execute(
+                self._db.connection().execute(
                     "INSERT INTO state_runs (run_id, cron, env, mock, created_at, entries,"
                     " enqueued, invalid, duplicates, total, succeeded, failed, dead_lettered,"
                     " retries, started_at, finished_at)"
@@ -173,7 +106,7 @@ class SqliteState(State):
     ) -> RunRecord:
         with self._errors():
             rows = (
-                self._db.get()
+                self._db.connection()
                 .execute(
                     "UPDATE state_runs SET entries = ?, enqueued = ?, invalid = ?,"
                     " duplicates = ?, total = ? WHERE run_id = ? RETURNING *",
@@ -197,7 +130,7 @@ class SqliteState(State):
         with self._errors():
             # One statement: the increment and the returned record are the same snapshot.
             rows = (
-                self._db.get()
+                self._db.connection()
                 .execute(
                     "UPDATE state_runs SET succeeded = succeeded + ?, failed = failed + ?,"
                     " dead_lettered = dead_lettered + ?, retries = retries + ?,"
@@ -211,7 +144,7 @@ class SqliteState(State):
     def mark_finished(self, run_id: str, now: datetime) -> bool:
         """False also for an unknown run: nothing was set."""
         with self._errors():
-            cursor = self._db.get().execute(
+            cursor = self._db.connection().execute(
                 "UPDATE state_runs SET finished_at = ? WHERE run_id = ? AND finished_at IS NULL",
                 (to_iso(now), run_id),
             )
@@ -220,7 +153,7 @@ class SqliteState(State):
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._errors():
             row = (
-                self._db.get()
+                self._db.connection()
                 .execute("SELECT * FROM state_runs WHERE run_id = ?", (run_id,))
                 .fetchone()
             )
@@ -230,7 +163,7 @@ class SqliteState(State):
         where, params = ("WHERE cron = ?", (cron,)) if cron is not None else ("", ())
         with self._errors():
             rows = (
-                self._db.get()
+                self._db.connection()
                 .execute(
                     f"SELECT * FROM state_runs {where}"
                     " ORDER BY created_at DESC, run_id DESC LIMIT ?",
@@ -243,14 +176,14 @@ class SqliteState(State):
     def is_applied(self, key: str) -> bool:
         with self._errors():
             row = (
-                self._db.get().execute("SELECT 1 FROM state_applied WHERE key = ?", (key,))
+                self._db.connection().execute("SELECT 1 FROM state_applied WHERE key = ?", (key,))
             ).fetchone()
         return row is not None
 
     def applied_keys(self, keys: Sequence[str]) -> set[str]:
         found: set[str] = set()
         with self._errors():
-            conn = self._db.get()
+            conn = self._db.connection()
             # Chunked to stay under SQLite's limit on bound parameters.
             for start in range(0, len(keys), _IN_CHUNK):
                 chunk = keys[start : start + _IN_CHUNK]
@@ -265,7 +198,7 @@ class SqliteState(State):
 
     def record_applied(self, key: str, run_id: str, now: datetime) -> bool:
         with self._errors():
-            cursor = self._db.get().execute(
+            cursor = self._db.connection().execute(
                 "INSERT INTO state_applied (key, run_id, applied_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (key) DO NOTHING",
                 (key, run_id, to_iso(now)),
@@ -277,7 +210,7 @@ class SqliteState(State):
         with self._errors():
             # Insert, or take over a lock that is ours (re-entrant: extends it) or has expired;
             # an upsert whose WHERE fails changes no row, which is how "held by another" shows.
-            cursor = self._db.get().execute(
+            cursor = self._db.connection().execute(
                 "INSERT INTO state_locks (name, owner, expires_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner,"
                 " expires_at = excluded.expires_at"
@@ -289,7 +222,7 @@ class SqliteState(State):
     def release_lock(self, name: str, owner: str) -> None:
         """Releasing a lock another owner holds (say, after ours expired) leaves it alone."""
         with self._errors():
-            self._db.get().execute(
+            self._db.connection().execute(
                 "DELETE FROM state_locks WHERE name = ? AND owner = ?", (name, owner)
             )
 

@@ -1,0 +1,173 @@
+"""Connections to the environment's SQLite file, shared by the embedded queue, state and ledger.
+
+The three adapters live in one file and are used from many threads (the worker's slots) and
+several processes (two workers, or a run beside a worker) at once. Every rule below exists
+because breaking it shows up as "database is locked" under load:
+
+- One connection per thread and process. A connection is used by the thread that opened it,
+  and never by a forked child (SQLite forbids carrying one across a fork).
+- The busy timeout is the first thing set (`sqlite3.connect(timeout=...)` sets it as the file
+  is opened), so even the first statement waits for a writer instead of failing.
+- WAL mode is switched on once per file. Switching takes a read lock and then upgrades it to
+  an exclusive one, and SQLite does not wait on the busy timeout for that upgrade: two
+  connections switching a fresh file at once make one of them fail at once. The switch is
+  serialised by a process-wide lock and retried on SQLITE_BUSY (for other processes) until
+  the busy timeout has passed. Once the file is in WAL mode every new connection finds it so.
+- The schema is created in one `BEGIN IMMEDIATE` transaction.
+- Every write of more than one statement runs in `transaction()` (`BEGIN IMMEDIATE`): the
+  write lock is taken up front, where the busy timeout applies. A deferred transaction that
+  reads and then writes would need an upgrade, which in WAL mode fails at once (SQLITE_BUSY)
+  when another connection committed since the read. A single statement in autocommit mode
+  takes the lock it needs up front and is safe on its own.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+BUSY_TIMEOUT_S = 30.0
+# The WAL is checkpointed into the database once it reaches this many pages (4 KiB each).
+# SQLite's default of 1,000 pages (4 MB) makes a long send checkpoint every few thousand
+# messages; a larger WAL costs disk space only until the next checkpoint.
+WAL_AUTOCHECKPOINT_PAGES = 10_000
+
+# Serialises switching files to WAL mode within the process (see the module docstring).
+_WAL_SWITCH = threading.Lock()
+_RETRY_PAUSE_S = 0.01
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+class Database:
+    """One SQLite file and a schema: a connection per thread and process, in autocommit mode
+    (each statement is its own transaction unless `transaction()` groups several).
+
+    `busy_timeout_s` is read when a connection is opened; `row_factory` is set on each."""
+
+    def __init__(
+        self,
+        path: Path,
+        schema: str,
+        *,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
+        row_factory: Callable[[sqlite3.Cursor, tuple[Any, ...]], Any] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.schema = schema
+        self.busy_timeout_s = busy_timeout_s
+        self.row_factory = row_factory
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._opened: list[tuple[int, sqlite3.Connection]] = []  # (pid, connection)
+        self._generation = 0  # bumped by close(): every thread then opens a new connection
+        self._schema_ready = False
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened (and the file and schema set up) on first use."""
+        key = (os.getpid(), self._generation)
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and self._local.key == key:
+            return conn
+        conn = self._open()
+        self._local.conn = conn
+        self._local.key = key
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, its write lock taken up front; rolled back when the block
+        raises or the commit fails."""
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:  # also when COMMIT itself failed
+                conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        """Close this process's connections; a thread that comes back opens a new one."""
+        pid = os.getpid()
+        with self._lock:
+            opened, self._opened = self._opened, []
+            self._generation += 1
+        for owner, conn in opened:
+            # A forked child leaves its parent's connections alone: closing one there could
+            # release locks the parent still relies on.
+            if owner == pid:
+                conn.close()
+
+    # ------------------------------------------------------------------ opening
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout_s,  # the busy timeout, set as the file is opened
+            isolation_level=None,  # autocommit: transactions are explicit and short
+            check_same_thread=False,  # only so that close() can close every thread's
+        )
+        try:
+            if self.row_factory is not None:
+                conn.row_factory = self.row_factory
+            self._use_wal(conn)
+            # In WAL mode, NORMAL syncs the WAL at checkpoints instead of at every commit: a
+            # process crash loses nothing committed (the WAL is in the OS's hands); only a
+            # power loss can drop the last commits, which at-least-once delivery (redeliver
+            # or resend) already allows for. FULL would fsync every commit, which caps a
+            # worker near 1,000 messages a second.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+            self._create_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
+        with self._lock:
+            self._opened.append((os.getpid(), conn))
+        return conn
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        # Reading the mode takes only a shared lock (and waits on the busy timeout).
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            return
+        deadline = time.monotonic() + self.busy_timeout_s
+        with _WAL_SWITCH:
+            while True:
+                try:
+                    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                    break
+                except sqlite3.OperationalError as exc:
+                    # Another process switching (or using) the fresh file at this moment.
+                    if not _busy(exc) or time.monotonic() >= deadline:
+                        raise
+                time.sleep(_RETRY_PAUSE_S)
+        if mode != "wal":
+            raise sqlite3.OperationalError(f"cannot use WAL mode (journal mode is {mode})")
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            if self._schema_ready:
+                return
+            # executescript() would commit an open transaction first, so the whole script,
+            # BEGIN IMMEDIATE included, goes in one call.
+            try:
+                conn.executescript(f"BEGIN IMMEDIATE;\n{self.schema}\nCOMMIT;")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            self._schema_ready = True
