@@ -562,8 +562,10 @@ def _grants_to_others(policy: Mapping[str, Any], request: Request) -> str:
         anyone = copy.deepcopy(statement)
         anyone.pop("NotPrincipal", None)
         anyone["Principal"] = "*"
+        # The Version decides whether policy variables expand, so it goes along.
+        alone = {"Version": policy.get("Version"), "Statement": [anyone]}
         try:
-            outcome = evaluate({"Statement": [anyone]}, request).decision
+            outcome = evaluate(alone, request).decision
         except PolicyError:
             continue
         if outcome == IMPLICIT_DENY:
@@ -587,9 +589,10 @@ def _describe_principal(spec: Any) -> str:
 # --------------------------------------------------------------------------- explain
 
 
-def parse_context(pairs: Sequence[str]) -> dict[str, ContextValue]:
+def parse_context(pairs: Sequence[str], absent: Sequence[str] = ()) -> dict[str, ContextValue]:
     """`KEY=VALUE` pairs; values repeated for one key (compared case-insensitively) form a
-    list, a single value stays a string."""
+    list, a single value stays a string. Each key of ``absent`` is known to be absent from the
+    request (value None); a key cannot be both given and absent."""
     collected: dict[str, list[str]] = {}
     spelling: dict[str, str] = {}
     for pair in pairs:
@@ -599,18 +602,35 @@ def parse_context(pairs: Sequence[str]) -> dict[str, ContextValue]:
             raise UsageError(f"--context {pair!r}: expected KEY=VALUE (e.g. aws:SourceVpce=vpce-1)")
         spelling.setdefault(key.lower(), key)
         collected.setdefault(key.lower(), []).append(value)
-    return {
+    context: dict[str, ContextValue] = {
         spelling[lowered]: values[0] if len(values) == 1 else values
         for lowered, values in collected.items()
     }
+    for raw in absent:
+        key = raw.strip()
+        if not key or "=" in key:
+            raise UsageError(f"--absent {raw!r}: expected a context key (e.g. aws:SourceVpce)")
+        if key.lower() in collected:
+            raise UsageError(f"{key} is given with --context and with --absent: choose one")
+        if key.lower() not in spelling:
+            spelling[key.lower()] = key
+            context[key] = None
+    return context
 
 
 def _is_identity_policy(policy: Mapping[str, Any]) -> bool:
+    """True when no statement has a Principal; a file mixing both kinds is an error."""
     raw = policy.get("Statement", [])
     statements = [raw] if isinstance(raw, dict) else raw if isinstance(raw, list) else []
-    return bool(statements) and all(
-        isinstance(s, dict) and "Principal" not in s and "NotPrincipal" not in s for s in statements
-    )
+    with_principal = [
+        isinstance(s, dict) and ("Principal" in s or "NotPrincipal" in s) for s in statements
+    ]
+    if any(with_principal) and not all(with_principal):
+        raise PolicyError(
+            "statements with and without Principal in one file: split identity and resource "
+            "policies into separate files"
+        )
+    return bool(statements) and not any(with_principal)
 
 
 def explain(

@@ -30,8 +30,18 @@ Rules and choices, in the order a request meets them:
   only what the caller *knows*: a key missing from it is unknown, never assumed absent — also
   for ``...IfExists`` and ``Null`` — and a statement that depends on it is indeterminate unless
   another of its conditions is known to be false. A context value of ``None`` states that the
-  key is known to be absent from the request. Multi-valued keys are lists. Policy variables
-  (``${aws:username}``) are not expanded.
+  key is known to be absent from the request. Multi-valued keys are lists.
+* **Policy variables** (``${aws:username}``, ``${aws:PrincipalTag/team, 'none'}``) are expanded
+  from the context, as IAM does, only in policies whose ``Version`` is ``2012-10-17``, and only
+  in ``Resource``/``NotResource`` and in the values of the String and Arn condition operators;
+  elsewhere ``${...}`` is plain text. ``${*}``, ``${?}`` and ``${$}`` stand for those characters
+  taken literally, and an expanded value is always literal text, never a wildcard. A variable
+  whose key is known absent takes its default; without one it has no value, which matches
+  nothing (so ``StringEquals`` fails, ``StringNotEquals`` holds and the ``Resource`` entry
+  matches no resource). A variable whose key is unknown makes its comparison unknown — even
+  with a default, since the key may be present — and the key is reported as missing context.
+  A key given several values cannot fill a variable (IAM does not allow multi-valued keys
+  there), so that comparison stays unknown too.
 * **Decision**: a Deny that applies wins; otherwise a Deny that might apply makes the answer
   ``indeterminate``; otherwise an Allow that applies allows; otherwise an Allow that might apply
   makes it ``indeterminate``; otherwise ``implicit_deny``.
@@ -182,15 +192,149 @@ def load_policy(path: str | Path) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=1024)
-def _wildcard(pattern: str, ignore_case: bool) -> re.Pattern[str]:
-    body = "".join(
-        ".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern
-    )
-    return re.compile(body, re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+def _wildcard_source(pattern: str) -> str:
+    """The regular expression for a policy pattern whose ``*`` and ``?`` are wildcards."""
+    return "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
+
+
+@lru_cache(maxsize=1024)
+def _compiled(source: str, ignore_case: bool) -> re.Pattern[str]:
+    return re.compile(source, re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+
+
+def _fullmatch(source: str, value: str, ignore_case: bool = False) -> bool:
+    return _compiled(source, ignore_case).fullmatch(value) is not None
 
 
 def _like(pattern: str, value: str, ignore_case: bool = False) -> bool:
-    return _wildcard(pattern, ignore_case).fullmatch(value) is not None
+    return _fullmatch(_wildcard_source(pattern), value, ignore_case)
+
+
+# --------------------------------------------------------------------------- policy variables
+
+_VARIABLES_VERSION = "2012-10-17"
+_VARIABLE_RE = re.compile(r"\$\{([^}]*)\}")
+# ``key`` or ``key, 'default'``; IAM documents a comma and a space, other spacing is tolerated.
+_VARIABLE_BODY_RE = re.compile(r"^\s*([^\s,'][^,']*?)\s*(?:,\s*'([^']*)'\s*)?$")
+_ESCAPES = frozenset("*?$")
+
+
+class _Literal(str):
+    """Text that matches itself: a ``${*}``, ``${?}`` or ``${$}`` escape."""
+
+
+@dataclass(frozen=True)
+class _Variable:
+    key: str
+    default: str | None
+
+
+@dataclass(frozen=True)
+class _Template:
+    """A policy string as parts: policy text (its ``*``/``?`` are wildcards), escapes and
+    variables. Without variable support the whole string is one part of policy text."""
+
+    parts: tuple[str | _Variable, ...]
+
+
+@dataclass(frozen=True)
+class _Text:
+    """A policy string once its variables are expanded.
+
+    ``plain`` is what the equality operators compare; ``pattern`` is a regular expression in
+    which only the policy's own ``*``/``?`` are wildcards (an expanded value is literal). A ``:``
+    in ``pattern`` is always a literal colon, so it may be split into ARN fields.
+    """
+
+    plain: str
+    pattern: str
+
+
+@dataclass(frozen=True)
+class _Unknown:
+    """A policy string that depends on context keys not known."""
+
+    keys: tuple[str, ...]
+
+
+_Expanded: TypeAlias = _Text | _Unknown | None
+"""``None``: a variable has no value (its key is known absent, without a default)."""
+
+
+def _template(text: str, variables: bool, name: str) -> _Template:
+    if not variables or "${" not in text:
+        return _Template((text,))
+    parts: list[str | _Variable] = []
+    position = 0
+    for found in _VARIABLE_RE.finditer(text):
+        parts.append(text[position : found.start()])
+        body = found.group(1)
+        if body in _ESCAPES:
+            parts.append(_Literal(body))
+        else:
+            variable = _VARIABLE_BODY_RE.match(body)
+            if variable is None:
+                raise PolicyError(
+                    f"statement {name}: cannot read policy variable {found.group(0)!r}"
+                )
+            parts.append(_Variable(variable.group(1), variable.group(2)))
+        position = found.end()
+    parts.append(text[position:])
+    return _Template(tuple(part for part in parts if part))
+
+
+def _expand(template: _Template, context: Mapping[str, ContextValue]) -> _Expanded:
+    plain: list[str] = []
+    pattern: list[str] = []
+    unknown: list[str] = []
+    no_value = False
+    for part in template.parts:
+        if isinstance(part, _Variable):
+            lowered = part.key.lower()
+            value = context.get(lowered)
+            if lowered not in context or isinstance(value, list):
+                unknown.append(part.key)
+                continue
+            if value is None:
+                if part.default is None:
+                    no_value = True
+                    continue
+                value = part.default
+            plain.append(value)
+            pattern.append(re.escape(value))
+        elif isinstance(part, _Literal):
+            plain.append(part)
+            pattern.append(re.escape(part))
+        else:
+            plain.append(part)
+            pattern.append(_wildcard_source(part))
+    if no_value:
+        return None  # matches nothing, whatever the unknown keys hold
+    if unknown:
+        return _Unknown(tuple(unknown))
+    return _Text("".join(plain), "".join(pattern))
+
+
+def _unknown_keys(expanded: Sequence[_Expanded]) -> list[str]:
+    return [key for item in expanded if isinstance(item, _Unknown) for key in item.keys]
+
+
+def _any3(values: Sequence[bool | None]) -> bool | None:
+    """Three-valued OR: ``None`` is unknown."""
+    if any(value is True for value in values):
+        return True
+    return None if any(value is None for value in values) else False
+
+
+def _all3(values: Sequence[bool | None]) -> bool | None:
+    """Three-valued AND: ``None`` is unknown."""
+    if any(value is False for value in values):
+        return False
+    return None if any(value is None for value in values) else True
+
+
+def _not3(value: bool | None) -> bool | None:
+    return None if value is None else not value
 
 
 def normalize_action(action: str) -> str:
@@ -250,7 +394,7 @@ def _principal_matches(spec: Any, principal: str, name: str, whole_account: bool
     if spec == "*":
         return True
     if not isinstance(spec, dict):
-        raise PolicyError(f"statement {name}: Principal must be \"*\" or an object")
+        raise PolicyError(f'statement {name}: Principal must be "*" or an object')
     for kind, raw in spec.items():
         for pattern in _strings(raw, name, f"Principal {kind}"):
             if kind == "AWS":
@@ -294,16 +438,12 @@ def _parse_bool(text: str) -> str:
     return lowered
 
 
-def _parse_arn(text: str) -> list[str]:
-    return text.split(":", 5)
-
-
-def _arn_test(value: str, pattern: Any) -> bool:
+def _arn_test(value: str, text: _Text) -> bool:
     """Each of the six fields is matched on its own; a value or pattern with fewer never matches."""
-    parts = value.split(":", 5)
-    if len(parts) != 6 or len(pattern) != 6:
+    parts, fields = value.split(":", 5), text.pattern.split(":", 5)
+    if len(parts) != 6 or len(fields) != 6:
         return False
-    return all(_like(p, v) for p, v in zip(pattern, parts, strict=True))
+    return all(_fullmatch(f, v) for f, v in zip(fields, parts, strict=True))
 
 
 def _ip_test(value: str, network: Any) -> bool:
@@ -328,31 +468,48 @@ def _parsed_test(parse: Callable[[str], Any], compare: Callable[[Any, Any], bool
 @dataclass(frozen=True)
 class _Operator:
     prepare: Callable[[str], Any]  # parses a policy value; ValueError if it is invalid
-    test: _Test  # context value vs prepared policy value
+    test: _Test  # context value vs prepared policy value (a _Text where variables expand)
     negated: bool = False
+    variables: bool = False  # IAM expands policy variables in String and Arn values only
 
 
 def _operators() -> dict[str, _Operator]:
     ops: dict[str, _Operator] = {}
 
-    def add(name: str, negated_name: str | None, prepare: Callable[[str], Any], t: _Test) -> None:
-        ops[name.lower()] = _Operator(prepare, t)
+    def add(
+        name: str,
+        negated_name: str | None,
+        prepare: Callable[[str], Any],
+        t: _Test,
+        variables: bool = False,
+    ) -> None:
+        ops[name.lower()] = _Operator(prepare, t, variables=variables)
         if negated_name:
-            ops[negated_name.lower()] = _Operator(prepare, t, negated=True)
+            ops[negated_name.lower()] = _Operator(prepare, t, True, variables)
 
     def same(text: str) -> str:
         return text
 
-    add("StringEquals", "StringNotEquals", same, lambda v, p: v == p)
-    add("StringEqualsIgnoreCase", "StringNotEqualsIgnoreCase", same,
-        lambda v, p: v.casefold() == p.casefold())
-    add("StringLike", "StringNotLike", same, lambda v, p: _like(p, v))
-    add("ArnEquals", "ArnNotEquals", _parse_arn, _arn_test)
-    add("ArnLike", "ArnNotLike", _parse_arn, _arn_test)
+    def text(name: str, negated_name: str, t: Callable[[str, _Text], bool]) -> None:
+        add(name, negated_name, same, t, variables=True)
+
+    text("StringEquals", "StringNotEquals", lambda v, p: v == p.plain)
+    text(
+        "StringEqualsIgnoreCase",
+        "StringNotEqualsIgnoreCase",
+        lambda v, p: v.casefold() == p.plain.casefold(),
+    )
+    text("StringLike", "StringNotLike", lambda v, p: _fullmatch(p.pattern, v))
+    text("ArnEquals", "ArnNotEquals", _arn_test)
+    text("ArnLike", "ArnNotLike", _arn_test)
     add("BinaryEquals", None, same, lambda v, p: v == p)
     add("Bool", None, _parse_bool, lambda v, p: v.lower() == p)
-    add("IpAddress", "NotIpAddress", lambda p: ipaddress.ip_network(p.strip(), strict=False),
-        _ip_test)
+    add(
+        "IpAddress",
+        "NotIpAddress",
+        lambda p: ipaddress.ip_network(p.strip(), strict=False),
+        _ip_test,
+    )
     comparisons: dict[str, Callable[[Any, Any], bool]] = {
         "Equals": lambda a, b: a == b,
         "NotEquals": lambda a, b: a != b,
@@ -384,8 +541,10 @@ def _policy_values(raw: Any, name: str, op: str) -> list[str]:
     return out
 
 
-def _prepare(op_name: str, values: list[str], name: str, raw_op: str) -> list[Any]:
+def _prepare(op_name: str, values: list[str], name: str, raw_op: str, variables: bool) -> list[Any]:
     """Parse a condition's policy values once, so a bad value fails whatever the context."""
+    if op_name != "null" and _OPERATORS[op_name].variables:
+        return [_template(v, variables, name) for v in values]
     parse = _parse_bool if op_name == "null" else _OPERATORS[op_name].prepare
     try:
         return [parse(v) for v in values]
@@ -393,31 +552,48 @@ def _prepare(op_name: str, values: list[str], name: str, raw_op: str) -> list[An
         raise PolicyError(f"statement {name}: invalid value for {raw_op}: {values!r}") from None
 
 
+def _expanded_values(
+    op_name: str, prepared: list[Any], context: Mapping[str, ContextValue]
+) -> list[Any]:
+    if op_name == "null" or not _OPERATORS[op_name].variables:
+        return prepared
+    return [_expand(template, context) for template in prepared]
+
+
 def _key_result(
-    op_name: str, prefix: str, if_exists: bool, prepared: list[Any], known: ContextValue
-) -> bool:
-    """Whether one key's condition holds, the key's value (or its absence) being known."""
+    op_name: str, prefix: str, if_exists: bool, values: list[Any], known: ContextValue
+) -> bool | None:
+    """Whether one key's condition holds, the key's value (or its absence) being known;
+    ``None`` when an unknown policy variable in ``values`` decides it."""
     if op_name == "null":
         present = known is not None
-        return any((wanted == "false") == present for wanted in prepared)
+        return any((wanted == "false") == present for wanted in values)
     op = _OPERATORS[op_name]
     if known is None:
         if if_exists or prefix == "forallvalues:":
             return True
         return False if prefix == "foranyvalue:" else op.negated
     items = known if isinstance(known, list) else [known]
+    # A policy value whose variable has no value (None) equals nothing; an unknown one may.
+    usable = [v for v in values if v is not None and not isinstance(v, _Unknown)]
+    doubtful = any(isinstance(v, _Unknown) for v in values)
 
-    def hit(item: str) -> bool:
-        return any(op.test(item, p) for p in prepared)
+    def hit(item: str) -> bool | None:
+        if any(op.test(item, v) for v in usable):
+            return True
+        return None if doubtful else False
+
+    def holds(found: bool | None) -> bool | None:
+        return _not3(found) if op.negated else found
 
     if prefix:
-        each = [hit(i) != op.negated for i in items]
-        return all(each) if prefix == "forallvalues:" else any(each)
-    return any(hit(i) for i in items) != op.negated
+        each = [holds(hit(i)) for i in items]
+        return _all3(each) if prefix == "forallvalues:" else _any3(each)
+    return holds(_any3([hit(i) for i in items]))
 
 
 def _conditions(
-    condition: Any, context: Mapping[str, ContextValue], name: str
+    condition: Any, context: Mapping[str, ContextValue], name: str, variables: bool
 ) -> tuple[bool | None, list[str]]:
     """Three-valued AND of a Condition block: (True/False/None=unknown, unknown keys)."""
     if condition is None:
@@ -428,7 +604,7 @@ def _conditions(
     for raw_op, block in condition.items():
         op_name = str(raw_op).lower()
         prefix = next((p for p in _SET_PREFIXES if op_name.startswith(p)), "")
-        op_name = op_name[len(prefix):]
+        op_name = op_name[len(prefix) :]
         if_exists = op_name.endswith("ifexists")
         if if_exists:
             op_name = op_name[: -len("ifexists")]
@@ -438,14 +614,20 @@ def _conditions(
             raise PolicyError(f"statement {name}: {raw_op} must map keys to values")
         for key, raw_values in block.items():
             values = _policy_values(raw_values, name, str(raw_op))
-            prepared = _prepare(op_name, values, name, str(raw_op))
+            prepared = _prepare(op_name, values, name, str(raw_op), variables)
             checks.append((str(key), op_name, if_exists, prefix, prepared))
     unknown: list[str] = []
     for key, op_name, if_exists, prefix, prepared in checks:
+        expanded = _expanded_values(op_name, prepared, context)
         if key.lower() not in context:
-            unknown.append(key)
-        elif not _key_result(op_name, prefix, if_exists, prepared, context[key.lower()]):
+            # Its variables are reported too: knowing the key alone may not settle it.
+            unknown.extend([key, *_unknown_keys(expanded)])
+            continue
+        holds = _key_result(op_name, prefix, if_exists, expanded, context[key.lower()])
+        if holds is False:
             return False, []
+        if holds is None:
+            unknown.extend(_unknown_keys(expanded))
     return (None, unknown) if unknown else (True, [])
 
 
@@ -488,9 +670,41 @@ def _either(statement: dict[str, Any], name: str, field_name: str) -> tuple[Any,
     return (statement[field_name], False) if has_plain else (statement[f"Not{field_name}"], True)
 
 
+def _resource_matches(
+    patterns: list[str],
+    negated: bool,
+    request: Request,
+    context: Mapping[str, ContextValue],
+    variables: bool,
+    name: str,
+) -> tuple[bool | None, list[str]]:
+    """Whether the statement's Resource/NotResource covers the request (None: unknown), and
+    the keys of the unknown variables that leave it open."""
+    if request.resource is None:
+        return not negated and "*" in patterns, []
+    expanded = [_expand(_template(p, variables, name), context) for p in patterns]
+    matched = _any3(
+        [
+            None
+            if isinstance(e, _Unknown)
+            else e is not None and _fullmatch(e.pattern, request.resource)
+            for e in expanded
+        ]
+    )
+    if matched is None:
+        return None, _unknown_keys(expanded)
+    return matched != negated, []
+
+
 def _judge(
-    index: int, name: str, statement: dict[str, Any], request: Request,
-    action: str, context: Mapping[str, ContextValue], identity: bool,
+    index: int,
+    name: str,
+    statement: dict[str, Any],
+    request: Request,
+    action: str,
+    context: Mapping[str, ContextValue],
+    identity: bool,
+    variables: bool,
 ) -> _Verdict:
     effect = statement.get("Effect")
     if effect not in ("Allow", "Deny"):
@@ -502,7 +716,8 @@ def _judge(
     if not identity:
         if "Principal" not in statement and "NotPrincipal" not in statement:
             raise PolicyError(
-                f"statement {name} has no Principal (for an identity policy pass identity=True)"
+                f"statement {name} has no Principal, which every statement of a resource "
+                "policy needs"
             )
         spec, negated = _either(statement, name, "Principal")
         if _principal_matches(spec, request.principal, name, not negated) == negated:
@@ -513,12 +728,14 @@ def _judge(
         return verdict(False)
     patterns, negated = _either(statement, name, "Resource")
     resources = _strings(patterns, name, "Resource")
-    if request.resource is None:
-        if negated or "*" not in resources:
-            return verdict(False)
-    elif any(_like(p, request.resource) for p in resources) == negated:
+    covered, open_keys = _resource_matches(resources, negated, request, context, variables, name)
+    if covered is False:
         return verdict(False)
-    applies, missing = _conditions(statement.get("Condition"), context, name)
+    applies, missing = _conditions(statement.get("Condition"), context, name, variables)
+    if applies is False:
+        return verdict(False)
+    if covered is None:
+        return verdict(None, open_keys + missing)
     return verdict(applies, missing)
 
 
@@ -577,9 +794,13 @@ def _evaluate_many(
     context = _lower_context(request.context)
     verdicts: list[_Verdict] = []
     for label, policy in policies:
-        for name, statement in _statement_list(policy, label):
+        statements = _statement_list(policy, label)
+        variables = policy.get("Version") == _VARIABLES_VERSION
+        for name, statement in statements:
             verdicts.append(
-                _judge(len(verdicts), name, statement, request, action, context, identity)
+                _judge(
+                    len(verdicts), name, statement, request, action, context, identity, variables
+                )
             )
     return _decide(verdicts)
 
@@ -616,9 +837,7 @@ _VERDICTS: dict[str, frozenset[str]] = {
 }
 
 
-def _side(
-    side: SideInput, request: Request, identity: bool, label: str
-) -> tuple[Decision, str]:
+def _side(side: SideInput, request: Request, identity: bool, label: str) -> tuple[Decision, str]:
     """A side's Decision and the verdict shown for it (a decision string or ``unknown``)."""
     if isinstance(side, Decision):
         return side, side.decision
@@ -692,7 +911,11 @@ def evaluate_access(
         statements = [s for d in sides if d.decision == decision for s in d.statements]
         missing = []
     return AccessDecision(
-        decision, statements, missing, outcomes,
-        identity=id_shown, resource=res_shown, same_account=same,
+        decision,
+        statements,
+        missing,
+        outcomes,
+        identity=id_shown,
+        resource=res_shown,
+        same_account=same,
     )
-

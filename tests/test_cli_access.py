@@ -378,6 +378,98 @@ def test_explain_repeated_context_values_form_a_list(runner: CliRunner) -> None:
     assert json.loads(explain(runner, only_known, *tags).stdout)["decision"] == "implicit_deny"
 
 
+def test_explain_expands_policy_variables(runner: CliRunner) -> None:
+    # Read as literal text, "${aws:ResourceTag/blocked}" never equalled "yes" and the
+    # answer was a confident "allowed".
+    document = policy(
+        statement("AllowAll", "*"),
+        statement(
+            "DenyBlocked",
+            "*",
+            "Deny",
+            Condition={"StringEquals": {"aws:PrincipalTag/blocked": "${aws:ResourceTag/blocked}"}},
+        ),
+    )
+    principal_tag = ("--context", "aws:PrincipalTag/blocked=yes")
+
+    blocked = explain(runner, document, *principal_tag, "--context", "aws:ResourceTag/blocked=yes")
+    unknown = explain(runner, document, *principal_tag)
+    untagged = explain(runner, document, *principal_tag, "--absent", "aws:ResourceTag/blocked")
+
+    assert blocked.exit_code == 3
+    assert json.loads(blocked.stdout) == {
+        "decision": "explicit_deny",
+        "statements": ["DenyBlocked"],
+        "missing_context": [],
+    }
+    assert unknown.exit_code == 0
+    assert json.loads(unknown.stdout) == {
+        "decision": "indeterminate",
+        "statements": ["DenyBlocked"],
+        "missing_context": ["aws:ResourceTag/blocked"],
+    }
+    assert (untagged.exit_code, json.loads(untagged.stdout)["decision"]) == (0, "allowed")
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        {"Null": {"aws:SourceVpce": "true"}},
+        {"StringNotEqualsIfExists": {"aws:SourceVpce": "vpce-0abc"}},
+    ],
+    ids=["Null", "IfExists"],
+)
+def test_explain_absent_key_settles_null_and_if_exists(
+    runner: CliRunner, condition: dict[str, Any]
+) -> None:
+    document = policy(
+        statement("WorkersAccount", {"AWS": ACCOUNT}),
+        statement("DenyOutsideEndpoint", "*", "Deny", Condition=condition),
+    )
+
+    unknown = explain(runner, document)
+    absent = explain(runner, document, "--absent", "aws:SourceVpce")
+    via_endpoint = explain(runner, document, "--context", "aws:SourceVpce=vpce-0abc")
+
+    assert unknown.exit_code == 0
+    assert json.loads(unknown.stdout) == {
+        "decision": "indeterminate",
+        "statements": ["DenyOutsideEndpoint"],
+        "missing_context": ["aws:SourceVpce"],
+    }
+    assert absent.exit_code == 3
+    assert json.loads(absent.stdout) == {
+        "decision": "explicit_deny",
+        "statements": ["DenyOutsideEndpoint"],
+        "missing_context": [],
+    }
+    assert (via_endpoint.exit_code, json.loads(via_endpoint.stdout)["decision"]) == (0, "allowed")
+
+
+def test_explain_key_both_given_and_absent_is_a_usage_error(runner: CliRunner) -> None:
+    both = explain(
+        runner, VPCE, "--context", "aws:SourceVpce=vpce-0abc", "--absent", "AWS:sourcevpce"
+    )
+    pair = explain(runner, VPCE, "--absent", "aws:SourceVpce=vpce-0abc")
+
+    for result in (both, pair):
+        assert result.exit_code == 2
+        assert result.stdout == ""
+    assert "--context and with --absent" in both.stderr
+    assert "expected a context key" in pair.stderr
+
+
+def test_explain_mixed_identity_and_resource_statements(runner: CliRunner) -> None:
+    identity_statement = {"Sid": "Identity", "Effect": "Allow", "Action": "sqs:*", "Resource": "*"}
+    result = explain(runner, policy(statement("Resource", "*"), identity_statement))
+
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "split identity and resource policies" in result.stderr
+    assert "identity=True" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_explain_bad_policy_file_is_a_one_line_error(runner: CliRunner) -> None:
     missing = runner.invoke(
         main,

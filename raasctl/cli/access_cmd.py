@@ -92,6 +92,13 @@ def check(app: AppContext, env_name: str | None, all_envs: bool, strict: bool) -
     metavar="KEY=VALUE",
     help="A known request context value; repeat a key for a list. Keys not given are unknown.",
 )
+@click.option(
+    "--absent",
+    "absent_keys",
+    multiple=True,
+    metavar="KEY",
+    help="A context key known to be absent from the request (for Null and ...IfExists).",
+)
 @strict_option
 @format_option
 @pass_app
@@ -102,22 +109,26 @@ def explain_cmd(
     action: str,
     resource: str | None,
     context_pairs: tuple[str, ...],
+    absent_keys: tuple[str, ...],
     strict: bool,
 ) -> None:
     """Judge one request against one policy file, as that policy alone would.
 
     `allowed` means this policy grants the request (an account principal matches every
     principal of that account); the cross-account rule belongs to `access check`. A policy
-    without Principal elements is read as an identity policy. The deciding statements are
+    without Principal elements is read as an identity policy. A context key is unknown unless
+    given with --context (its value) or --absent (not in the request); policy variables such
+    as ${aws:username} take their values from the same context. The deciding statements are
     named by Sid (or #N). Exit 0 when allowed, 3 when denied; indeterminate exits 0 unless
     --strict; an unreadable or invalid policy file exits 2.
 
     Example: raasctl access explain --policy queue-policy.json --principal
     arn:aws:iam::111122223333:role/raas-worker --action sqs:SendMessage --resource
     arn:aws:sqs:us-east-1:111122223333:raas-cron-jobs-work-uat.fifo --context
-    aws:SourceVpce=vpce-0abc
+    aws:SourceVpce=vpce-0abc --absent aws:SourceArn
     """
-    decision = explain(policy_file, principal, action, resource, parse_context(context_pairs))
+    context = parse_context(context_pairs, absent_keys)
+    decision = explain(policy_file, principal, action, resource, context)
     emit(app, decision.to_json())
     if decision.decision in DENIED or (strict and decision.decision == INDETERMINATE):
         raise click.exceptions.Exit(3)
