@@ -2,7 +2,7 @@
 
 Receiving is separate from processing (DESIGN.md "Worker semantics"). One poller (the thread
 that calls `Worker.run`) takes rate-limit tokens, receives `min(10, free slots)` messages and
-hands each to a pool of `concurrency` slot threads, which start the sink call when the rate
+hands them to a pool of `concurrency` slot threads, which start the sink call when the rate
 limiter lets them; a housekeeping thread extends the visibility of every message held (the
 heartbeat), reports progress and enforces `max_runtime_s`; a settler thread deletes handled
 messages in batches and adds their counts to the run records. Threads suit the work: every
@@ -18,11 +18,36 @@ Per message:
   counted as failed instead and released, so the queue's redrive moves it to the DLQ;
 - permanent sink failure: to the DLQ at once with the reason.
 
+Order within a message group (FIFO): a receive may bring several messages of one group (SQS
+does). They go to one slot together and are handled one after another, in the order received;
+when one is not done with (a retryable failure, an error, a stop) the rest of the group is
+released at once without being handled, so a later version never overtakes an earlier one.
+A message sent to the DLQ (a permanent failure) leaves the group, as on SQS, and the next one
+goes on.
+
+Every message ends counted in its run, so a run completes, also when the queue rather than
+the worker moves it to the DLQ (both adapters do that on the receive after the last allowed
+one, and the worker then never sees it again): a message the worker lets go on its last
+allowed receive (`receive_count >= max_receive_count`) without deleting it is counted as
+failed, whether it was released (a stop, another cron's, the rest of a group), handed back
+after a retryable failure, or left to its visibility timeout after a queue or state error.
+
+`--cron` on a queue that counts receives toward a DLQ: releasing other crons' messages would
+use up their receives and dead-letter them, so `crons` is refused there (`UsageError`); see
+`check_cron_filter`.
+
+Errors: a queue or state error while receiving is retried after a pause that doubles, unless
+retrying cannot help (the queue does not exist, access denied, no credentials, a
+configuration error): then the worker stops at once with it.
+
 Exactly-once effect: the sink applies a key at most once itself (ledger UNIQUE key, HTTP
 Idempotency-Key), so a crash anywhere (after the sink, before the idempotency record) only
 repeats a harmless apply. Counting happens after the delete: a crash between the two loses
 the counts of that batch (the run then stays `running`), whereas counting first would count
-a redelivered message twice.
+a redelivered message twice. For the same reason a message whose visibility ran out before its
+delete (the heartbeat failed) is not counted: the delete may have done nothing (the queue
+had given the message to another receiver, which then counts it), and the Queue interface
+does not say.
 """
 
 from __future__ import annotations
@@ -43,7 +68,7 @@ from typing import TYPE_CHECKING, Any
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.config import CRON_NAMES
 from raasctl.envelope import Envelope, EnvelopeError
-from raasctl.errors import RaasctlError, SinkError, StateError
+from raasctl.errors import ConfigError, RaasctlError, SinkError, StateError, UsageError
 from raasctl.logs import event
 from raasctl.queues.base import MAX_BATCH, Queue, ReceivedMessage
 from raasctl.ratelimit import RateLimiter
@@ -63,6 +88,16 @@ MAX_CONSECUTIVE_ERRORS = 10
 COMPLETION_CHECK_S = 5.0
 # How long a handled message may wait for others to share its delete batch and count update.
 SETTLE_INTERVAL_S = 0.05
+# Errors that no pause and retry can mend: the worker stops at once with them (exit 1) instead
+# of retrying for minutes. Transient ones (unreachable, throttled, generic) are retried.
+UNFIXABLE_CODES = frozenset(
+    {
+        ErrorCode.QUEUE_NOT_FOUND,
+        ErrorCode.ACCESS_DENIED,
+        ErrorCode.CREDENTIALS_MISSING,
+        ErrorCode.CREDENTIALS_INVALID,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -187,7 +222,7 @@ class _Held:
     message: ReceivedMessage
     envelope: Envelope | None
     problem: str | None  # why the body is not a usable envelope
-    extended_at: float
+    extended_at: float  # when its current visibility began (read before the call that set it)
     lock: threading.Lock = field(default_factory=threading.Lock)
     settled: bool = False  # the heartbeat must no longer touch its visibility
 
@@ -199,6 +234,8 @@ class _Settled:
     outcome: Outcome
     run_id: str | None
     receipt_handle: str | None = None
+    visible_until: float = math.inf  # after this the receipt handle may be stale
+    last_receive: bool = False  # the queue moves it to the DLQ if it is not deleted now
 
 
 @dataclass
@@ -256,13 +293,20 @@ class Worker:
         self._consecutive_errors = 0
         self._runs_seen: set[str] = set()
         self._runs_finished: set[str] = set()
-        self._work: queue_module.SimpleQueue[_Held | None] = queue_module.SimpleQueue()
+        # One item per message, or per message group of a receive (handled in order).
+        self._work: queue_module.SimpleQueue[list[_Held] | None] = queue_module.SimpleQueue()
         self._settle_ready = threading.Condition()
         self._settled: list[_Settled] = []
         self._settler_stop = False
         self._started = 0.0
         self._received = 0  # messages taken on (not released as another cron's)
         self._receive_errors = 0  # failed receives in a row
+        # The queue's max_receive_count, read once by the poller before its first receive
+        # (on SQS a call that can fail, so it is retried like a receive).
+        self._receive_limit: int | None = None
+        self._receive_limit_read = False
+        self._polling_ended = False
+        self._pending_releases: list[tuple[ReceivedMessage, Envelope | None]] = []
         self._empty_logged = False
 
     # ---------------------------------------------------------------- public
@@ -278,6 +322,7 @@ class Worker:
 
     def run(self) -> WorkerResult:
         options = self.options
+        check_cron_filter(self.queue, options.crons)
         self._started = self._clock()
         event(
             InfoCode.WORKER_STARTED,
@@ -382,7 +427,12 @@ class Worker:
             tokens = self.limiter.acquire(want, stop=self._stop)
             if tokens == 0:
                 break
+            # Read before the receive: a message's visibility may have begun any time after.
+            asked_at = self._clock()
             try:
+                if not self._receive_limit_read:
+                    self._receive_limit = self.queue.max_receive_count
+                    self._receive_limit_read = True
                 messages = self.queue.receive(
                     tokens, self._wait_time_s(), visibility_timeout_s=options.visibility_timeout_s
                 )
@@ -398,16 +448,18 @@ class Worker:
             self._receive_errors = 0
             self._empty_logged = False
             self.limiter.give_back(tokens - len(messages))
-            if not self._dispatch(messages) and not self._stop.is_set():
+            if not self._dispatch(messages, asked_at) and not self._stop.is_set():
                 self._stop.wait(options.foreign_pause_s)
             if options.max_messages is not None and self._received >= options.max_messages:
                 self.stop(StopReason.MAX_MESSAGES)
 
     def _receive_failed(self, exc: RaasctlError) -> None:
         """A failed receive (or depth check) is retried after a pause that doubles; after
-        MAX_CONSECUTIVE_ERRORS in a row the worker gives up and exits with the error."""
+        MAX_CONSECUTIVE_ERRORS in a row the worker gives up and exits with the error. An error
+        that waiting cannot mend (the queue does not exist, access denied, no credentials)
+        ends the worker at once."""
         self._receive_errors += 1
-        if self._receive_errors >= MAX_CONSECUTIVE_ERRORS:
+        if unfixable(exc) or self._receive_errors >= MAX_CONSECUTIVE_ERRORS:
             raise exc
         pause = min(30.0, 0.5 * 2 ** (self._receive_errors - 1))
         event(
@@ -450,36 +502,49 @@ class Worker:
         if self.options.until_empty:
             self.stop(StopReason.QUEUE_EMPTY)
 
-    def _dispatch(self, messages: list[ReceivedMessage]) -> int:
-        """Hand each message to a slot; return how many were taken on."""
-        taken = 0
+    def _dispatch(self, messages: list[ReceivedMessage], asked_at: float) -> int:
+        """Hand the messages to the slots, a message group's together and in order (see the
+        module docstring); return how many were taken on."""
+        units: dict[object, list[_Held]] = {}
         for message in messages:
-            if self._abandon.is_set():
-                self._release(message)
-                continue
             envelope, problem = _parse(message, self.known_crons)
+            if self._abandon.is_set():
+                self._release(message, envelope)
+                continue
             if envelope is not None and problem is None and self._foreign(envelope):
-                self._release(message)
+                self._release(message, envelope)
                 self.limiter.give_back(1)
                 continue
-            held = _Held(message, envelope, problem, extended_at=self._clock())
+            held = _Held(message, envelope, problem, extended_at=asked_at)
             with self._lock:
                 self._busy += 1
                 self._held.add(held)
                 self._received += 1
                 if envelope is not None:
                     self._runs_seen.add(envelope.run_id)
-            self._work.put(held)
-            taken += 1
-        return taken
+            # Only a FIFO queue orders a group; elsewhere every message goes on its own.
+            unit: object = message.group_id if self.queue.fifo and message.group_id else held
+            units.setdefault(unit, []).append(held)
+        for held_messages in units.values():
+            self._work.put(held_messages)
+        return sum(len(held_messages) for held_messages in units.values())
 
     def _foreign(self, envelope: Envelope) -> bool:
         crons = self.options.crons
         return bool(crons) and envelope.cron in self.known_crons and envelope.cron not in crons
 
-    def _release(self, message: ReceivedMessage) -> None:
-        """Make a message visible again at once (another cron's, or not started at a stop).
-        On SQS a release still counts as a receive toward maxReceiveCount."""
+    def _release(self, message: ReceivedMessage, envelope: Envelope | None) -> None:
+        """Make a message visible again at once (another cron's, the rest of a group, or not
+        started at a stop). A release still counts as a receive toward max_receive_count: on
+        the last allowed receive the message is counted as failed, as its next receive moves
+        it to the DLQ.
+
+        At a stop, releases wait until polling has ended: released earlier, a message would
+        be caught by the poller's last long poll, released again, and lose another receive."""
+        with self._lock:
+            if self._abandon.is_set() and not self._polling_ended:
+                self._pending_releases.append((message, envelope))
+                return
         try:
             self.queue.change_visibility(message.receipt_handle, 0)
         except RaasctlError as exc:
@@ -492,30 +557,87 @@ class Worker:
             )
         with self._lock:
             self._counts.released += 1
+        self._count_if_last_receive(message, envelope, "released on its last allowed receive")
+
+    def _count_if_last_receive(
+        self, message: ReceivedMessage, envelope: Envelope | None, why: str
+    ) -> bool:
+        """Count a message the worker lets go without deleting it as failed when the queue
+        will move it to the DLQ on its next receive. True when it did."""
+        limit = self._receive_limit
+        if limit is None or message.receive_count < limit:
+            return False
+        run_id = envelope.run_id if envelope else message.attributes.get("run_id")
+        event(
+            ErrorCode.MESSAGE_FAILED,
+            f"{why} ({message.receive_count} of {limit}): the queue moves it to the DLQ",
+            message_id=message.message_id,
+            attempt=message.receive_count,
+            **_envelope_fields(envelope),
+        )
+        self._to_settle(_Settled(Outcome.FAILED, run_id))
+        return True
 
     # ---------------------------------------------------------------- the slots
 
     def _slot(self) -> None:
         while True:
-            held = self._work.get()
-            if held is None:
+            unit = self._work.get()
+            if unit is None:
                 return
             try:
-                self._handle_safely(held)
+                self._handle_in_order(unit)
             except BaseException as exc:  # a defect: stop the worker and re-raise from run()
                 self._fatal = self._fatal or exc
                 self.stop(StopReason.ERROR)
             finally:
-                with self._slot_free:
-                    self._busy -= 1
-                    self._held.discard(held)
-                    self._slot_free.notify_all()
+                self._forget(unit)
 
-    def _handle_safely(self, held: _Held) -> None:
+    def _handle_in_order(self, unit: list[_Held]) -> None:
+        """One message, or a message group's messages of one receive one after another. When
+        one is not done with, the rest are released unhandled: handling them now would let a
+        later version of a record overtake the one that comes back."""
+        for index, held in enumerate(unit):
+            done_with = self._handle_safely(held)
+            self._forget([held])
+            if not done_with:
+                self._release_rest(unit[index + 1 :], held)
+                return
+
+    def _release_rest(self, rest: list[_Held], stopped_at: _Held) -> None:
+        if not rest:
+            return
+        for held in rest:
+            self._settle(held)
+            self._release(held.message, held.envelope)
+        self.limiter.give_back(len(rest))  # their tokens were never used for a start
+        event(
+            InfoCode.MESSAGE_RETRY,
+            f"released {len(rest)} later message(s) of group {stopped_at.message.group_id!r} "
+            "unhandled, to keep the group's order",
+            message_id=stopped_at.message.message_id,
+            group_id=stopped_at.message.group_id,
+            released=len(rest),
+            level=logging.WARNING,
+            **_envelope_fields(stopped_at.envelope),
+        )
+
+    def _forget(self, held_messages: list[_Held]) -> None:
+        """The slot no longer holds these messages: free their places in the pool (once)."""
+        with self._slot_free:
+            for held in held_messages:
+                if held in self._held:
+                    self._held.discard(held)
+                    self._busy -= 1
+            self._slot_free.notify_all()
+
+    def _handle_safely(self, held: _Held) -> bool:
+        """Handle one message; True when it is done with (deleted, or in the DLQ), so the next
+        message of its group may go on."""
         try:
             settled = self._handle(held)
             if settled is None:  # released: a signal came before it could start
-                return
+                return False
         except RaasctlError as exc:
             # The queue or state failed mid-way: the message comes back after its visibility
             # runs out and is retried then; the sink's idempotency covers a repeated apply.
@@ -526,16 +648,25 @@ class Worker:
                 message_id=held.message.message_id,
                 **_envelope_fields(held.envelope),
             )
+            self._count_if_last_receive(
+                held.message, held.envelope, "left to its visibility timeout after an error"
+            )
             with self._lock:
                 self._counts.errors += 1
                 self._consecutive_errors += 1
                 too_many = self._consecutive_errors >= MAX_CONSECUTIVE_ERRORS
-            if too_many and self._fatal is None:
+            if (too_many or unfixable(exc)) and self._fatal is None:
                 self._fatal = exc
                 self.stop(StopReason.ERROR)
-            return
+            return False
         with self._lock:
             self._consecutive_errors = 0
+        self._to_settle(settled)
+        return settled.outcome in (Outcome.SUCCEEDED, Outcome.DEAD_LETTERED)
+
+    def _to_settle(self, settled: _Settled) -> None:
+        """Hand a handled message to the settler (its delete, when it has a receipt handle,
+        and its count)."""
         with self._settle_ready:
             self._settled.append(settled)
             if len(self._settled) in (1, MAX_BATCH):
@@ -548,13 +679,12 @@ class Worker:
             run_id = envelope.run_id if envelope else message.attributes.get("run_id")
             return _Settled(Outcome.DEAD_LETTERED, run_id)
         if self.state.is_applied(envelope.key):
-            self._settle(held)
-            return _Settled(Outcome.SUCCEEDED, envelope.run_id, message.receipt_handle)
+            return self._succeeded(held, envelope)
         # The start the rate limit counts is the call to the downstream. It waits about one
         # interval at most, since the token was taken before the receive.
         if self.limiter.begin(self._abandon):
             self._settle(held)
-            self._release(message)
+            self._release(message, envelope)
             return None
         try:
             self.sink.apply(envelope)  # APPLIED and ALREADY_APPLIED alike: it is in place
@@ -564,12 +694,22 @@ class Worker:
                 return _Settled(Outcome.DEAD_LETTERED, envelope.run_id)
             return _Settled(self._retry(held, envelope, exc), envelope.run_id)
         self.state.record_applied(envelope.key, envelope.run_id, self._now())
-        self._settle(held)
-        return _Settled(Outcome.SUCCEEDED, envelope.run_id, message.receipt_handle)
+        return self._succeeded(held, envelope)
+
+    def _succeeded(self, held: _Held, envelope: Envelope) -> _Settled:
+        self._settle(held)  # the heartbeat keeps off from here, so extended_at is final
+        return _Settled(
+            Outcome.SUCCEEDED,
+            envelope.run_id,
+            held.message.receipt_handle,
+            visible_until=held.extended_at + self.options.visibility_timeout_s,
+            last_receive=self._receive_limit is not None
+            and held.message.receive_count >= self._receive_limit,
+        )
 
     def _retry(self, held: _Held, envelope: Envelope, exc: SinkError) -> Outcome:
         message = held.message
-        limit = self.queue.max_receive_count
+        limit = self._receive_limit
         self._settle(held)
         if limit is not None and message.receive_count >= limit:
             # The last attempt: visible again at once so the queue's redrive moves it to the
@@ -637,23 +777,48 @@ class Worker:
                 return
 
     def _flush(self, batch: list[_Settled]) -> None:
+        now = self._clock()
+        # A receipt handle whose visibility ran out (the heartbeat could not extend it) may
+        # be stale: the queue may have given the message to another receiver, and then the
+        # delete does nothing and says nothing. It is deleted all the same (it still works
+        # when nobody took the message), but not counted, so it is never counted twice.
+        lapsed = [item for item in batch if item.receipt_handle and item.visible_until <= now]
+        if lapsed:
+            event(
+                ErrorCode.QUEUE_FAILED,
+                f"{len(lapsed)} handled message(s) were past their visibility timeout before "
+                "their delete; not counted here (a worker that received them again counts them)",
+                level=logging.WARNING,
+                lapsed=len(lapsed),
+            )
+            with self._lock:
+                self._counts.errors += len(lapsed)
         handles = [item.receipt_handle for item in batch if item.receipt_handle]
         deleted = True
         if handles:
             try:
                 self.queue.delete(handles)
             except RaasctlError as exc:
-                # Not counted: each comes back, is found applied, and is deleted then.
+                # Not counted: each comes back, is found applied, and is deleted then (or, on
+                # its last allowed receive, goes to the DLQ: counted as failed below).
                 deleted = False
                 event(exc.code, f"deleting {len(handles)} message(s) failed: {exc}")
                 with self._lock:
                     self._counts.errors += len(handles)
+                if unfixable(exc) and self._fatal is None:
+                    self._fatal = exc
+                    self.stop(StopReason.ERROR)
         per_run: dict[str, Counter[str]] = {}
         with self._lock:
             for item in batch:
-                if item.receipt_handle and not deleted:
+                outcome = item.outcome
+                if item.receipt_handle and item.visible_until <= now:
                     continue
-                name = item.outcome.value
+                if item.receipt_handle and not deleted:
+                    if not item.last_receive:
+                        continue
+                    outcome = Outcome.FAILED
+                name = outcome.value
                 setattr(self._counts, name, getattr(self._counts, name) + 1)
                 if item.run_id is not None:
                     per_run.setdefault(item.run_id, Counter())[name] += 1
@@ -759,6 +924,11 @@ class Worker:
 
     def _shut_down(self, slots: list[threading.Thread], settler: threading.Thread) -> None:
         self._stop.set()
+        with self._lock:
+            self._polling_ended = True
+            pending, self._pending_releases = self._pending_releases, []
+        for message, envelope in pending:
+            self._release(message, envelope)
         if self._stop_reason is not None:
             event(
                 InfoCode.WORKER_STOPPING,
@@ -798,6 +968,34 @@ class Worker:
             self._complete_runs()
         except RaasctlError as exc:
             event(exc.code, f"checking run completion failed: {exc}", level=logging.WARNING)
+
+
+def unfixable(exc: RaasctlError) -> bool:
+    """An error that retrying after a pause cannot mend (see UNFIXABLE_CODES)."""
+    return isinstance(exc, ConfigError) or exc.code in UNFIXABLE_CODES
+
+
+def check_cron_filter(queue: Queue, crons: frozenset[str]) -> None:
+    """Refuse a cron filter on a queue that dead-letters after max_receive_count.
+
+    The filter works by releasing other crons' messages (visibility 0) after receiving them,
+    and both SQS and the embedded queue count every receive toward maxReceiveCount, so the
+    other crons' messages would end in the DLQ, unprocessed. Only a queue without a DLQ takes
+    a filtered worker safely.
+    """
+    if not crons:
+        return
+    limit = queue.max_receive_count
+    if limit is None:
+        return
+    raise UsageError(
+        f"--cron cannot be used on queue {queue.name}: it moves a message to its DLQ after "
+        f"{limit} receives (maxReceiveCount), and every receive counts, also one whose "
+        "message the worker releases because it belongs to another cron, so a filtered "
+        "worker would dead-letter the other crons' messages. Use one queue per cron, or run "
+        "the worker without --cron",
+        code=ErrorCode.USAGE,
+    )
 
 
 def _parse(

@@ -13,16 +13,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from click.testing import CliRunner
+from moto import mock_aws
 
 from raasctl.cli import main
 from raasctl.cli.worker_cmd import progress_detail
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.envelope import Envelope
-from raasctl.errors import QueueError, SinkError, StateError
+from raasctl.errors import QueueError, SinkError, StateError, UsageError
 from raasctl.queues.base import OutgoingMessage, Queue, ReceivedMessage
 from raasctl.queues.sqlite import SqliteQueue
+from raasctl.queues.sqs import SqsQueue
 from raasctl.ratelimit import RateLimiter
 from raasctl.sinks.base import Applied, Sink
 from raasctl.sinks.sqlite import SqliteLedger
@@ -244,6 +247,62 @@ def in_background(worker: Worker) -> tuple[threading.Thread, dict[str, Any]]:
     thread = threading.Thread(target=target)
     thread.start()
     return thread, out
+
+
+@pytest.fixture
+def sqs() -> Iterator[Any]:
+    """moto's SQS in-process (the isolated fixture set fake credentials and the region)."""
+    with mock_aws():
+        yield boto3.client("sqs", region_name="us-east-1")
+
+
+def sqs_fifo_queue(sqs: Any, name: str, *, max_receive: int | None) -> SqsQueue:
+    """A FIFO queue on moto, with a DLQ after `max_receive` receives (None: no DLQ)."""
+    attributes = {"FifoQueue": "true", "VisibilityTimeout": "30"}
+    if max_receive is not None:
+        dlq = sqs.create_queue(QueueName=f"{name}-dlq.fifo", Attributes={"FifoQueue": "true"})
+        arn = sqs.get_queue_attributes(QueueUrl=dlq["QueueUrl"], AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        attributes["RedrivePolicy"] = json.dumps(
+            {"deadLetterTargetArn": arn, "maxReceiveCount": str(max_receive)}
+        )
+    url = sqs.create_queue(QueueName=f"{name}.fifo", Attributes=attributes)["QueueUrl"]
+    return SqsQueue(sqs, url, visibility_timeout_s=30, wait_time_s=1)
+
+
+def deposit_versions(
+    queue: Queue, state: SqliteState, versions: Sequence[str], *, run_id: str = "run-1"
+) -> list[str]:
+    """Versions of deposit D-1 (one message group, in this order) and one message of D-2;
+    return the keys of D-1's versions."""
+    payloads = [deposit(1, deposit_reference=version) for version in versions]
+    state.create_run(
+        RunRecord(run_id=run_id, cron=DEPOSITS, env="t", mock=False, created_at=datetime.now(UTC))
+    )
+    envelopes = [
+        Envelope.new(cron=DEPOSITS, run_id=run_id, key=f"{DEPOSITS}:D-1:{version}", payload=p)
+        for version, p in zip(versions, payloads, strict=True)
+    ]
+    other = Envelope.new(cron=DEPOSITS, run_id=run_id, key=f"{DEPOSITS}:D-2:a", payload=deposit(2))
+    result = queue.send_batch([e.to_message("D-1") for e in envelopes] + [other.to_message("D-2")])
+    assert not result.failed
+    total = len(envelopes) + 1
+    state.finish_enqueue(run_id, entries=total, enqueued=total, invalid=0, duplicates=0)
+    return [e.key for e in envelopes]
+
+
+def ledger_row(db: Path, deposit_id: str) -> tuple[str, str]:
+    """The ledger's (entry_key, deposit_reference) for a deposit: the version in place."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        row = conn.execute(
+            "SELECT entry_key, deposit_reference FROM ledger_client_deposits WHERE deposit_id = ?",
+            (deposit_id,),
+        ).fetchone()
+    assert row is not None
+    return row[0], row[1]
 
 
 # ---------------------------------------------------------------- draining
@@ -529,6 +588,137 @@ def test_receives_failing_in_a_row_stop_the_worker_with_the_error(
     assert worker.result().stopped is StopReason.ERROR
 
 
+# ---------------------------------------------------------------- message groups (SQS FIFO)
+
+
+def test_versions_of_one_record_apply_in_order_when_the_first_fails_once(
+    env: Env, sqs: Any, events: list[logging.LogRecord]
+) -> None:
+    # SQS (and moto) return several messages of one group in one receive.
+    queue = sqs_fifo_queue(sqs, "versions", max_receive=5)
+    keys = deposit_versions(queue, env.state, ["v1", "v2", "v3"])
+    sink = ScriptedSink(env.ledger)
+    sink.fail(keys[0], SinkError("HTTP 503", retryable=True))
+
+    result = run_worker(env, sink, queue=queue, concurrency=4)
+
+    group_calls = [key for key in list(sink.keys()) if ":D-1:" in key]
+    # v2 and v3 never ran before v1 succeeded: they were released, unhandled, and came back.
+    assert group_calls == [keys[0], keys[0], keys[1], keys[2]]
+    assert ledger_row(env.db, "D-1") == (keys[2], "v3")  # the latest version is in place
+    assert (result.succeeded, result.retries, result.failed) == (4, 1, 0)
+    assert result.released == 2
+    released = [e for e in coded(events, InfoCode.MESSAGE_RETRY) if "released 2" in e["msg"]]
+    assert len(released) == 1 and released[0]["group_id"] == "D-1"
+    run = env.state.get_run("run-1")
+    assert run is not None and (run.succeeded, run.status) == (4, "complete")
+    assert queue.depth().empty
+
+
+def test_a_group_released_on_its_last_receive_counts_failed_and_the_run_completes(
+    env: Env, sqs: Any
+) -> None:
+    queue = sqs_fifo_queue(sqs, "exhausted", max_receive=2)
+    keys = deposit_versions(queue, env.state, ["v1", "v2", "v3"])
+    sink = ScriptedSink(env.ledger)
+    sink.fail(keys[0], *[SinkError("HTTP 503", retryable=True)] * 5)
+
+    result = run_worker(env, sink, queue=queue)
+
+    # v1 failed twice; v2 and v3 were released with it both times, never applied, and the
+    # queue moved all three to the DLQ on their third receive.
+    assert [key for key in list(sink.keys()) if ":D-1:" in key] == [keys[0], keys[0]]
+    assert (result.succeeded, result.retries, result.failed) == (1, 1, 3)
+    run = env.state.get_run("run-1")
+    assert run is not None
+    assert (run.succeeded, run.failed, run.done, run.total) == (1, 3, 4, 4)
+    assert run.status == "failed"  # complete, with failed entries: not stuck `running`
+    assert queue.depth().dlq_visible == 3
+
+
+class DeniedReceives(RecordingQueue):
+    def receive(
+        self, max_messages: int, wait_time_s: float, visibility_timeout_s: int | None = None
+    ) -> list[ReceivedMessage]:
+        raise QueueError(
+            "access denied: sqs:ReceiveMessage on q (AccessDenied)", code=ErrorCode.ACCESS_DENIED
+        )
+
+
+def assert_stops_at_once(
+    env: Env, queue: Queue, code: ErrorCode, events: list[logging.LogRecord]
+) -> None:
+    # --max-runtime only bounds the test should the worker retry instead.
+    worker = Worker(queue, env.state, ScriptedSink(), options(max_runtime_s=4))
+    began = time.monotonic()
+
+    with pytest.raises(QueueError) as raised:
+        worker.run()
+
+    assert raised.value.code is code
+    assert time.monotonic() - began < 1.5
+    assert worker.result().stopped is StopReason.ERROR and worker.result().errors == 0
+    assert not any("retrying" in record.getMessage() for record in events)
+
+
+def test_a_queue_that_does_not_exist_stops_the_worker_at_once(
+    env: Env, sqs: Any, events: list[logging.LogRecord]
+) -> None:
+    url = sqs_fifo_queue(sqs, "real", max_receive=None).name
+    missing = SqsQueue(sqs, url.replace("real.fifo", "missing.fifo"))
+    assert_stops_at_once(env, missing, ErrorCode.QUEUE_NOT_FOUND, events)
+
+
+def test_denied_access_stops_the_worker_at_once(env: Env, events: list[logging.LogRecord]) -> None:
+    assert_stops_at_once(env, DeniedReceives(env.queue), ErrorCode.ACCESS_DENIED, events)
+
+
+def test_missing_credentials_stop_the_worker_at_once(
+    env: Env, events: list[logging.LogRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    # Signing fails before any connection, so nothing needs to listen there.
+    client = boto3.client("sqs", region_name="us-east-1", endpoint_url="http://127.0.0.1:9")
+    queue = SqsQueue(client, "http://127.0.0.1:9/123456789012/q.fifo")
+    assert_stops_at_once(env, queue, ErrorCode.CREDENTIALS_MISSING, events)
+
+
+def test_worker_command_on_a_queue_that_does_not_exist_exits_1_at_once(
+    runner: CliRunner, isolated: Path, sqs: Any
+) -> None:
+    url = "https://sqs.us-east-1.amazonaws.com/123456789012/raas-cron-jobs-nowhere.fifo"
+    config = isolated / "raasctl.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "default_env": "work-uat",
+                "environments": {
+                    "work-uat": {
+                        "aws": {"region": "us-east-1"},
+                        "queue": {"kind": "sqs", "url": url, "wait_time_s": 1},
+                        "state": {"kind": "sqlite"},
+                        "sink": {"kind": "sqlite"},
+                    }
+                },
+            }
+        )
+    )
+    began = time.monotonic()
+
+    result = runner.invoke(
+        main, ["--config", str(config), "--env", "work-uat", "worker", "--until-empty"]
+    )
+
+    assert time.monotonic() - began < 5
+    assert result.exit_code == 1, result.stderr
+    assert result.stdout == ""
+    lines = _json_lines(result.stderr)
+    assert lines[-1]["code"] == "RAAS_QUEUE_NOT_FOUND"
+    assert "raas-cron-jobs-nowhere" in lines[-1]["msg"] and "\n" not in lines[-1]["msg"]
+    assert not any("retrying" in json.dumps(line) for line in lines)
+
+
 # ---------------------------------------------------------------- pool, rate, filters
 
 
@@ -592,8 +782,41 @@ def test_max_runtime_bounds_an_idle_worker(env: Env) -> None:
     assert time.monotonic() - began < 2.0
 
 
-def test_cron_filter_releases_other_crons_without_counting_them(env: Env) -> None:
-    queue = SqliteQueue(env.db, fifo=True, max_receive_count=50, visibility_timeout_s=30)
+def test_cron_filter_is_refused_on_a_queue_that_dead_letters_and_touches_nothing(
+    env: Env,
+) -> None:
+    # The default max_receive_count: every release of another cron's message is a receive,
+    # so a filtering worker would move them all to the DLQ after a few polls.
+    queue = SqliteQueue(env.db, fifo=True)
+    assert queue.max_receive_count is not None
+    enqueue(queue, env.state, [deposit(n) for n in range(2)])
+    enqueue(queue, env.state, [{"invoice_id": "I-1"}], cron=PAID, run_id="run-2")
+    sink = ScriptedSink(env.ledger)
+    worker = Worker(
+        queue,
+        env.state,
+        sink,
+        options(
+            crons=frozenset({DEPOSITS}), until_empty=False, max_runtime_s=2.0, foreign_pause_s=0
+        ),
+    )
+
+    with pytest.raises(UsageError, match="one queue per cron") as refused:
+        worker.run()
+
+    assert refused.value.exit_code == 2
+    assert "maxReceiveCount" in str(refused.value) and queue.name in str(refused.value)
+    assert sink.calls == []
+    depth = queue.depth()
+    assert (depth.visible, depth.in_flight, depth.dlq_visible) == (3, 0, 0)
+    assert [m.receive_count for m in queue.peek(10)] == [0, 0, 0]
+    queue.close()
+
+
+def test_cron_filter_releases_other_crons_uncounted_on_a_queue_without_a_dlq(
+    env: Env, sqs: Any
+) -> None:
+    queue = sqs_fifo_queue(sqs, "no-dlq", max_receive=None)
     deposits = enqueue(queue, env.state, [deposit(n) for n in range(5)])
     bills = enqueue(
         queue,
@@ -608,19 +831,18 @@ def test_cron_filter_releases_other_crons_without_counting_them(env: Env) -> Non
         env.state,
         sink,
         options(
-            crons=frozenset({DEPOSITS}), until_empty=False, max_runtime_s=1.0, foreign_pause_s=0.2
+            crons=frozenset({DEPOSITS}), until_empty=False, max_runtime_s=2.0, foreign_pause_s=0.2
         ),
     )
 
     result = worker.run()
 
     assert sorted(sink.keys()) == sorted(deposits)
-    assert result.succeeded == 5 and result.released >= 3
+    assert result.succeeded == 5 and result.released >= 3 and result.failed == 0
     assert queue.depth().visible == 3  # the bills wait, visible, for their own worker
     other = env.state.get_run("run-2")
     assert other is not None and other.done == 0
     assert not any(env.state.is_applied(key) for key in bills)
-    queue.close()
 
 
 # ---------------------------------------------------------------- visibility and stopping
@@ -646,6 +868,53 @@ def test_heartbeat_keeps_a_slow_message_invisible(env: Env) -> None:
     queue.close()
 
 
+class NoHeartbeat(RecordingQueue):
+    """Every visibility extension fails (a release, to 0, still works)."""
+
+    def change_visibility(self, receipt_handle: str, timeout_s: int) -> None:
+        if timeout_s > 0:
+            raise QueueError("SQS ChangeMessageVisibility: connection reset")
+        super().change_visibility(receipt_handle, timeout_s)
+
+
+def test_a_message_whose_visibility_ran_out_before_its_delete_is_not_counted_twice(
+    env: Env, events: list[logging.LogRecord]
+) -> None:
+    queue = SqliteQueue(env.db, fifo=False, max_receive_count=5, visibility_timeout_s=1)
+    keys = enqueue(queue, env.state, [deposit(1)])
+    sink = ScriptedSink(env.ledger, delay_s=1.6)  # longer than the 1 s visibility
+    worker = Worker(
+        NoHeartbeat(queue),
+        env.state,
+        sink,
+        # One slot: its own poller waits for it, and cannot take the message back itself.
+        options(concurrency=1, visibility_timeout_s=1, until_empty=False, max_runtime_s=2.5),
+    )
+    thread, out = in_background(worker)
+    time.sleep(1.2)
+    # The heartbeat failed, so another worker receives the message while it is applied;
+    # the first worker's delete then holds a stale receipt handle and deletes nothing.
+    [taken] = queue.receive(10, 0, visibility_timeout_s=30)
+    thread.join(10)
+
+    first = out["result"]
+    assert first.succeeded == 0 and first.errors >= 1
+    assert any("visibility timeout" in e["msg"] for e in coded(events, ErrorCode.QUEUE_FAILED))
+    assert queue.depth().in_flight == 1  # not deleted: the other worker holds it
+    run = env.state.get_run("run-1")
+    assert run is not None and run.succeeded == 0
+
+    # The other worker gives it back; the next worker finds it applied, deletes and counts it.
+    queue.change_visibility(taken.receipt_handle, 0)
+    second = run_worker(env, sink, queue=queue)
+
+    assert second.succeeded == 1
+    assert sink.keys() == keys  # applied once
+    run = env.state.get_run("run-1")
+    assert run is not None and (run.succeeded, run.done, run.status) == (1, 1, "complete")
+    queue.close()
+
+
 def test_a_signal_finishes_in_flight_work_and_stops_receiving(env: Env) -> None:
     enqueue(env.queue, env.state, [deposit(n) for n in range(20)])
     sink = ScriptedSink(env.ledger, delay_s=0.3)
@@ -664,16 +933,29 @@ def test_a_signal_finishes_in_flight_work_and_stops_receiving(env: Env) -> None:
     assert env.queue.depth().in_flight == 0
 
 
+class FarStart(RateLimiter):
+    """Every start is far off, so a stop always comes first."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def begin(self, stop: threading.Event | None = None) -> bool:
+        assert stop is not None
+        return stop.wait(60)
+
+
+def receive_and_release(queue: Queue, times: int) -> None:
+    """Use up receives of the (only) message, as earlier workers would have."""
+    for _ in range(times):
+        [message] = queue.receive(1, 0)
+        queue.change_visibility(message.receipt_handle, 0)
+
+
 def test_a_signal_releases_messages_not_yet_started(env: Env) -> None:
     enqueue(env.queue, env.state, [deposit(1)])
 
-    class FarStart(RateLimiter):
-        def begin(self, stop: threading.Event | None = None) -> bool:
-            assert stop is not None
-            return stop.wait(60)  # the start is far off; a signal comes first
-
     sink = ScriptedSink(env.ledger)
-    worker = Worker(env.queue, env.state, sink, options(until_empty=False), limiter=FarStart(None))
+    worker = Worker(env.queue, env.state, sink, options(until_empty=False), limiter=FarStart())
     thread, out = in_background(worker)
     deadline = time.monotonic() + 5
     while env.queue.depth().in_flight == 0 and time.monotonic() < deadline:
@@ -683,11 +965,96 @@ def test_a_signal_releases_messages_not_yet_started(env: Env) -> None:
     thread.join(5)
 
     assert not thread.is_alive()
-    # Released by its slot (and again by the poller if a last receive caught it).
-    assert out["result"].released >= 1 and out["result"].processed == 0
+    # Released once, after polling ended: the poller's last long poll could not catch it
+    # and use up another of its receives.
+    assert out["result"].released == 1 and out["result"].processed == 0
     assert sink.calls == []
     depth = env.queue.depth()
     assert (depth.visible, depth.in_flight) == (1, 0)  # visible again at once
+    [again] = env.queue.receive(1, 0)
+    assert again.receive_count == 2
+
+
+def test_a_message_released_at_a_stop_on_its_last_receive_counts_failed(
+    env: Env, events: list[logging.LogRecord]
+) -> None:
+    keys = enqueue(env.queue, env.state, [deposit(1)])
+    receive_and_release(env.queue, 2)  # max_receive_count 3: the worker's is the last
+    worker = Worker(
+        env.queue,
+        env.state,
+        ScriptedSink(env.ledger),
+        options(until_empty=False),
+        limiter=FarStart(),
+    )
+    thread, out = in_background(worker)
+    deadline = time.monotonic() + 5
+    while env.queue.depth().in_flight == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+    worker.stop()
+    thread.join(5)
+
+    assert out["result"].failed == 1 and out["result"].released >= 1
+    failed = coded(events, ErrorCode.MESSAGE_FAILED)
+    assert len(failed) == 1 and failed[0]["key"] == keys[0] and failed[0]["attempt"] == 3
+    run = env.state.get_run("run-1")
+    assert run is not None
+    assert (run.failed, run.done, run.total, run.status) == (1, 1, 1, "failed")
+    # As counted: its next receive moves it to the DLQ.
+    assert env.queue.receive(10, 0) == []
+    assert env.queue.depth().dlq_visible == 1
+
+
+def test_a_message_released_at_a_stop_before_its_last_receive_is_not_counted(env: Env) -> None:
+    enqueue(env.queue, env.state, [deposit(1)])
+    receive_and_release(env.queue, 1)
+    worker = Worker(
+        env.queue,
+        env.state,
+        ScriptedSink(env.ledger),
+        options(until_empty=False),
+        limiter=FarStart(),
+    )
+    thread, out = in_background(worker)
+    deadline = time.monotonic() + 5
+    while env.queue.depth().in_flight == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+    worker.stop()
+    thread.join(5)
+
+    assert out["result"].processed == 0
+    run = env.state.get_run("run-1")
+    assert run is not None and run.done == 0 and run.status == "running"
+    assert len(env.queue.receive(10, 0)) == 1  # one receive left
+
+
+def test_an_error_on_the_last_receive_counts_failed(
+    env: Env, events: list[logging.LogRecord]
+) -> None:
+    keys = enqueue(env.queue, env.state, [deposit(1), deposit(2)])
+
+    class Unrecorded(SqliteState):
+        def record_applied(self, key: str, run_id: str, at: datetime) -> None:
+            raise StateError("DynamoDB PutItem: internal error")
+
+    state = Unrecorded(env.db)
+    # Two receives each, as if earlier attempts had failed: the worker's is the last.
+    for _ in range(2):
+        for message in env.queue.receive(10, 0):
+            env.queue.change_visibility(message.receipt_handle, 0)
+    worker = Worker(
+        env.queue, state, ScriptedSink(env.ledger), options(until_empty=False, max_runtime_s=0.8)
+    )
+
+    result = worker.run()
+
+    assert result.errors == 2 and result.failed == 2
+    assert {e["key"] for e in coded(events, ErrorCode.MESSAGE_FAILED)} == set(keys)
+    run = env.state.get_run("run-1")
+    assert run is not None and (run.failed, run.status) == (2, "failed")
+    state.close()
 
 
 def test_in_flight_work_past_the_shutdown_deadline_is_left_to_its_visibility(
@@ -851,6 +1218,27 @@ def test_worker_command_rejects_an_unknown_cron(runner: CliRunner) -> None:
     result = runner.invoke(main, ["worker", "--cron", "clientRefund", "--until-empty"])
     assert result.exit_code == 2
     assert "RAAS_UNKNOWN_CRON" in result.stderr and result.stdout == ""
+
+
+def test_worker_command_refuses_cron_on_a_queue_with_a_dlq(
+    runner: CliRunner, isolated: Path
+) -> None:
+    enqueued = runner.invoke(main, ["run", DEPOSITS, "--format", "json"])
+    assert enqueued.exit_code == 0, enqueued.output
+    count = json.loads(enqueued.stdout)["enqueued"]
+
+    result = runner.invoke(main, ["worker", "--cron", PAID, "--max-runtime", "3"])
+
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    [line] = _json_lines(result.stderr)
+    assert line["code"] == "RAAS_USAGE"
+    assert "maxReceiveCount" in line["msg"] and "one queue per cron" in line["msg"]
+    queue = SqliteQueue(isolated / ".raasctl" / "local.db")
+    depth = queue.depth()
+    receives = {m.receive_count for m in queue.peek(10)}
+    queue.close()
+    assert (depth.visible, depth.dlq_visible, receives) == (count, 0, {0})  # untouched
 
 
 def test_runs_show_an_unknown_run_exits_1(runner: CliRunner) -> None:

@@ -27,7 +27,6 @@ from workday_server import FakeWorkday, deposit_entry
 
 from raasctl.envelope import Envelope
 from raasctl.queues.sqlite import SqliteQueue
-from raasctl.sinks.sqlite import SqliteLedger
 from raasctl.state.base import RunRecord
 from raasctl.state.dynamodb import DynamoState, create_table
 from raasctl.state.sqlite import SqliteState
@@ -151,16 +150,6 @@ def ledger_keys(db: Path) -> list[str]:
         return [row[0] for row in conn.execute("SELECT entry_key FROM ledger_applications")]
 
 
-def ledger_count(db: Path) -> int:
-    ledger = SqliteLedger(db)
-    try:
-        return ledger.counts()["applications"]
-    except Exception:  # the worker may not have created the table yet
-        return 0
-    finally:
-        ledger.close()
-
-
 @dataclass
 class Moto:
     server: ThreadedMotoServer
@@ -217,24 +206,45 @@ def sqs_depth(moto: Moto, url: str) -> int:
 # ---------------------------------------------------------------- crash
 
 
+def assert_each_key_applied_by_one_post(
+    server: CallbackServer, keys: Sequence[str], *, in_flight_at_kill: int
+) -> None:
+    """What the accounting service saw: every key applied, each by exactly one POST (201);
+    a key is POSTed again (409) only when it was in flight at the kill, i.e. applied but not
+    yet recorded as applied. A worker that ignored its idempotency records, or applied a key
+    twice, fails here (the ledger's UNIQUE key could never show it)."""
+    statuses = server.statuses()
+    assert server.applied_keys() == set(keys)
+    assert server.twice_applied() == []
+    assert statuses[201] == len(keys)
+    assert statuses[409] <= in_flight_at_kill
+    assert sum(statuses.values()) == len(keys) + statuses[409]  # no other answers
+
+
 def test_sigkill_mid_drain_then_restart_applies_every_entry_exactly_once(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "crash.db"
     keys = enqueue_embedded(db, "run-crash", [deposit_payload(n) for n in range(120)])
-    config = write_config(tmp_path / "raasctl.yaml", "crash", embedded_env(db))
+    with CallbackServer() as server:
+        env = embedded_env(db)
+        env["sink"] = {"kind": "http", "base_url": server.base_url, "token": "env:CALLBACK_TOKEN"}
+        config = write_config(tmp_path / "raasctl.yaml", "crash", env)
+        process_env = raasctl_env(CALLBACK_TOKEN=server.token)
 
-    first = start_worker(config, "--rate", "40")
-    wait_for(lambda: ledger_count(db) >= 30)
-    first.send_signal(signal.SIGKILL)
-    first.wait(10)
-    applied_before = ledger_count(db)
-    assert 30 <= applied_before < 120, "the kill must land mid-drain"
+        first = start_worker(config, "--rate", "40", env=process_env)
+        wait_for(lambda: len(server.applied_keys()) >= 30)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        applied_before = len(server.applied_keys())
+        assert 30 <= applied_before < 120, "the kill must land mid-drain"
 
-    code, summary, stderr = finish(start_worker(config, "--until-empty", "--format", "json"))
+        code, summary, stderr = finish(
+            start_worker(config, "--until-empty", "--format", "json", env=process_env)
+        )
 
-    assert code == 0, stderr
-    assert sorted(ledger_keys(db)) == sorted(keys)  # each key once: none lost, none twice
+        assert code == 0, stderr
+        assert_each_key_applied_by_one_post(server, keys, in_flight_at_kill=env["concurrency"])
     queue = SqliteQueue(db)
     depth = queue.depth()
     queue.close()
@@ -287,22 +297,28 @@ def test_sigkill_mid_drain_on_sqs_then_restart_applies_every_entry_exactly_once(
             "wait_time_s": 1,
         },
         "state": {"kind": "sqlite", "path": str(db)},
-        "sink": {"kind": "sqlite", "path": str(db)},
         "concurrency": 4,
     }
-    config = write_config(tmp_path / "raasctl.yaml", "crash-sqs", env)
+    with CallbackServer() as server:
+        env["sink"] = {"kind": "http", "base_url": server.base_url, "token": "env:CALLBACK_TOKEN"}
+        config = write_config(tmp_path / "raasctl.yaml", "crash-sqs", env)
+        process_env = raasctl_env(CALLBACK_TOKEN=server.token)
 
-    first = start_worker(config, "--rate", "20")
-    wait_for(lambda: ledger_count(db) >= 15)
-    first.send_signal(signal.SIGKILL)
-    first.wait(10)
-    applied_before = ledger_count(db)
-    assert 15 <= applied_before < 60, "the kill must land mid-drain"
+        first = start_worker(config, "--rate", "20", env=process_env)
+        wait_for(lambda: len(server.applied_keys()) >= 15)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        applied_before = len(server.applied_keys())
+        assert 15 <= applied_before < 60, "the kill must land mid-drain"
 
-    code, _, stderr = finish(start_worker(config, "--until-empty", "--format", "json"))
+        code, _, stderr = finish(
+            start_worker(config, "--until-empty", "--format", "json", env=process_env)
+        )
 
-    assert code == 0, stderr
-    assert sorted(ledger_keys(db)) == sorted(e.key for e in batch)
+        assert code == 0, stderr
+        assert_each_key_applied_by_one_post(
+            server, [e.key for e in batch], in_flight_at_kill=env["concurrency"]
+        )
     assert sqs_depth(moto_server, url) == 0
     assert sqs_depth(moto_server, dlq_url) == 0
     assert "RAAS_QUEUE_EMPTY" in codes(stderr)
@@ -318,7 +334,11 @@ def test_two_worker_processes_on_one_embedded_queue_share_without_overlap(
     keys = enqueue_embedded(db, "run-two", [deposit_payload(n) for n in range(400)])
     config = write_config(tmp_path / "raasctl.yaml", "two", embedded_env(db, visibility_s=30))
 
-    workers = [start_worker(config, "--until-empty", "--format", "json") for _ in range(2)]
+    # Each worker alone would need 4 s at this rate: time enough for the other to start,
+    # however slow a process start is on a loaded machine.
+    workers = [
+        start_worker(config, "--until-empty", "--rate", "100", "--format", "json") for _ in range(2)
+    ]
     results = [finish(worker) for worker in workers]
 
     for code, _, stderr in results:

@@ -31,7 +31,8 @@ TERMINAL_REFRESH_S = 1.0
     "crons",
     multiple=True,
     metavar="CRON",
-    help="Only this cron's messages (repeatable); others are released at once, uncounted.",
+    help="Only this cron's messages (repeatable); others are released, uncounted. Refused "
+    "on a queue with a DLQ, which would dead-letter them: use one queue per cron there.",
 )
 @click.option(
     "--concurrency",
@@ -96,9 +97,12 @@ def worker(
     --shutdown-timeout, messages not started are released), or until --until-empty,
     --max-messages or --max-runtime says so. Retryable failures come back after a backoff
     (2 s doubling to 60 s) until the queue's receive limit moves them to the DLQ; permanent
-    ones go to the DLQ at once. With --cron, other crons' messages are released unprocessed,
-    and each such receive still counts toward the queue's maxReceiveCount. Progress goes to
-    stderr; the summary to stdout. Exit 3 when messages failed or were dead-lettered.
+    ones go to the DLQ at once. A FIFO message group's messages are applied in order. With
+    --cron, other crons' messages are released unprocessed; each release counts toward the
+    queue's maxReceiveCount, so --cron is refused (exit 2) on a queue with a DLQ. A missing
+    queue, denied access or no credentials end the worker at once (exit 1); other queue
+    errors are retried. Progress goes to stderr; the summary to stdout. Exit 3 when
+    messages failed or were dead-lettered.
 
     Example: raasctl worker --until-empty --concurrency 16 --rate 10
     """
