@@ -147,7 +147,9 @@ class WorkerResult:
     failed: int
     dead_lettered: int
     retries: int
-    released: int  # other crons' messages, and messages received but not started at a stop
+    # Let go unhandled: other crons' messages, the rest of a message group after one was not
+    # done with, messages received but not started at a stop.
+    released: int
     errors: int  # queue or state failures while receiving or handling (retried later)
     elapsed_s: float
     stopped: StopReason
@@ -561,12 +563,12 @@ class Worker:
 
     def _count_if_last_receive(
         self, message: ReceivedMessage, envelope: Envelope | None, why: str
-    ) -> bool:
+    ) -> None:
         """Count a message the worker lets go without deleting it as failed when the queue
-        will move it to the DLQ on its next receive. True when it did."""
+        will move it to the DLQ on its next receive."""
         limit = self._receive_limit
         if limit is None or message.receive_count < limit:
-            return False
+            return
         run_id = envelope.run_id if envelope else message.attributes.get("run_id")
         event(
             ErrorCode.MESSAGE_FAILED,
@@ -576,7 +578,6 @@ class Worker:
             **_envelope_fields(envelope),
         )
         self._to_settle(_Settled(Outcome.FAILED, run_id))
-        return True
 
     # ---------------------------------------------------------------- the slots
 

@@ -1036,7 +1036,7 @@ def test_an_error_on_the_last_receive_counts_failed(
     keys = enqueue(env.queue, env.state, [deposit(1), deposit(2)])
 
     class Unrecorded(SqliteState):
-        def record_applied(self, key: str, run_id: str, at: datetime) -> None:
+        def record_applied(self, key: str, run_id: str, now: datetime) -> bool:
             raise StateError("DynamoDB PutItem: internal error")
 
     state = Unrecorded(env.db)
