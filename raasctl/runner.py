@@ -34,7 +34,7 @@ from raasctl.producer import (
     enqueued_at,
 )
 from raasctl.queues.base import Queue
-from raasctl.sources.base import Prompts
+from raasctl.sources.base import Prompts, Source
 from raasctl.sources.stream import iter_report_file
 from raasctl.state.base import RunRecord, State
 
@@ -255,14 +255,17 @@ def _run_locked(
         cron=cron,
         run_id=run_id,
     )
-    source = runtime.source()
+    source: Source | None = None
     queue: Queue | None = None
+    producer: Producer | None = None
+    entries: _Counter | None = None
+    invalid = 0
     try:
+        source = runtime.source()
         queue = runtime.queue()
         entries = _Counter(source.entries(cron, report, prompts))
         keeper = _LockKeeper(state, lock, run_id, clock)
         writer = MessageWriter(cron, run_id)  # never mock=True: that is enqueue_mock's
-        invalid = 0
 
         def pending() -> Iterator[Pending]:
             nonlocal invalid
@@ -278,11 +281,13 @@ def _run_locked(
                 yield Pending(item.key, message)
 
         producer = Producer(queue, state, max_in_flight=max_in_flight(runtime))
-        try:
-            counts = producer.send(pending())
-        except RaasctlError as exc:
-            _note_progress(exc, producer.counts, run_id)
-            raise
+        counts = producer.send(pending())
+    except BaseException as exc:
+        sent = producer.counts if producer is not None else SendCounts()
+        if isinstance(exc, RaasctlError):
+            _note_progress(exc, sent, run_id)
+        _record_failure(state, run_id, entries.count if entries else 0, sent, invalid, exc)
+        raise
     finally:
         _close(queue, source)
     summary = RunSummary(run_id, cron, entries.count, counts.enqueued, invalid, counts.duplicates)
@@ -306,6 +311,26 @@ def _run_locked(
     )
     _finish_if_done(state, record)
     return summary
+
+
+def _record_failure(
+    state: State, run_id: str, entries: int, sent: SendCounts, invalid: int, exc: BaseException
+) -> None:
+    """A run that stopped early keeps what got through as its total and says why, so it
+    completes (as failed) once the worker has handled that, instead of staying enqueueing."""
+    reason = str(exc) or type(exc).__name__
+    try:
+        record = state.finish_enqueue(
+            run_id,
+            entries=entries,
+            enqueued=sent.enqueued,
+            invalid=invalid,
+            duplicates=sent.duplicates,
+            error=reason,
+        )
+    except RaasctlError:
+        return  # the state store itself failed: the original error is the one to show
+    _finish_if_done(state, record)
 
 
 def _finish_if_done(state: State, record: RunRecord) -> None:
@@ -439,8 +464,10 @@ def enqueue_mock(
         started = clock()
         try:
             counts = producer.send(mock_messages(cron, run_id, seed, copies))
-        except RaasctlError as exc:
-            _note_progress(exc, producer.counts, run_id)
+        except BaseException as exc:
+            if isinstance(exc, RaasctlError):
+                _note_progress(exc, producer.counts, run_id)
+            _record_failure(state, run_id, total, producer.counts, 0, exc)
             raise
         elapsed = clock() - started
         record = state.finish_enqueue(

@@ -1095,4 +1095,5 @@ def run_progress(run: RunRecord, now: datetime) -> dict[str, Any]:
         "created_at": run.created_at.isoformat(),
         "started_at": None if run.started_at is None else run.started_at.isoformat(),
         "finished_at": None if run.finished_at is None else run.finished_at.isoformat(),
+        "error": run.error,
     }

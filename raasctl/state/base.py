@@ -28,6 +28,7 @@ class RunRecord:
     retries: int = 0  # retryable failures that were given another attempt
     started_at: datetime | None = None  # first message processed
     finished_at: datetime | None = None  # all messages accounted for
+    error: str | None = None  # why enqueueing stopped early (the total is what got through)
 
     @property
     def done(self) -> int:
@@ -36,7 +37,7 @@ class RunRecord:
     @property
     def status(self) -> str:
         if self.finished_at is not None:
-            return "failed" if self.failed or self.dead_lettered else "complete"
+            return "failed" if self.failed or self.dead_lettered or self.error else "complete"
         return "enqueueing" if self.total is None else "running"
 
 
@@ -48,9 +49,18 @@ class State(ABC):
 
     @abstractmethod
     def finish_enqueue(
-        self, run_id: str, *, entries: int, enqueued: int, invalid: int, duplicates: int
+        self,
+        run_id: str,
+        *,
+        entries: int,
+        enqueued: int,
+        invalid: int,
+        duplicates: int,
+        error: str | None = None,
     ) -> RunRecord:
-        """Record the producer's counts; the run's total becomes `enqueued`."""
+        """Record the producer's counts; the run's total becomes `enqueued`. `error` says why
+        enqueueing stopped early: the run still completes once what got through is handled,
+        and then shows as failed."""
 
     @abstractmethod
     def add_counts(

@@ -124,20 +124,30 @@ class DynamoState(State):
                 raise StateError(f"run {run.run_id} already exists")
 
     def finish_enqueue(
-        self, run_id: str, *, entries: int, enqueued: int, invalid: int, duplicates: int
+        self,
+        run_id: str,
+        *,
+        entries: int,
+        enqueued: int,
+        invalid: int,
+        duplicates: int,
+        error: str | None = None,
     ) -> RunRecord:
-        return self._update_run(
-            run_id,
+        values = {
+            ":entries": _n(entries),
+            ":enqueued": _n(enqueued),
+            ":invalid": _n(invalid),
+            ":duplicates": _n(duplicates),
+        }
+        expression = (
             "SET entries = :entries, enqueued = :enqueued, invalid = :invalid,"
-            " duplicates = :duplicates, #total = :enqueued",
-            {
-                ":entries": _n(entries),
-                ":enqueued": _n(enqueued),
-                ":invalid": _n(invalid),
-                ":duplicates": _n(duplicates),
-            },
-            {"#total": "total"},
+            " duplicates = :duplicates, #total = :enqueued"
         )
+        if error is not None:
+            values[":error"] = _s(error)
+            expression += ", #error = :error"
+        names = {"#total": "total"} | ({"#error": "error"} if error is not None else {})
+        return self._update_run(run_id, expression, values, names)
 
     def add_counts(
         self,
@@ -434,4 +444,5 @@ def _to_record(item: dict[str, Any]) -> RunRecord:
         retries=_int(item, "retries"),
         started_at=from_iso(_str(item, "started_at")),
         finished_at=from_iso(_str(item, "finished_at")),
+        error=_str(item, "error"),
     )

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS state_runs (
     dead_lettered INTEGER NOT NULL DEFAULT 0,
     retries       INTEGER NOT NULL DEFAULT 0,
     started_at    TEXT,
-    finished_at   TEXT
+    finished_at   TEXT,
+    error         TEXT
 );
 CREATE INDEX IF NOT EXISTS state_runs_created ON state_runs (created_at DESC, run_id DESC);
 CREATE TABLE IF NOT EXISTS state_applied (
@@ -102,15 +103,22 @@ class SqliteState(State):
                 raise StateError(f"run {run.run_id} already exists") from None
 
     def finish_enqueue(
-        self, run_id: str, *, entries: int, enqueued: int, invalid: int, duplicates: int
+        self,
+        run_id: str,
+        *,
+        entries: int,
+        enqueued: int,
+        invalid: int,
+        duplicates: int,
+        error: str | None = None,
     ) -> RunRecord:
         with self._errors():
             rows = (
                 self._db.connection()
                 .execute(
                     "UPDATE state_runs SET entries = ?, enqueued = ?, invalid = ?,"
-                    " duplicates = ?, total = ? WHERE run_id = ? RETURNING *",
-                    (entries, enqueued, invalid, duplicates, enqueued, run_id),
+                    " duplicates = ?, total = ?, error = ? WHERE run_id = ? RETURNING *",
+                    (entries, enqueued, invalid, duplicates, enqueued, error, run_id),
                 )
                 .fetchall()
             )
@@ -265,4 +273,5 @@ def _to_record(row: sqlite3.Row) -> RunRecord:
         retries=row["retries"],
         started_at=from_iso(row["started_at"]),
         finished_at=from_iso(row["finished_at"]),
+        error=row["error"],
     )
