@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 from click.testing import CliRunner
 
@@ -28,6 +29,9 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    # boto3's default session caches the credentials it resolved: a test must not inherit
+    # another test's.
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     work = tmp_path / "work"
     work.mkdir()
     # The embedded defaults read fixtures/raas relative to the working directory.
