@@ -4,9 +4,11 @@ Messages are read from the stream a chunk at a time. Each chunk's keys are looke
 State at once (one batched `applied_keys` call instead of one per entry): an entry that was
 applied already is counted as a duplicate and not sent, so re-running a report adds nothing
 the worker has done. What the queue itself drops as a duplicate (its deduplication window)
-counts too. At most `max_in_flight` batches are sent at a time, so memory stays flat however
-long the stream is; a remote queue (SQS) gets several batches in flight, the SQLite queue one
-(it writes one file, and a thread pool would only add lock contention).
+counts too. A batch is as large as the queue takes at once (`Queue.max_batch_size`: SQS's 10,
+the SQLite queue's 500 per transaction). At most `max_in_flight` batches are sent at a time,
+so memory stays flat however long the stream is; a remote queue (SQS) gets several batches in
+flight, the SQLite queue one (it writes one file, and a thread pool would only add lock
+contention).
 
 When a message finally fails to send, no further batch is started, the batches in flight are
 waited for, and `EnqueueFailed` says how many messages were enqueued before the failure.
@@ -14,7 +16,6 @@ waited for, and `EnqueueFailed` says how many messages were enqueued before the 
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -22,6 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
+from json.encoder import encode_basestring
 
 from raasctl.codes import ErrorCode
 from raasctl.envelope import VERSION, dedup_id, group_id
@@ -68,7 +70,8 @@ class EnqueueFailed(QueueError):
 
 
 def _json_string(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
+    # What json.dumps(text, ensure_ascii=False) writes, without building an encoder per call.
+    return encode_basestring(text)
 
 
 def enqueued_at(now: datetime | None = None) -> str:
@@ -164,7 +167,13 @@ class Producer:
         self.max_in_flight = max_in_flight
         self.pacer = pacer
         self.on_progress = on_progress
-        self.lookup_chunk = max(lookup_chunk, MAX_BATCH)
+        # Batches as large as the queue takes at once (SQS 10, the SQLite queue hundreds); a
+        # paced send goes out a batch at a time, so there they stay at SQS's 10 lest a batch
+        # be a burst.
+        self.batch_size = (
+            queue.max_batch_size if pacer is None else min(queue.max_batch_size, MAX_BATCH)
+        )
+        self.lookup_chunk = max(lookup_chunk, self.batch_size)
         # Readable after send() raised: what was enqueued before the failure.
         self.counts = SendCounts()
 
@@ -196,8 +205,8 @@ class Producer:
             fresh.append(item.message)
         if len(fresh) < len(chunk) and self.on_progress:
             self.on_progress(self.counts)
-        for start in range(0, len(fresh), MAX_BATCH):
-            yield fresh[start : start + MAX_BATCH]
+        for start in range(0, len(fresh), self.batch_size):
+            yield fresh[start : start + self.batch_size]
 
     # ------------------------------------------------------------ sending
 
@@ -283,7 +292,7 @@ class Producer:
                     future = pool.submit(send, batch)
                     in_flight[future] = batch
                     if ordered:
-                        if len(group_senders) > 4 * self.max_in_flight * MAX_BATCH:
+                        if len(group_senders) > 4 * self.max_in_flight * self.batch_size:
                             # Forget groups whose batches are done: memory stays bounded.
                             group_senders = {
                                 g: f for g, f in group_senders.items() if f in in_flight

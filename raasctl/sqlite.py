@@ -33,10 +33,11 @@ from pathlib import Path
 from typing import Any
 
 BUSY_TIMEOUT_S = 30.0
-# The WAL is checkpointed into the database once it reaches this many pages (4 KiB each).
-# SQLite's default of 1,000 pages (4 MB) makes a long send checkpoint every few thousand
-# messages; a larger WAL costs disk space only until the next checkpoint.
-WAL_AUTOCHECKPOINT_PAGES = 10_000
+# The WAL is copied back into the database (a checkpoint, with an fsync of each file) once it
+# holds this many pages (4 KiB each). SQLite's default of 1,000 checkpoints every few thousand
+# messages of a long send; 25,000 pages (a WAL file of about 100 MB while no reader holds an
+# old snapshot) made enqueueing 1,000,000 mock messages about 8 % faster in paired runs.
+WAL_AUTOCHECKPOINT_PAGES = 25_000
 
 # Serialises switching files to WAL mode within the process (see the module docstring).
 _WAL_SWITCH = threading.Lock()

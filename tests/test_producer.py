@@ -15,7 +15,7 @@ from raasctl.codes import ErrorCode
 from raasctl.envelope import Envelope, canonical_json
 from raasctl.errors import QueueError, SourceError
 from raasctl.producer import EnqueueFailed, MessageWriter, Pacer, Pending, Producer
-from raasctl.queues.base import BatchFailure, BatchResult, OutgoingMessage
+from raasctl.queues.base import MAX_BATCH, BatchFailure, BatchResult, OutgoingMessage
 from raasctl.queues.sqlite import SqliteQueue
 from raasctl.state.sqlite import SqliteState
 
@@ -32,7 +32,10 @@ def pending(n: int, *, start: int = 0, run_id: str = "run-1") -> Iterator[Pendin
 
 
 class RecordingQueue(SqliteQueue):
-    """The real SQLite queue, noting each batch; refuses or raises on a chosen batch."""
+    """The real SQLite queue, noting each batch; refuses or raises on a chosen batch. It takes
+    batches of SQS's size, so the producer's batching shows in small numbers."""
+
+    max_batch_size = MAX_BATCH
 
     def __init__(self, path: Path, **kwargs: object) -> None:
         super().__init__(path, **kwargs)  # type: ignore[arg-type]
@@ -85,6 +88,30 @@ def test_sends_every_message_in_batches_of_ten(queue: RecordingQueue) -> None:
     assert (counts.enqueued, counts.duplicates, counts.failed) == (95, 0, 0)
     assert queue.batches == [10] * 9 + [5]
     assert queue.depth().visible == 95
+
+
+def test_batches_are_as_large_as_the_queue_takes(tmp_path: Path) -> None:
+    class Batches(SqliteQueue):
+        sizes: list[int]
+
+        def send_batch(self, messages: Sequence[OutgoingMessage]) -> BatchResult:
+            self.sizes.append(len(messages))
+            return super().send_batch(messages)
+
+    queue = Batches(tmp_path / "env.db")
+    queue.sizes = []
+    counts = Producer(queue).send(pending(1_234))
+    assert counts.enqueued == 1_234
+    assert queue.sizes == [500, 500, 234]  # the SQLite queue's transactions, not SQS's 10
+    queue.max_batch_size = 7
+    Producer(queue).send(pending(20, start=5_000))
+    assert queue.sizes[3:] == [7, 7, 6]
+    queue.max_batch_size = 500
+    # Paced, a batch goes out at once: SQS's 10 keep the bursts small.
+    Producer(queue, pacer=Pacer(1_000_000)).send(pending(25, start=9_000))
+    assert queue.sizes[6:] == [10, 10, 5]
+    assert queue.depth().visible == 1_279
+    queue.close()
 
 
 def test_skips_keys_already_applied(queue: RecordingQueue, state: SqliteState) -> None:

@@ -186,6 +186,73 @@ def test_the_dedup_window_is_configurable(tmp_path: Path, clock: FakeClock) -> N
     assert queue.send_batch([message("b", dedup="k")]).sent == [0]
 
 
+def test_queues_on_one_file_share_the_window_before_and_after_a_merge(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    # Two instances stand for two processes: each keeps its own copy of the recent ids.
+    first = SqliteQueue(tmp_path / "q.db", dedup_merge_rows=3, clock=clock)
+    second = SqliteQueue(tmp_path / "q.db", dedup_merge_rows=3, clock=clock)
+    check = sqlite3.connect(tmp_path / "q.db")
+
+    def recent() -> int:
+        return int(check.execute("SELECT COUNT(*) FROM queue_dedup_recent").fetchone()[0])
+
+    # Each instance's first send also sweeps (and merges); from then on ids stay recent.
+    assert first.send_batch([message("warm up")]).sent == [0]
+    assert second.send_batch([message("warm up again", dedup="d-warm up")]).duplicates == [0]
+    assert first.send_batch([message("a")]).sent == [0]
+    assert recent() == 1
+    assert second.send_batch([message("a again", dedup="d-a")]).duplicates == [0]
+    assert second.send_batch([message("b"), message("c")]).sent == [0, 1]
+    assert recent() == 0  # three recent ids: merged
+    # `first` learns of the merge and finds them in the merged table.
+    again = first.send_batch([message(f"{b} again", dedup=f"d-{b}") for b in "abc"])
+    assert again.duplicates == [0, 1, 2]
+    assert sorted(m.body for m in drain(first)) == ["a", "b", "c", "warm up"]
+    check.close()
+
+
+def test_merged_ids_expire_with_the_window(tmp_path: Path, clock: FakeClock) -> None:
+    queue = SqliteQueue(tmp_path / "q.db", dedup_window_s=10, dedup_merge_rows=1, clock=clock)
+    queue.send_batch([message("a")])
+    clock.advance(9)
+    assert queue.send_batch([message("a again", dedup="d-a")]).duplicates == [0]
+    clock.advance(2)
+    assert queue.send_batch([message("a later", dedup="d-a")]).sent == [0]
+    # The sweep (due by now) dropped the expired digest before the new one was merged.
+    check = sqlite3.connect(tmp_path / "q.db")
+    assert check.execute("SELECT COUNT(*) FROM queue_dedup_ids").fetchone() == (1,)
+
+
+def test_ids_sharing_the_first_half_of_their_digest_are_both_sent(
+    queue: SqliteQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import raasctl.queues.sqlite as module
+
+    real = module._digest
+    monkeypatch.setattr(module, "_digest", lambda dedup_id: (7, real(dedup_id)[1]))
+    assert queue.send_batch([message("a"), message("b")]).sent == [0, 1]
+    assert queue.send_batch([message("a again", dedup="d-a")]).duplicates == [0]
+    assert sorted(m.body for m in drain(queue)) == ["a", "b"]
+
+
+def test_a_send_rolled_back_leaves_its_ids_unrecorded(tmp_path: Path) -> None:
+    queue = SqliteQueue(tmp_path / "q.db")
+    queue.send_batch([message("warm up")])
+    fail = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
+    # The write fails after the ids were noted, as a full disk would at COMMIT.
+    fail.execute(
+        "CREATE TRIGGER fail BEFORE INSERT ON queue_dedup_recent"
+        " BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
+    with pytest.raises(QueueError, match="disk full"):
+        queue.send_batch([message("a")])
+    fail.execute("DROP TRIGGER fail")
+    fail.close()
+    assert queue.send_batch([message("a")]).sent == [0]  # not taken for a duplicate
+    assert sorted(m.body for m in drain(queue)) == ["a", "warm up"]
+
+
 # ---------------------------------------------------------------- long polling
 
 
@@ -346,7 +413,9 @@ def test_the_queue_shares_its_file_with_other_tables(tmp_path: Path) -> None:
     check.close()
     assert {t for t in tables if t != "state_runs"} == {
         "queue_messages",
-        "queue_dedup",
+        "queue_dedup_ids",
+        "queue_dedup_recent",
+        "queue_dedup_merged",
         "dlq_messages",
     }
 

@@ -112,12 +112,15 @@ class Queue(ABC):
     fifo: bool
     max_message_bytes: int
     max_receive_count: int | None  # after this many receives a message goes to the DLQ
+    # The most messages one send_batch call takes: SQS's 10 per SendMessageBatch; an adapter
+    # whose natural batch is larger (one SQLite transaction) says so.
+    max_batch_size: int = MAX_BATCH
 
     @abstractmethod
     def send_batch(self, messages: Sequence[OutgoingMessage]) -> BatchResult:
-        """Send at most MAX_BATCH messages; retry only the entries that failed (not sender
-        faults); return what finally failed. A body over max_message_bytes raises QueueError
-        naming the message's label before anything is sent."""
+        """Send at most max_batch_size messages; retry only the entries that failed (not
+        sender faults); return what finally failed. A body over max_message_bytes raises
+        QueueError naming the message's label before anything is sent."""
 
     @abstractmethod
     def receive(

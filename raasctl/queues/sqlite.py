@@ -21,6 +21,7 @@ import json
 import os
 import secrets
 import sqlite3
+import struct
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -40,6 +41,7 @@ from raasctl.queues.base import (
     QueueDepth,
     ReceivedMessage,
     RedriveResult,
+    message_bytes,
     reject_oversized,
 )
 from raasctl.sqlite import BUSY_TIMEOUT_S, Database
@@ -62,12 +64,33 @@ CREATE TABLE IF NOT EXISTS queue_messages (
 CREATE INDEX IF NOT EXISTS queue_messages_ready ON queue_messages (visible_at, seq)
     WHERE is_head = 1;
 CREATE INDEX IF NOT EXISTS queue_messages_group ON queue_messages (group_id, seq);
--- Deduplication ids are kept as a 128-bit BLAKE2 digest: short keys make the random
--- inserts of hashed ids cheaper, and a collision is as unlikely as one of the ids themselves.
-CREATE TABLE IF NOT EXISTS queue_dedup (
-    dedup_key BLOB PRIMARY KEY,
+-- Deduplication ids, as a 128-bit BLAKE2 digest in two 64-bit halves, the first half the
+-- rowid. A digest lands at a random place in a B-tree, so inserting each one as it is sent
+-- would dirty a page of this table (written to the WAL at every commit) per message, most of
+-- the cost of a send. Instead, ids sent are appended to queue_dedup_recent, and every
+-- DEDUP_MERGE_ROWS ids they move here in digest order, which touches each page once.
+-- A different id whose first half is taken (about one pair in 10^19) is sent but not
+-- recorded: at worst a resend of it is delivered twice, which at-least-once delivery allows;
+-- no distinct message is ever dropped. (queue_dedup held the 16-byte digests before.)
+DROP TABLE IF EXISTS queue_dedup;
+CREATE TABLE IF NOT EXISTS queue_dedup_ids (
+    digest_head INTEGER PRIMARY KEY,
+    digest_tail INTEGER NOT NULL,
     expires_at REAL NOT NULL
-) WITHOUT ROWID;
+);
+-- Ids sent since the last merge, in send order. Every SqliteQueue keeps a copy in memory
+-- (at most DEDUP_MERGE_ROWS), brought up to date at the start of each send transaction.
+CREATE TABLE IF NOT EXISTS queue_dedup_recent (
+    seq INTEGER PRIMARY KEY,
+    digest_head INTEGER NOT NULL,
+    digest_tail INTEGER NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queue_dedup_merged (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    through_seq INTEGER NOT NULL        -- queue_dedup_recent rows up to here were merged
+);
+INSERT OR IGNORE INTO queue_dedup_merged VALUES (1, 0);
 CREATE TABLE IF NOT EXISTS dlq_messages (
     seq INTEGER PRIMARY KEY,
     message_id TEXT NOT NULL,
@@ -103,7 +126,22 @@ _PROMOTE = (
     " (SELECT MIN(seq) FROM queue_messages WHERE group_id = ?)"
 )
 
+# A log row wins over an expired digest with its head, and over its own id (a later send).
+_MERGE = (
+    "INSERT INTO queue_dedup_ids (digest_head, digest_tail, expires_at)"
+    " SELECT digest_head, digest_tail, expires_at FROM queue_dedup_recent"
+    " WHERE expires_at > :now ORDER BY digest_head, seq"
+    " ON CONFLICT (digest_head) DO UPDATE SET digest_tail = excluded.digest_tail,"
+    " expires_at = excluded.expires_at"
+    " WHERE queue_dedup_ids.expires_at <= :now"
+    " OR queue_dedup_ids.digest_tail = excluded.digest_tail"
+)
+
 MAX_VISIBILITY_TIMEOUT_S = 43200
+# Ids appended to queue_dedup_recent before they are merged into queue_dedup_ids (see
+# _SCHEMA): the more, the fewer pages a merge touches per id, and the more memory each
+# queue's copy of the recent ids takes (about 200 bytes an id).
+DEDUP_MERGE_ROWS = 50_000
 
 
 class SqliteQueue(Queue):
@@ -112,6 +150,9 @@ class SqliteQueue(Queue):
     # Idle long polls re-check this often (or sooner, when a message becomes visible);
     # between checks the thread sleeps, so waiting costs no CPU.
     poll_interval_s = 0.05
+    # Messages written per transaction: a commit costs about as much as a few hundred inserts,
+    # so SQS's 10 per call would spend most of a send committing.
+    max_batch_size = 500
 
     def __init__(
         self,
@@ -121,6 +162,7 @@ class SqliteQueue(Queue):
         max_receive_count: int = 5,
         visibility_timeout_s: int = 60,
         dedup_window_s: int = 300,
+        dedup_merge_rows: int = DEDUP_MERGE_ROWS,
         busy_timeout_s: float = BUSY_TIMEOUT_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -133,7 +175,7 @@ class SqliteQueue(Queue):
         self.dedup_window_s = dedup_window_s
         self._clock = clock
         self._db = Database(self.path, _SCHEMA, busy_timeout_s=busy_timeout_s)
-        self._next_dedup_sweep = 0.0
+        self._dedup = _DedupWindow(dedup_window_s, dedup_merge_rows)
         self._new_id_source()
 
     # ------------------------------------------------------------------ connections
@@ -173,12 +215,14 @@ class SqliteQueue(Queue):
         return f"{self._id_prefix}{next(self._id_counter):012x}"
 
     def send_batch(self, messages: Sequence[OutgoingMessage]) -> BatchResult:
-        reject_oversized(messages, self.max_message_bytes, self.name)
+        if not _within_size(messages, self.max_message_bytes):
+            reject_oversized(messages, self.max_message_bytes, self.name)  # names the message
         if self._id_pid != os.getpid():  # a forked child must not repeat its parent's ids
             self._new_id_source()
         result = BatchResult()
-        for start in range(0, len(messages), MAX_BATCH):
-            self._send_chunk(messages, start, min(start + MAX_BATCH, len(messages)), result)
+        size = self.max_batch_size
+        for start in range(0, len(messages), size):
+            self._send_chunk(messages, start, min(start + size, len(messages)), result)
         return result
 
     def _send_chunk(
@@ -187,7 +231,7 @@ class SqliteQueue(Queue):
         now = self._clock()
         rows: list[tuple[object, ...]] = []
         # The messages of one run share their attributes: encode each set once.
-        attributes_cache: dict[tuple[tuple[str, str], ...], str | None] = {}
+        attributes_cache: dict[int, tuple[Mapping[str, str], str | None]] = {}
         if not self.fifo:
             for index in range(start, end):
                 message = messages[index]
@@ -198,7 +242,7 @@ class SqliteQueue(Queue):
             result.sent.extend(range(start, end))
             return
 
-        accepted: list[tuple[int, OutgoingMessage, bytes]] = []
+        accepted: list[tuple[int, OutgoingMessage, int, int]] = []
         for index in range(start, end):
             message = messages[index]
             failure = _fifo_failure(index, message)
@@ -206,43 +250,38 @@ class SqliteQueue(Queue):
                 result.failed.append(failure)
             else:
                 assert message.dedup_id is not None
-                accepted.append((index, message, _dedup_key(message.dedup_id)))
+                accepted.append((index, message, *_digest(message.dedup_id)))
         if not accepted:
             return
-        dedup_rows: list[tuple[bytes, float]] = []
-        with self._write("send to") as conn:
-            seen = self._recent_dedup_keys(conn, [key for _, _, key in accepted], now)
-            busy = self._busy_groups(conn, {message.group_id for _, message, _ in accepted})
-            for index, message, key in accepted:
-                if key in seen:
-                    # SQS accepts a duplicate send and drops it: not an error.
-                    result.duplicates.append(index)
-                    continue
-                seen.add(key)
-                dedup_rows.append((key, now + self.dedup_window_s))
-                group = message.group_id
-                attributes = _attributes_json(message.attributes, attributes_cache)
-                is_head = 0 if group in busy else 1
-                busy.add(group)
-                rows.append(
-                    (self._new_message_id(), message.body, group, attributes, now, now, is_head)
-                )
-                result.sent.append(index)
-            conn.executemany(_INSERT, rows)
-            conn.executemany("INSERT OR REPLACE INTO queue_dedup VALUES (?, ?)", dedup_rows)
-            if now >= self._next_dedup_sweep:
-                # Expired keys are ignored anyway; sweeping now and then keeps the table small.
-                conn.execute("DELETE FROM queue_dedup WHERE expires_at <= ?", (now,))
-                self._next_dedup_sweep = now + max(1.0, self.dedup_window_s / 5)
-
-    @staticmethod
-    def _recent_dedup_keys(conn: sqlite3.Connection, keys: list[bytes], now: float) -> set[bytes]:
-        marks = ",".join("?" * len(keys))
-        rows = conn.execute(
-            f"SELECT dedup_key FROM queue_dedup WHERE dedup_key IN ({marks}) AND expires_at > ?",
-            (*keys, now),
-        )
-        return {row[0] for row in rows}
+        expires_at = now + self.dedup_window_s
+        fresh: list[tuple[int, int]] = []
+        try:
+            with self._write("send to") as conn:
+                live = self._dedup.live(conn, [head for _, _, head, _ in accepted], now)
+                busy = self._busy_groups(conn, {message.group_id for _, message, _, _ in accepted})
+                for index, message, head, tail in accepted:
+                    known = live.get(head)
+                    if known == tail:
+                        # SQS accepts a duplicate send and drops it: not an error.
+                        result.duplicates.append(index)
+                        continue
+                    if known is None:  # otherwise another id holds the slot (see _SCHEMA)
+                        live[head] = tail
+                        fresh.append((head, tail))
+                    group = message.group_id
+                    attributes = _attributes_json(message.attributes, attributes_cache)
+                    is_head = 0 if group in busy else 1
+                    busy.add(group)
+                    rows.append(
+                        (self._new_message_id(), message.body, group, attributes, now, now, is_head)
+                    )
+                    result.sent.append(index)
+                conn.executemany(_INSERT, rows)
+                self._dedup.record(conn, fresh, expires_at, now)
+        except BaseException:
+            # Nothing was recorded: the copy in memory must not say otherwise.
+            self._dedup.forget()
+            raise
 
     @staticmethod
     def _busy_groups(conn: sqlite3.Connection, groups: set[str | None]) -> set[str | None]:
@@ -479,6 +518,90 @@ class SqliteQueue(Queue):
         return RedriveResult(moved=len(rows))
 
 
+class _DedupWindow:
+    """The deduplication ids of one queue file, as one SqliteQueue sees them (see _SCHEMA).
+
+    Used only inside a send's write transaction, so no other writer changes the tables
+    between `live` and `record`."""
+
+    def __init__(self, window_s: float, merge_rows: int) -> None:
+        self.window_s = window_s
+        self.merge_rows = merge_rows
+        # A copy of queue_dedup_recent: digest head -> (tail, expires_at), and how far it goes.
+        self._recent: dict[int, tuple[int, float]] = {}
+        self._synced_seq = 0
+        self._merged_seq = -1  # the merge the copy follows; -1: none yet, load it all
+        self._next_sweep = 0.0
+
+    def forget(self) -> None:
+        """Drop the copy (after a rolled-back transaction): the next send loads it again."""
+        self._recent.clear()
+        self._merged_seq = -1
+
+    def live(self, conn: sqlite3.Connection, heads: list[int], now: float) -> dict[int, int]:
+        """Digest head -> tail of the ids sent within the window, among `heads`."""
+        self._sync(conn)
+        marks = ",".join("?" * len(heads))
+        live: dict[int, int] = dict(
+            conn.execute(
+                "SELECT digest_head, digest_tail FROM queue_dedup_ids"
+                f" WHERE digest_head IN ({marks}) AND expires_at > ?",
+                (*heads, now),
+            ).fetchall()
+        )
+        recent = self._recent
+        for head in heads:
+            entry = recent.get(head)
+            if entry is not None and entry[1] > now:
+                live[head] = entry[0]
+        return live
+
+    def record(
+        self,
+        conn: sqlite3.Connection,
+        digests: list[tuple[int, int]],
+        expires_at: float,
+        now: float,
+    ) -> None:
+        """Remember `digests` (head, tail) until `expires_at`; merge now and then."""
+        seq = self._synced_seq
+        rows = []
+        for head, tail in digests:
+            seq += 1
+            rows.append((seq, head, tail, expires_at))
+            self._recent[head] = (tail, expires_at)
+        conn.executemany("INSERT INTO queue_dedup_recent VALUES (?, ?, ?, ?)", rows)
+        self._synced_seq = seq
+        if len(self._recent) >= self.merge_rows or now >= self._next_sweep:
+            self._merge(conn, now)
+
+    def _sync(self, conn: sqlite3.Connection) -> None:
+        (merged,) = conn.execute("SELECT through_seq FROM queue_dedup_merged").fetchone()
+        if merged != self._merged_seq:  # merged by another queue (or never loaded)
+            self._recent.clear()
+            self._merged_seq = self._synced_seq = merged
+        rows = conn.execute(
+            "SELECT seq, digest_head, digest_tail, expires_at FROM queue_dedup_recent"
+            " WHERE seq > ? ORDER BY seq",
+            (self._synced_seq,),
+        ).fetchall()
+        for _, head, tail, expires_at in rows:
+            self._recent[head] = (tail, expires_at)
+        if rows:
+            self._synced_seq = rows[-1][0]
+
+    def _merge(self, conn: sqlite3.Connection, now: float) -> None:
+        conn.execute(_MERGE, {"now": now})
+        conn.execute("DELETE FROM queue_dedup_recent")
+        conn.execute("UPDATE queue_dedup_merged SET through_seq = ?", (self._synced_seq,))
+        self._recent.clear()
+        self._merged_seq = self._synced_seq
+        if now >= self._next_sweep:
+            # Expired digests are ignored anyway; sweeping now and then keeps the table small.
+            conn.execute("DELETE FROM queue_dedup_ids WHERE expires_at <= ?", (now,))
+            self._next_sweep = now + max(1.0, self.window_s / 5)
+
+
 def _fifo_failure(index: int, message: OutgoingMessage) -> BatchFailure | None:
     """What SQS answers for an entry a FIFO queue without content-based dedup refuses."""
     if not message.group_id:
@@ -495,17 +618,44 @@ def _fifo_failure(index: int, message: OutgoingMessage) -> BatchFailure | None:
     return None
 
 
+def _within_size(messages: Sequence[OutgoingMessage], limit: int) -> bool:
+    """`reject_oversized` would pass: the same sizes, counted faster for the common case of
+    messages that share one attributes mapping (a run's)."""
+    attribute_sizes: dict[int, int] = {}
+    for message in messages:
+        body = message.body
+        # A body of at most limit / 4 characters is within the limit in any encoding.
+        size = len(body)
+        if size * 4 > limit and not body.isascii():
+            size = len(body.encode())
+        attributes = message.attributes
+        extra = attribute_sizes.get(id(attributes))
+        if extra is None:
+            extra = message_bytes(OutgoingMessage("", attributes=attributes))
+            attribute_sizes[id(attributes)] = extra
+        if size + extra > limit:
+            return False
+    return True
+
+
 def _attributes_json(
-    attributes: Mapping[str, str], cache: dict[tuple[tuple[str, str], ...], str | None]
+    attributes: Mapping[str, str], cache: dict[int, tuple[Mapping[str, str], str | None]]
 ) -> str | None:
-    key = tuple(attributes.items())
-    if key not in cache:
-        cache[key] = json.dumps(dict(attributes)) if attributes else None
-    return cache[key]
+    """The attributes as stored, encoded once per mapping (a run's messages share one)."""
+    cached = cache.get(id(attributes))
+    if cached is None or cached[0] is not attributes:
+        cached = (attributes, json.dumps(dict(attributes)) if attributes else None)
+        cache[id(attributes)] = cached
+    return cached[1]
 
 
-def _dedup_key(dedup_id: str) -> bytes:
-    return hashlib.blake2b(dedup_id.encode(), digest_size=16).digest()
+_DIGEST_HALVES = struct.Struct(">qq")
+
+
+def _digest(dedup_id: str) -> tuple[int, int]:
+    """The two signed 64-bit halves of the id's 128-bit BLAKE2 digest (SQLite integers)."""
+    head, tail = _DIGEST_HALVES.unpack(hashlib.blake2b(dedup_id.encode(), digest_size=16).digest())
+    return head, tail
 
 
 def _parse_receipt(handle: str) -> tuple[int, str] | None:
