@@ -25,14 +25,18 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def payload_hash(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:12]
+def payload_hash(payload: dict[str, Any], *, payload_json: str | None = None) -> str:
+    """`payload_json`: canonical_json(payload), when the caller has written it already."""
+    text = canonical_json(payload) if payload_json is None else payload_json
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def entry_key(cron: str, entity_id: str, payload: dict[str, Any]) -> str:
+def entry_key(
+    cron: str, entity_id: str, payload: dict[str, Any], *, payload_json: str | None = None
+) -> str:
     """Identifies an entry's content: the same change re-reported has the same key, two
     different entries never share one."""
-    return f"{cron}:{entity_id}:{payload_hash(payload)}"
+    return f"{cron}:{entity_id}:{payload_hash(payload, payload_json=payload_json)}"
 
 
 def mock_key(key: str, run_id: str, n: int) -> str:

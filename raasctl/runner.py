@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.config import CronConfig
 from raasctl.dates import report_window
-from raasctl.envelope import canonical_json, mock_key
+from raasctl.envelope import mock_key
 from raasctl.errors import ConfigError, RaasctlError, RuntimeFailure, SourceError
 from raasctl.jobs import JOBS, EntryInvalid, Job, MappedPayload, map_report
 from raasctl.logs import event
@@ -276,8 +276,7 @@ def _run_locked(
                     _log_invalid(cron, run_id, item)
                     continue
                 label = f"entry {entries.count} ({item.key})"
-                payload_json = canonical_json(item.payload)
-                message = writer.message(item.key, item.entity_id, payload_json, label=label)
+                message = writer.message(item.key, item.entity_id, item.payload_json, label=label)
                 yield Pending(item.key, message)
 
         producer = Producer(queue, state, max_in_flight=max_in_flight(runtime))
@@ -413,13 +412,14 @@ def mock_messages(
     load test would measure that queue limit instead of the worker.
     """
     writer = MessageWriter(cron, run_id, mock=True)
-    payloads = [canonical_json(item.payload) for item in seed]
     for n in range(copies):
         at = enqueued_at()
-        for item, payload_json in zip(seed, payloads, strict=True):
+        for item in seed:
             key = mock_key(item.key, run_id, n)
             label = f"copy {n} of {item.key}"
-            message = writer.message(key, f"{item.entity_id}:{n}", payload_json, label=label, at=at)
+            message = writer.message(
+                key, f"{item.entity_id}:{n}", item.payload_json, label=label, at=at
+            )
             yield Pending(key, message)
 
 

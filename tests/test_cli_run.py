@@ -16,6 +16,7 @@ from workday_server import FakeWorkday, Reply, deposit_entry
 
 from raasctl.cli import main
 from raasctl.config import load_config
+from raasctl.envelope import Envelope, entry_key
 from raasctl.runtime import Runtime
 
 DEPOSITS_IN_FIXTURE = 11
@@ -71,6 +72,21 @@ def test_run_enqueues_every_entry_and_records_the_run(runner: CliRunner) -> None
     assert (record.total, record.mock, record.status) == (DEPOSITS_IN_FIXTURE, False, "running")
     (complete,) = log_events(result, "RAAS_ENQUEUE_COMPLETE")
     assert (complete["run_id"], complete["enqueued"]) == (summary["run_id"], DEPOSITS_IN_FIXTURE)
+
+
+def test_each_message_carries_its_payload_and_the_key_of_that_payload(runner: CliRunner) -> None:
+    assert run(runner, "clientDepositUpdate").exit_code == 0
+    queue = runtime().queue()
+    try:
+        messages = queue.peek(DEPOSITS_IN_FIXTURE)
+    finally:
+        queue.close()
+    assert len(messages) == DEPOSITS_IN_FIXTURE
+    for message in messages:
+        envelope = Envelope.from_body(message.body)
+        # The payload is written once and the key hashes that text: they must agree.
+        assert envelope.key == entry_key(envelope.cron, message.group_id or "", envelope.payload)
+        assert message.body == envelope.to_body()
 
 
 def test_rerunning_the_same_report_adds_no_messages(runner: CliRunner) -> None:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from raasctl.codes import ErrorCode
 from raasctl.dates import parse_workday_date
-from raasctl.envelope import entry_key
+from raasctl.envelope import canonical_json, entry_key
 from raasctl.errors import ConfigError
 
 # ---------------------------------------------------------------- column types
@@ -114,6 +114,8 @@ class MappedPayload:
     entity_id: str  # the message group: updates to one record stay in order
     payload: dict[str, Any]
     key: str  # envelope.entry_key(cron, entity_id, payload)
+    # canonical_json(payload), written once: the key hashes it and the message body holds it.
+    payload_json: str
 
 
 class EntryInvalid(Exception):
@@ -271,7 +273,9 @@ class Job:
         mapped = []
         for entity_id, payload in self.payloads(entry):
             body = payload.model_dump(mode="json")
-            mapped.append(MappedPayload(entity_id, body, entry_key(self.name, entity_id, body)))
+            body_json = canonical_json(body)
+            key = entry_key(self.name, entity_id, body, payload_json=body_json)
+            mapped.append(MappedPayload(entity_id, body, key, body_json))
         return mapped
 
 
