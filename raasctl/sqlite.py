@@ -71,7 +71,8 @@ class Database:
         self.row_factory = row_factory
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._opened: list[tuple[int, sqlite3.Connection]] = []  # (pid, connection)
+        # (pid, thread id, connection): close() closes only the calling thread's own ones.
+        self._opened: list[tuple[int, int, sqlite3.Connection]] = []
         self._generation = 0  # bumped by close(): every thread then opens a new connection
         self._schema_ready = False
 
@@ -101,16 +102,17 @@ class Database:
             raise
 
     def close(self) -> None:
-        """Close this process's connections; a thread that comes back opens a new one."""
-        pid = os.getpid()
+        """Close the calling thread's connection; every other thread opens a new one on its
+        next use and its old one is released with it. Closing another thread's connection
+        while that thread runs a statement on it crashes the interpreter, so never do that.
+        A forked child also leaves its parent's connections alone."""
+        me = (os.getpid(), threading.get_ident())
         with self._lock:
-            opened, self._opened = self._opened, []
+            mine = [conn for pid, tid, conn in self._opened if (pid, tid) == me]
+            self._opened = []
             self._generation += 1
-        for owner, conn in opened:
-            # A forked child leaves its parent's connections alone: closing one there could
-            # release locks the parent still relies on.
-            if owner == pid:
-                conn.close()
+        for conn in mine:
+            conn.close()
 
     # ------------------------------------------------------------------ opening
 
@@ -138,7 +140,7 @@ class Database:
             conn.close()
             raise
         with self._lock:
-            self._opened.append((os.getpid(), conn))
+            self._opened.append((os.getpid(), threading.get_ident(), conn))
         return conn
 
     def _use_wal(self, conn: sqlite3.Connection) -> None:
