@@ -625,15 +625,24 @@ def test_a_group_released_on_its_last_receive_counts_failed_and_the_run_complete
 
     result = run_worker(env, sink, queue=queue)
 
-    # v1 failed twice; v2 and v3 were released with it both times, never applied, and the
-    # queue moved all three to the DLQ on their third receive.
-    assert [key for key in list(sink.keys()) if ":D-1:" in key] == [keys[0], keys[0]]
-    assert (result.succeeded, result.retries, result.failed) == (1, 1, 3)
+    # v1 failed on both its receives. When the receive handed over v2 and v3 with it, they
+    # were released both times and reach the DLQ with v1 (failed 3); when it did not, they
+    # wait behind v1 and are applied in order once v1 has gone to the DLQ. Either way order
+    # holds and the run completes.
+    calls = [key for key in list(sink.keys()) if ":D-1:" in key]
+    assert calls in ([keys[0], keys[0]], [keys[0], keys[0], keys[1], keys[2]])
+    applied_later = len(calls) - 2
+    assert result.failed == 3 - applied_later
     run = env.state.get_run("run-1")
     assert run is not None
-    assert (run.succeeded, run.failed, run.done, run.total) == (1, 3, 4, 4)
+    assert (run.succeeded, run.failed, run.done, run.total) == (
+        1 + applied_later,
+        3 - applied_later,
+        4,
+        4,
+    )
     assert run.status == "failed"  # complete, with failed entries: not stuck `running`
-    assert queue.depth().dlq_visible == 3
+    assert queue.depth().dlq_visible == 3 - applied_later
 
 
 class DeniedReceives(RecordingQueue):
