@@ -197,11 +197,17 @@ def hundred_messages(endpoint: str, folder: Path) -> dict[str, float]:
 # ---------------------------------------------------------------- report
 
 
+def load_average() -> str:
+    """The machine's 1, 5 and 15-minute load averages: figures from a busy machine are low."""
+    return " / ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, nargs="+", default=[100_000, 10_000])
     args = parser.parse_args()
     ok = True
+    print(f"load average at the start: {load_average()} ({os.cpu_count()} CPUs)")
 
     print("embedded queue (SQLite), enqueue-mock clientDepositUpdate as a subprocess")
     print(
@@ -235,6 +241,7 @@ def main() -> None:
         f"<= {TARGET_REQUESTS_PER_MESSAGE} requests/message, >= {TARGET_SPEEDUP:g}x naive: "
         + ("met" if ok else "MISSED")
     )
+    print(f"load average at the end: {load_average()}")
 
 
 if __name__ == "__main__":

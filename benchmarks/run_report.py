@@ -110,10 +110,16 @@ def bench(size: int) -> dict[str, float]:
     }
 
 
+def load_average() -> str:
+    """The machine's 1, 5 and 15-minute load averages: figures from a busy machine are low."""
+    return " / ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 200_000])
     args = parser.parse_args()
+    print(f"load average at the start: {load_average()} ({os.cpu_count()} CPUs)")
     header = ("entries", "wall s", "entries/s wall", "entries/s run", "peak RSS")
     print("{:>9} {:>8} {:>15} {:>14} {:>10}".format(*header))
     ok = True
@@ -128,6 +134,7 @@ def main() -> None:
         f"targets: >= {TARGET_PER_SECOND:,} entries/s (wall clock), peak < {TARGET_PEAK_MB} MB: "
         + ("met" if ok else "MISSED")
     )
+    print(f"load average at the end: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Benchmark: how fast `raasctl worker` drains the queue, against its theoretical bound.
 
-    .venv/bin/python benchmarks/worker_throughput.py [--only a b c]
+    .venv/bin/python benchmarks/worker_throughput.py [--only a b c] [--c-runs N]
 
 The bound is min(rate limit, concurrency / sink latency). One run of each scenario:
 
@@ -12,7 +12,9 @@ The bound is min(rate limit, concurrency / sink latency). One run of each scenar
     more than 20 starts in any one-second window.
 (c) zero-latency sink on the embedded queue, one worker process: the SQLite ledger through
     `raasctl worker` (c1), and a no-op sink object in-process (c2, queue and state costs
-    only). Target at least 2,000 msg/s.
+    only). Target at least 2,000 msg/s. On a shared machine one run says little (the same
+    code measured 1,300 to 2,300 msg/s in (c1) within minutes): `--c-runs N` repeats (c)
+    and judges the medians.
 
 The worker runs as a `python -m raasctl worker --until-empty` subprocess except in (c2).
 Throughput is the steady rate between the first and the last message started (taken from
@@ -27,6 +29,7 @@ import argparse
 import json
 import os
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,7 +69,7 @@ def enqueue(db: Path, count: int, run_id: str = "bench") -> None:
             cron=CRON, run_id=run_id, key=f"{CRON}:D-{n}:bench", payload=payload
         )
         batch.append(envelope.to_message(f"D-{n:07d}"))
-        if len(batch) == 10:
+        if len(batch) == queue.max_batch_size:
             queue.send_batch(batch)
             batch = []
     if batch:
@@ -205,16 +208,20 @@ class NoOpSink(Sink):
         return Applied.APPLIED
 
 
-def scenario_c(folder: Path, count: int, concurrency: int) -> bool:
+def scenario_c(folder: Path, count: int, concurrency: int) -> tuple[float, float]:
+    """One run of (c1) and (c2): their rates."""
+    for old in folder.glob("c[12].db*"):
+        old.unlink()
     db = folder / "c1.db"
     enqueue(db, count)
     config = write_config(folder, db, {"kind": "sqlite", "path": str(db)})
     summary = run_worker(config, "--until-empty", "--concurrency", str(concurrency))
     applied = ledger_times(db)
     assert summary["succeeded"] == count == len(applied), summary
-    ok_ledger = report(
+    ledger_rate = steady_rate(applied)
+    report(
         f"(c1) SQLite ledger sink, `raasctl worker`, concurrency {concurrency}, {count} msgs",
-        steady_rate(applied),
+        ledger_rate,
         None,
         2000,
         f"   (worker summary {summary['per_hour'] / 3600:.0f} msg/s incl. start-up and final poll)",
@@ -233,13 +240,38 @@ def scenario_c(folder: Path, count: int, concurrency: int) -> bool:
     queue.close()
     state.close()
     assert result.succeeded == count, result
-    ok_noop = report(
+    noop_rate = count / elapsed
+    report(
         f"(c2) no-op sink, in-process Worker, concurrency {concurrency}, {count} msgs",
-        count / elapsed,
+        noop_rate,
         None,
         2000,
     )
-    return ok_ledger and ok_noop
+    return ledger_rate, noop_rate
+
+
+def scenario_c_repeated(folder: Path, count: int, concurrency: int, runs: int) -> bool:
+    """(c) `runs` times: on a shared, noisy machine one run says little. Passes on the medians."""
+    rates = [scenario_c(folder, count, concurrency) for _ in range(runs)]
+    ok = True
+    for name, values in (
+        ("(c1) ledger", [r[0] for r in rates]),
+        ("(c2) no-op", [r[1] for r in rates]),
+    ):
+        middle = statistics.median(values)
+        ok &= middle >= 2000
+        if runs > 1:
+            print(
+                f"{name}: median {middle:,.0f} msg/s of {runs} runs "
+                f"(min {min(values):,.0f}, max {max(values):,.0f})   target >= 2000   "
+                f"{'PASS' if middle >= 2000 else 'MISS'}"
+            )
+    return ok
+
+
+def load_average() -> str:
+    """The machine's 1, 5 and 15-minute load averages: figures from a busy machine are low."""
+    return " / ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -247,7 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=["a", "b", "c"], default=["a", "b", "c"])
     parser.add_argument("--c-messages", type=int, default=10_000)
     parser.add_argument("--c-concurrency", type=int, default=8)
+    parser.add_argument("--c-runs", type=int, default=1, help="repeat (c) and judge the medians")
     args = parser.parse_args(argv)
+    print(f"load average at the start: {load_average()} ({os.cpu_count()} CPUs)")
     results = []
     with tempfile.TemporaryDirectory(prefix="raasctl-bench-") as tmp:
         folder = Path(tmp)
@@ -256,7 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "b" in args.only:
             results.append(scenario_b(folder))
         if "c" in args.only:
-            results.append(scenario_c(folder, args.c_messages, args.c_concurrency))
+            results.append(
+                scenario_c_repeated(folder, args.c_messages, args.c_concurrency, args.c_runs)
+            )
+    print(f"load average at the end: {load_average()}")
     return 0 if all(results) else 1
 
 

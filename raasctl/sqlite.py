@@ -18,7 +18,12 @@ because breaking it shows up as "database is locked" under load:
   write lock is taken up front, where the busy timeout applies. A deferred transaction that
   reads and then writes would need an upgrade, which in WAL mode fails at once (SQLITE_BUSY)
   when another connection committed since the read. A single statement in autocommit mode
-  takes the lock it needs up front and is safe on its own.
+  takes the lock it needs up front and is safe on its own (`writing()`).
+- Writers of one process take turns on a lock of the process first (one per file, shared by
+  the queue, state and ledger). SQLite's busy handler polls, sleeping 1, 2, 5, 10 ... ms
+  between tries, so eight worker threads contending for the file's write lock spent most of
+  their time asleep; a thread waiting on the process's lock wakes as soon as it is free. The
+  busy timeout still arbitrates between processes.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,7 +47,45 @@ WAL_AUTOCHECKPOINT_PAGES = 25_000
 
 # Serialises switching files to WAL mode within the process (see the module docstring).
 _WAL_SWITCH = threading.Lock()
+# The writer lock of each file, by (process, real path).
+_WRITERS: dict[tuple[int, str], threading.RLock] = {}
+_WRITERS_GUARD = threading.Lock()
 _RETRY_PAUSE_S = 0.01
+# os.getpid() is a system call, and connection() runs for every statement: the pid is kept
+# here and renewed in a forked child.
+_pid = os.getpid()
+_databases: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A lock another thread held at the fork would stay held in the child for ever: the
+    child gets new ones (and opens its own connections, by the new pid)."""
+    global _pid, _WAL_SWITCH, _WRITERS_GUARD
+    _pid = os.getpid()
+    _WAL_SWITCH = threading.Lock()
+    _WRITERS_GUARD = threading.Lock()
+    _WRITERS.clear()
+    for database in _databases:
+        database._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def current_pid() -> int:
+    """This process's id (what os.getpid() returns, without a system call)."""
+    return _pid
+
+
+def _writer_lock(path: Path) -> threading.RLock:
+    key = (_pid, os.path.realpath(path))
+    with _WRITERS_GUARD:
+        lock = _WRITERS.get(key)
+        if lock is None:
+            # Reentrant: a thread that nests writes deadlocks in SQLite (and times out with an
+            # error) rather than hanging here.
+            lock = _WRITERS[key] = threading.RLock()
+        return lock
 
 
 def _busy(exc: sqlite3.Error) -> bool:
@@ -71,17 +115,22 @@ class Database:
         self.row_factory = row_factory
         self._local = threading.local()
         self._lock = threading.Lock()
-        # (pid, thread id, connection): close() closes only the calling thread's own ones.
-        self._opened: list[tuple[int, int, sqlite3.Connection]] = []
+        # (pid, thread, connection) of every connection open
+        self._opened: list[tuple[int, threading.Thread, sqlite3.Connection]] = []
         self._generation = 0  # bumped by close(): every thread then opens a new connection
         self._schema_ready = False
+        self._writer_key: tuple[int, threading.RLock] | None = None  # (pid, lock)
+        _databases.add(self)
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, opened (and the file and schema set up) on first use."""
-        key = (os.getpid(), self._generation)
+        key = (_pid, self._generation)
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and self._local.key == key:
-            return conn
+        if conn is not None:
+            if self._local.key == key:
+                return conn
+            if self._local.key[0] == _pid:
+                conn.close()  # this thread's, left open by close() (see there)
         conn = self._open()
         self._local.conn = conn
         self._local.key = key
@@ -91,28 +140,47 @@ class Database:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, its write lock taken up front; rolled back when the block
         raises or the commit fails."""
+        with self.writing() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # also when COMMIT itself failed
+                    conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def writing(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection with the process's writer lock held, for one write
+        statement in autocommit mode. Fetch a RETURNING statement's rows inside the block: the
+        statement holds SQLite's write lock until they are read."""
         conn = self.connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._writer():
             yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:  # also when COMMIT itself failed
-                conn.execute("ROLLBACK")
-            raise
+
+    def _writer(self) -> threading.RLock:
+        if self._writer_key is None or self._writer_key[0] != _pid:
+            self._writer_key = (_pid, _writer_lock(self.path))
+        return self._writer_key[1]
 
     def close(self) -> None:
-        """Close the calling thread's connection; every other thread opens a new one on its
-        next use and its old one is released with it. Closing another thread's connection
-        while that thread runs a statement on it crashes the interpreter, so never do that.
-        A forked child also leaves its parent's connections alone."""
-        me = (os.getpid(), threading.get_ident())
+        """Close this process's connections; a thread that comes back opens a new one.
+
+        Another thread may be running a statement on its connection at this very moment
+        (a worker's slot past its shutdown deadline), and closing a connection under a
+        statement crashes the interpreter. So a connection of another thread that is still
+        alive is left to that thread: it closes it when it next asks for a connection, or
+        its thread-local storage does as the thread ends."""
+        me = threading.current_thread()
         with self._lock:
-            mine = [conn for pid, tid, conn in self._opened if (pid, tid) == me]
-            self._opened = []
+            opened, self._opened = self._opened, []
             self._generation += 1
-        for conn in mine:
-            conn.close()
+        for pid, owner, conn in opened:
+            # A forked child leaves its parent's connections alone: closing one there could
+            # release locks the parent still relies on.
+            if pid == _pid and (owner is me or not owner.is_alive()):
+                conn.close()
 
     # ------------------------------------------------------------------ opening
 
@@ -140,7 +208,7 @@ class Database:
             conn.close()
             raise
         with self._lock:
-            self._opened.append((os.getpid(), threading.get_ident(), conn))
+            self._opened.append((_pid, threading.current_thread(), conn))
         return conn
 
     def _use_wal(self, conn: sqlite3.Connection) -> None:
@@ -162,7 +230,11 @@ class Database:
             raise sqlite3.OperationalError(f"cannot use WAL mode (journal mode is {mode})")
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
-        with self._lock:
+        if self._schema_ready:
+            return
+        # A write like any other: it takes its turn with the process's other writers. (Two
+        # threads may both get here; the script only creates what is missing.)
+        with self._writer():
             if self._schema_ready:
                 return
             # executescript() would commit an open transaction first, so the whole script,

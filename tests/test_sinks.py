@@ -245,6 +245,56 @@ def test_the_ledger_shares_the_environment_file_with_state(tmp_path: Path) -> No
     ledger.close()
 
 
+def test_sharing_the_state_file_the_ledger_records_the_key_with_its_apply(tmp_path: Path) -> None:
+    path = tmp_path / "local.db"
+    state = SqliteState(path)
+    state.is_applied("warm up")  # the state's tables exist, as in the worker
+    ledger = SqliteLedger(path)
+    deposit = envelope("clientDepositUpdate", DEPOSIT)
+
+    assert ledger.apply(deposit) is Applied.APPLIED
+
+    assert state.is_applied(deposit.key)
+    assert state.record_applied(deposit.key, deposit.run_id, datetime.now(UTC)) is False
+    [record] = rows(path, "SELECT run_id FROM state_applied")
+    assert record["run_id"] == "run-1"
+    state.close()
+    ledger.close()
+
+
+def test_the_ledger_and_its_idempotency_record_commit_together(tmp_path: Path) -> None:
+    path = tmp_path / "local.db"
+    state = SqliteState(path)
+    state.is_applied("warm up")
+    ledger = SqliteLedger(path)
+    deposit = envelope("clientDepositUpdate", DEPOSIT)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(
+        "CREATE TRIGGER fail BEFORE INSERT ON state_applied"
+        " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+    )
+
+    with pytest.raises(SinkError, match="disk I/O error") as caught:
+        ledger.apply(deposit)
+
+    assert caught.value.retryable
+    assert ledger.counts()["applications"] == ledger.counts()["client_deposits"] == 0
+    conn.execute("DROP TRIGGER fail")
+    conn.close()
+    assert ledger.apply(deposit) is Applied.APPLIED  # the retry applies it
+    assert state.is_applied(deposit.key)
+    state.close()
+    ledger.close()
+
+
+def test_a_ledger_in_a_file_of_its_own_applies_without_state_tables(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "ledger.db")
+    assert ledger.apply(envelope("clientDepositUpdate", DEPOSIT)) is Applied.APPLIED
+    names = {r["name"] for r in rows(ledger.path, "SELECT name FROM sqlite_master")}
+    assert "state_applied" not in names
+    ledger.close()
+
+
 # ---------------------------------------------------------------- HTTP callback
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -94,6 +96,43 @@ def test_threads_opening_a_fresh_file_at_once_all_succeed(tmp_path: Path) -> Non
         db.close()
 
 
+def test_writers_of_one_process_take_turns_without_the_busy_timeout(tmp_path: Path) -> None:
+    # No busy timeout at all: were the threads to meet SQLite's write lock, the losers would
+    # fail at once with "database is locked". Two Database objects, as the queue and the state
+    # are, under two spellings of one path, share the process's writer lock.
+    first = Database(tmp_path / "env.db", SCHEMA, busy_timeout_s=0)
+    second = Database(tmp_path / "sub" / ".." / "env.db", SCHEMA, busy_timeout_s=0)
+    (tmp_path / "sub").mkdir()
+    first.connection()  # the file is in WAL mode before the race
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        db = first if n % 2 else second
+        db.connection()  # opened (schema and all) before the race: only writes race
+        barrier.wait()
+        try:
+            for i in range(25):
+                with db.transaction() as conn:
+                    conn.execute("INSERT INTO items (name) VALUES (?)", (f"{n}-{i}",))
+                with db.writing() as conn:
+                    conn.execute(
+                        "UPDATE items SET name = name || '.' WHERE name = ?", (f"{n}-{i}",)
+                    )
+        except sqlite3.Error as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert first.connection().execute("SELECT COUNT(*) FROM items").fetchone()[0] == 200
+    first.close()
+    second.close()
+
+
 def test_each_thread_has_its_own_connection(tmp_path: Path) -> None:
     db = Database(tmp_path / "env.db", SCHEMA)
     mine = db.connection()
@@ -116,6 +155,48 @@ def test_close_makes_every_thread_open_a_new_connection(tmp_path: Path) -> None:
     assert after is not before
     assert after.execute("SELECT 1").fetchone()[0] == 1
     db.close()
+
+
+_CLOSE_RACE = """
+import sys, threading, time
+from pathlib import Path
+from raasctl.sqlite import Database
+
+db = Database(Path(sys.argv[1]), "CREATE TABLE IF NOT EXISTS t (x);")
+with db.transaction() as conn:
+    conn.executemany("INSERT INTO t VALUES (?)", [(n,) for n in range(2000)])
+stop = threading.Event()
+
+def use():
+    while not stop.is_set():
+        db.connection().execute("SELECT SUM(x) FROM t").fetchone()
+        with db.transaction() as conn:
+            conn.execute("UPDATE t SET x = x + 1 WHERE rowid = 1")
+
+threads = [threading.Thread(target=use) for _ in range(4)]
+for thread in threads:
+    thread.start()
+end = time.monotonic() + 1.0
+while time.monotonic() < end:
+    db.close()
+    time.sleep(0.001)
+stop.set()
+for thread in threads:
+    thread.join()
+print("ok")
+"""
+
+
+def test_close_while_other_threads_run_statements_does_not_crash(tmp_path: Path) -> None:
+    # Closing a connection under another thread's statement kills the interpreter
+    # (SIGSEGV), hence a process of its own; it used to within a tenth of a second.
+    result = subprocess.run(
+        [sys.executable, "-c", _CLOSE_RACE, str(tmp_path / "env.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "ok"), result.stderr
 
 
 def test_the_schema_waits_for_a_writer_instead_of_failing(tmp_path: Path) -> None:

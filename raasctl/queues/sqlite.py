@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import secrets
 import sqlite3
 import struct
@@ -44,7 +43,7 @@ from raasctl.queues.base import (
     message_bytes,
     reject_oversized,
 )
-from raasctl.sqlite import BUSY_TIMEOUT_S, Database
+from raasctl.sqlite import BUSY_TIMEOUT_S, Database, current_pid
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue_messages (
@@ -207,7 +206,7 @@ class SqliteQueue(Queue):
     def _new_id_source(self) -> None:
         # Message ids look like UUIDs: a random prefix per instance and process, and a
         # counter; unique across processes and far cheaper than uuid4() per message.
-        self._id_pid = os.getpid()
+        self._id_pid = current_pid()
         self._id_prefix = str(uuid.uuid4())[:24]
         self._id_counter = itertools.count()
 
@@ -217,7 +216,7 @@ class SqliteQueue(Queue):
     def send_batch(self, messages: Sequence[OutgoingMessage]) -> BatchResult:
         if not _within_size(messages, self.max_message_bytes):
             reject_oversized(messages, self.max_message_bytes, self.name)  # names the message
-        if self._id_pid != os.getpid():  # a forked child must not repeat its parent's ids
+        if self._id_pid != current_pid():  # a forked child must not repeat its parent's ids
             self._new_id_source()
         result = BatchResult()
         size = self.max_batch_size
@@ -343,10 +342,12 @@ class SqliteQueue(Queue):
                         now,
                     )
                 updates = []
-                for seq, message_id, body, group, attributes, count in rows:
+                # One call to the OS's random source for the whole claim, 16 hex digits each.
+                tokens = secrets.token_hex(8 * len(rows))
+                for n, (seq, message_id, body, group, attributes, count) in enumerate(rows):
                     if count >= self.max_receive_count:
                         continue
-                    token = secrets.token_hex(8)
+                    token = tokens[16 * n : 16 * n + 16]
                     updates.append((now + visibility_timeout_s, token, seq))
                     claimed.append(
                         ReceivedMessage(

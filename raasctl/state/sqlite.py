@@ -2,8 +2,9 @@
 
 The same file holds the embedded queue and ledger, and the worker calls in from many threads
 and several processes; raasctl/sqlite.py gives each thread its own connection to the file in
-WAL mode. Every write here is one statement (autocommit): counters change with
-`SET x = x + ?`, never read-modify-write in Python, and a lock is taken by one upsert.
+WAL mode. Every write here is one statement (autocommit, under the file's writer lock):
+counters change with `SET x = x + ?`, never read-modify-write in Python, and a lock is taken
+by one upsert.
 """
 
 from __future__ import annotations
@@ -42,17 +43,38 @@ CREATE TABLE IF NOT EXISTS state_runs (
     error         TEXT
 );
 CREATE INDEX IF NOT EXISTS state_runs_created ON state_runs (created_at DESC, run_id DESC);
+-- WITHOUT ROWID: one B-tree, so recording a key changes one page (see raasctl/sinks/sqlite.py).
 CREATE TABLE IF NOT EXISTS state_applied (
     key        TEXT PRIMARY KEY,
     run_id     TEXT NOT NULL,
     applied_at TEXT NOT NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state_locks (
     name       TEXT PRIMARY KEY,
     owner      TEXT NOT NULL,
     expires_at TEXT NOT NULL
 );
 """
+
+
+_RECORD_APPLIED = (
+    "INSERT INTO state_applied (key, run_id, applied_at) VALUES (?, ?, ?)"
+    " ON CONFLICT (key) DO NOTHING"
+)
+
+
+def record_applied_in(conn: sqlite3.Connection, key: str, run_id: str, now: datetime) -> bool:
+    """Write the idempotency record in the caller's transaction on a file that holds the
+    state's tables (the SQLite ledger's apply); False when it was there already."""
+    return conn.execute(_RECORD_APPLIED, (key, run_id, to_iso(now))).rowcount == 1
+
+
+def holds_state(conn: sqlite3.Connection) -> bool:
+    """Whether the file of `conn` holds the SQLite state's tables."""
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'state_applied'"
+    ).fetchone()
+    return row is not None
 
 
 def to_iso(value: datetime) -> str:
@@ -75,7 +97,7 @@ class SqliteState(State):
     def create_run(self, run: RunRecord) -> None:
         with self._errors():
             try:
-                self._db.connection().execute(
+                self._write(
                     "INSERT INTO state_runs (run_id, cron, env, mock, created_at, entries,"
                     " enqueued, invalid, duplicates, total, succeeded, failed, dead_lettered,"
                     " retries, started_at, finished_at)"
@@ -113,14 +135,10 @@ class SqliteState(State):
         error: str | None = None,
     ) -> RunRecord:
         with self._errors():
-            rows = (
-                self._db.connection()
-                .execute(
-                    "UPDATE state_runs SET entries = ?, enqueued = ?, invalid = ?,"
-                    " duplicates = ?, total = ?, error = ? WHERE run_id = ? RETURNING *",
-                    (entries, enqueued, invalid, duplicates, enqueued, error, run_id),
-                )
-                .fetchall()
+            rows, _ = self._write(
+                "UPDATE state_runs SET entries = ?, enqueued = ?, invalid = ?,"
+                " duplicates = ?, total = ?, error = ? WHERE run_id = ? RETURNING *",
+                (entries, enqueued, invalid, duplicates, enqueued, error, run_id),
             )
         return _record(rows, run_id)
 
@@ -137,26 +155,22 @@ class SqliteState(State):
         started = to_iso(now or datetime.now(UTC))
         with self._errors():
             # One statement: the increment and the returned record are the same snapshot.
-            rows = (
-                self._db.connection()
-                .execute(
-                    "UPDATE state_runs SET succeeded = succeeded + ?, failed = failed + ?,"
-                    " dead_lettered = dead_lettered + ?, retries = retries + ?,"
-                    " started_at = COALESCE(started_at, ?) WHERE run_id = ? RETURNING *",
-                    (succeeded, failed, dead_lettered, retries, started, run_id),
-                )
-                .fetchall()
+            rows, _ = self._write(
+                "UPDATE state_runs SET succeeded = succeeded + ?, failed = failed + ?,"
+                " dead_lettered = dead_lettered + ?, retries = retries + ?,"
+                " started_at = COALESCE(started_at, ?) WHERE run_id = ? RETURNING *",
+                (succeeded, failed, dead_lettered, retries, started, run_id),
             )
         return _record(rows, run_id)
 
     def mark_finished(self, run_id: str, now: datetime) -> bool:
         """False also for an unknown run: nothing was set."""
         with self._errors():
-            cursor = self._db.connection().execute(
+            _, changed = self._write(
                 "UPDATE state_runs SET finished_at = ? WHERE run_id = ? AND finished_at IS NULL",
                 (to_iso(now), run_id),
             )
-        return cursor.rowcount == 1
+        return changed == 1
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._errors():
@@ -205,37 +219,43 @@ class SqliteState(State):
         return found
 
     def record_applied(self, key: str, run_id: str, now: datetime) -> bool:
+        # The SQLite ledger, when it shares this file, has written the record with its apply:
+        # a read then spares a write (and the wait for the file's writer lock).
+        if self.is_applied(key):
+            return False
         with self._errors():
-            cursor = self._db.connection().execute(
-                "INSERT INTO state_applied (key, run_id, applied_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (key) DO NOTHING",
-                (key, run_id, to_iso(now)),
-            )
-        return cursor.rowcount == 1
+            _, changed = self._write(_RECORD_APPLIED, (key, run_id, to_iso(now)))
+        return changed == 1
 
     def acquire_lock(self, name: str, owner: str, ttl_s: int, now: datetime) -> bool:
         expires_at = to_iso(now + timedelta(seconds=ttl_s))
         with self._errors():
             # Insert, or take over a lock that is ours (re-entrant: extends it) or has expired;
             # an upsert whose WHERE fails changes no row, which is how "held by another" shows.
-            cursor = self._db.connection().execute(
+            _, changed = self._write(
                 "INSERT INTO state_locks (name, owner, expires_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner,"
                 " expires_at = excluded.expires_at"
                 " WHERE state_locks.owner = excluded.owner OR state_locks.expires_at < ?",
                 (name, owner, expires_at, to_iso(now)),
             )
-        return cursor.rowcount == 1
+        return changed == 1
 
     def release_lock(self, name: str, owner: str) -> None:
         """Releasing a lock another owner holds (say, after ours expired) leaves it alone."""
         with self._errors():
-            self._db.connection().execute(
-                "DELETE FROM state_locks WHERE name = ? AND owner = ?", (name, owner)
-            )
+            self._write("DELETE FROM state_locks WHERE name = ? AND owner = ?", (name, owner))
 
     def close(self) -> None:
         self._db.close()
+
+    def _write(self, sql: str, parameters: Sequence[object]) -> tuple[list[sqlite3.Row], int]:
+        """One write statement in autocommit mode: its rows (RETURNING) and row count. The
+        rows are read before the file's writer lock is let go (the statement holds SQLite's
+        write lock until then)."""
+        with self._db.writing() as conn:
+            cursor = conn.execute(sql, parameters)
+            return cursor.fetchall(), cursor.rowcount
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -246,8 +266,6 @@ class SqliteState(State):
 
 
 def _record(rows: list[sqlite3.Row], run_id: str) -> RunRecord:
-    # fetchall(), not fetchone(): an UPDATE ... RETURNING holds the write lock until its
-    # cursor is exhausted.
     if not rows:
         raise StateError(f"run {run_id} not found", code=ErrorCode.RUN_NOT_FOUND)
     return _to_record(rows[0])
