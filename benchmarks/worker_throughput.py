@@ -13,7 +13,7 @@ The bound is min(rate limit, concurrency / sink latency). One run of each scenar
 (c) zero-latency sink on the embedded queue, one worker process: the SQLite ledger through
     `raasctl worker` (c1), and a no-op sink object in-process (c2, queue and state costs
     only). Target at least 2,000 msg/s. On a shared machine one run says little (the same
-    code measured 1,300 to 2,300 msg/s in (c1) within minutes): `--c-runs N` repeats (c)
+    code measured 1,250 to 2,270 msg/s in (c1) within an hour): `--c-runs N` repeats (c)
     and judges the medians.
 
 The worker runs as a `python -m raasctl worker --until-empty` subprocess except in (c2).
