@@ -34,6 +34,7 @@ from raasctl.producer import (
     enqueued_at,
 )
 from raasctl.queues.base import Queue
+from raasctl.runs import finish_if_complete
 from raasctl.sources.base import Prompts, Source
 from raasctl.sources.stream import iter_report_file
 from raasctl.state.base import RunRecord, State
@@ -335,16 +336,7 @@ def _record_failure(
 def _finish_if_done(state: State, record: RunRecord) -> None:
     """A run with nothing to do (or drained before its total was known) completes here; the
     worker completes every other run when its counters reach the total."""
-    if record.total is None or record.done < record.total:
-        return
-    if state.mark_finished(record.run_id, datetime.now(UTC)):
-        event(
-            InfoCode.RUN_COMPLETE,
-            f"{record.cron} run complete: {record.succeeded} succeeded of {record.total}",
-            cron=record.cron,
-            run_id=record.run_id,
-            total=record.total,
-        )
+    finish_if_complete(state, record, datetime.now(UTC))
 
 
 def dry_run(

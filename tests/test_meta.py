@@ -38,3 +38,20 @@ def test_command_has_help_with_an_example(path: str, command: click.Command) -> 
 @pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[path for path, _ in COMMANDS])
 def test_command_is_in_the_readme(path: str, command: click.Command) -> None:
     assert f"raasctl {path}" in README, f"README's command reference lacks `raasctl {path}`"
+
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "raasctl"
+
+
+def test_ci_checks_format_lint_and_types_before_the_readmes_tests() -> None:
+    steps = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    for step in ("ruff format --check .", "ruff check .", "mypy", "python -m pytest -q"):
+        assert step in steps, f".ci/run does not run `{step}`"
+    assert steps.index("mypy") < steps.index("python -m pytest -q")
+    # The README's test command is the one CI runs.
+    assert "&& python -m pytest -q\n" in README

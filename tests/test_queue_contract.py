@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from support import FakeClock
 
 from raasctl.codes import ErrorCode
 from raasctl.errors import QueueError
@@ -26,17 +27,6 @@ from raasctl.queues.sqlite import SqliteQueue
 from raasctl.queues.sqs import SqsQueue
 
 MAX_RECEIVES = 2
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass

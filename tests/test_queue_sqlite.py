@@ -11,22 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from support import FakeClock
 
 from raasctl.codes import ErrorCode
 from raasctl.errors import QueueError
 from raasctl.queues.base import OutgoingMessage, ReceivedMessage
 from raasctl.queues.sqlite import SqliteQueue
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def message(body: str, group: str = "G", dedup: str | None = None) -> OutgoingMessage:

@@ -8,21 +8,9 @@ import threading
 import time
 
 import pytest
+from support import FakeClock
 
 from raasctl.ratelimit import SPACING_MARGIN, RateLimiter
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def spaced(per_second: float) -> float:
@@ -30,7 +18,7 @@ def spaced(per_second: float) -> float:
 
 
 def test_unlimited_grants_every_token_and_start_at_once() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
     assert limiter.acquire(10) == 10
     assert limiter.begin() is False
@@ -39,7 +27,7 @@ def test_unlimited_grants_every_token_and_start_at_once() -> None:
 
 
 def test_tokens_are_spaced_evenly_with_a_burst_of_one() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     limiter = RateLimiter(4, clock=clock, sleep=clock.sleep)
     granted_at = []
     for _ in range(5):
@@ -50,7 +38,7 @@ def test_tokens_are_spaced_evenly_with_a_burst_of_one() -> None:
 
 
 def test_idle_time_does_not_accumulate_tokens_or_starts() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     limiter = RateLimiter(10, clock=clock, sleep=clock.sleep)
     limiter.acquire(1)
     limiter.begin()
@@ -65,7 +53,7 @@ def test_idle_time_does_not_accumulate_tokens_or_starts() -> None:
 
 def test_a_late_wake_up_does_not_push_later_starts_back() -> None:
     """The schedule is a grid: one start 30 ms late leaves the next on time."""
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     limiter = RateLimiter(10, clock=clock, sleep=clock.sleep)
     limiter.begin()
     first = clock.now
@@ -76,7 +64,7 @@ def test_a_late_wake_up_does_not_push_later_starts_back() -> None:
 
 
 def test_making_up_a_large_delay_never_halves_the_spacing() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     limiter = RateLimiter(10, clock=clock, sleep=clock.sleep)
     limiter.begin()
     late = clock.now + spaced(10) + 0.09  # 90 ms late: nearly a whole interval
@@ -87,7 +75,7 @@ def test_making_up_a_large_delay_never_halves_the_spacing() -> None:
 
 
 def test_tokens_behind_a_slow_receive_are_made_up_at_once() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
     assert limiter.acquire(10) == 1
     clock.now += spaced(20) + 0.2  # a 200 ms receive: the next token and 3 more are due
@@ -98,7 +86,7 @@ def test_tokens_behind_a_slow_receive_are_made_up_at_once() -> None:
 
 
 def test_made_up_tokens_are_bounded_by_the_count_asked_for() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
     limiter.acquire(1)
     clock.now += spaced(20) + 0.2
@@ -107,7 +95,7 @@ def test_made_up_tokens_are_bounded_by_the_count_asked_for() -> None:
 
 
 def test_given_back_token_can_be_taken_again_at_once() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     limiter = RateLimiter(2, clock=clock, sleep=clock.sleep)
     limiter.acquire(1)
     limiter.give_back(1)  # the receive came back empty
@@ -119,7 +107,7 @@ def test_given_back_token_can_be_taken_again_at_once() -> None:
 def test_starts_are_spaced_even_when_messages_arrive_together() -> None:
     """Receive latency varies; three messages ready at the same instant still start one
     interval apart."""
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
     starts = []
     for _ in range(3):
@@ -129,7 +117,7 @@ def test_starts_are_spaced_even_when_messages_arrive_together() -> None:
 
 
 def test_give_back_never_brings_starts_closer() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     limiter = RateLimiter(10, clock=clock, sleep=clock.sleep)
     limiter.begin()
     first = clock.now
@@ -141,7 +129,7 @@ def test_give_back_never_brings_starts_closer() -> None:
 def test_window_check_holds_even_when_the_grid_lets_starts_bunch() -> None:
     """Late wake-ups followed by on-time ones bunch starts on the grid; the check on actual
     start times still keeps any one-second window at the rate."""
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     limiter = RateLimiter(5, clock=clock, sleep=clock.sleep)
     starts = []
     for n in range(30):

@@ -17,6 +17,7 @@ import boto3
 import pytest
 from click.testing import CliRunner
 from moto import mock_aws
+from support import wait_until
 
 from raasctl.cli import main
 from raasctl.cli.worker_cmd import progress_detail
@@ -39,6 +40,7 @@ from raasctl.worker import (
     backoff_s,
     run_progress,
 )
+from raasctl.worker.served import RunsServed
 
 DEPOSITS = "clientDepositUpdate"
 PAID = "clientBillPaidStatus"
@@ -578,7 +580,7 @@ def test_a_failed_receive_is_retried_after_a_pause(
 def test_receives_failing_in_a_row_stop_the_worker_with_the_error(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("raasctl.worker.MAX_CONSECUTIVE_ERRORS", 3)
+    monkeypatch.setattr("raasctl.worker.decision.MAX_CONSECUTIVE_ERRORS", 3)
     queue = FlakyReceives(env.queue)
     queue.failures = 100
     worker = Worker(queue, env.state, ScriptedSink(), options())
@@ -865,7 +867,9 @@ def test_heartbeat_keeps_a_slow_message_invisible(env: Env) -> None:
     worker = Worker(recording, env.state, sink, options(visibility_timeout_s=1))
     thread, out = in_background(worker)
 
-    time.sleep(1.4)  # past the 1 s visibility: without a heartbeat it would be visible
+    began = wait_until(lambda: sink.calls)[0][1]
+    # Past the 1 s visibility: without a heartbeat it would be visible again.
+    wait_until(lambda: time.monotonic() - began >= 1.4)
     thief = queue.receive(10, 0)
     thread.join(10)
 
@@ -900,10 +904,11 @@ def test_a_message_whose_visibility_ran_out_before_its_delete_is_not_counted_twi
         options(concurrency=1, visibility_timeout_s=1, until_empty=False, max_runtime_s=2.5),
     )
     thread, out = in_background(worker)
-    time.sleep(1.2)
     # The heartbeat failed, so another worker receives the message while it is applied;
     # the first worker's delete then holds a stale receipt handle and deletes nothing.
-    [taken] = queue.receive(10, 0, visibility_timeout_s=30)
+    wait_until(lambda: sink.running == 1)
+    [taken] = wait_until(lambda: queue.receive(10, 0, visibility_timeout_s=30))
+    assert sink.running == 1, "taken while the first worker was still applying it"
     thread.join(10)
 
     first = out["result"]
@@ -929,7 +934,7 @@ def test_a_signal_finishes_in_flight_work_and_stops_receiving(env: Env) -> None:
     sink = ScriptedSink(env.ledger, delay_s=0.3)
     worker = Worker(env.queue, env.state, sink, options(concurrency=2, until_empty=False))
     thread, out = in_background(worker)
-    time.sleep(0.15)
+    wait_until(lambda: sink.running == 2)
 
     worker.stop()
     thread.join(5)
@@ -966,9 +971,7 @@ def test_a_signal_releases_messages_not_yet_started(env: Env) -> None:
     sink = ScriptedSink(env.ledger)
     worker = Worker(env.queue, env.state, sink, options(until_empty=False), limiter=FarStart())
     thread, out = in_background(worker)
-    deadline = time.monotonic() + 5
-    while env.queue.depth().in_flight == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: env.queue.depth().in_flight)
 
     worker.stop()
     thread.join(5)
@@ -997,9 +1000,7 @@ def test_a_message_released_at_a_stop_on_its_last_receive_counts_failed(
         limiter=FarStart(),
     )
     thread, out = in_background(worker)
-    deadline = time.monotonic() + 5
-    while env.queue.depth().in_flight == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: env.queue.depth().in_flight)
 
     worker.stop()
     thread.join(5)
@@ -1026,9 +1027,7 @@ def test_a_message_released_at_a_stop_before_its_last_receive_is_not_counted(env
         limiter=FarStart(),
     )
     thread, out = in_background(worker)
-    deadline = time.monotonic() + 5
-    while env.queue.depth().in_flight == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: env.queue.depth().in_flight)
 
     worker.stop()
     thread.join(5)
@@ -1072,8 +1071,11 @@ def test_in_flight_work_past_the_shutdown_deadline_is_left_to_its_visibility(
     enqueue(env.queue, env.state, [deposit(1)])
     release = threading.Event()
 
+    started = threading.Event()
+
     class Hang(Sink):
         def apply(self, envelope: Envelope) -> Applied:
+            started.set()
             release.wait(10)
             return Applied.APPLIED
 
@@ -1081,7 +1083,7 @@ def test_in_flight_work_past_the_shutdown_deadline_is_left_to_its_visibility(
         env.queue, env.state, Hang(), options(until_empty=False, shutdown_timeout_s=0.3)
     )
     thread, out = in_background(worker)
-    time.sleep(0.3)
+    wait_until(started.is_set)
     began = time.monotonic()
     worker.stop()
     thread.join(5)
@@ -1100,7 +1102,15 @@ def test_in_flight_work_past_the_shutdown_deadline_is_left_to_its_visibility(
 def test_run_completes_when_its_total_arrives_after_its_last_message(
     env: Env, events: list[logging.LogRecord], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("raasctl.worker.COMPLETION_CHECK_S", 0.2)
+    monkeypatch.setattr("raasctl.worker.heartbeat.COMPLETION_CHECK_S", 0.2)
+    checks: list[float] = []
+    complete_open = RunsServed.complete_open
+
+    def counted(self: RunsServed) -> None:
+        checks.append(time.monotonic())
+        complete_open(self)
+
+    monkeypatch.setattr(RunsServed, "complete_open", counted)
     enqueue(env.queue, env.state, [deposit(n) for n in range(3)], finish=False)
     worker = Worker(
         env.queue,
@@ -1109,10 +1119,10 @@ def test_run_completes_when_its_total_arrives_after_its_last_message(
         options(until_empty=False, max_runtime_s=2.0),
     )
     thread, _ = in_background(worker)
-    deadline = time.monotonic() + 5
-    while env.ledger.counts()["applications"] < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.2)
+    wait_until(lambda: env.ledger.counts()["applications"] >= 3)
+    applied_at = time.monotonic()
+    # A completion check ran after the last message was counted, and found no total yet.
+    wait_until(lambda: any(t > applied_at + 0.1 for t in checks))
     assert coded(events, InfoCode.RUN_COMPLETE) == []
 
     env.state.finish_enqueue("run-1", entries=3, enqueued=3, invalid=0, duplicates=0)

@@ -1,0 +1,275 @@
+"""The worker: drains the queue into the sink at the rate the downstream allows.
+
+Receiving is separate from processing (DESIGN.md "Worker semantics"). The roles, one module
+each, around one pure decision table (`decision`):
+
+- the poller (`poller`, on the thread that calls `Worker.run`) takes rate-limit tokens,
+  receives and hands messages to the slots;
+- the slot pool (`slots`) handles them, `concurrency` at a time, a FIFO group's in order,
+  carrying out each message's verdict (`handler`);
+- the settler (`settler`) deletes handled messages and counts them in their runs, in batches;
+- the housekeeper (`heartbeat`) extends the visibility of every message held, reports
+  progress and enforces --max-runtime.
+
+Stop and failure state is one `Lifecycle`. Threads suit the work: every handler waits on I/O
+(an HTTP call, SQLite, DynamoDB).
+
+`--cron` on a queue that counts receives toward a DLQ: releasing other crons' messages would
+use up their receives and dead-letter them, so `crons` is refused there (`UsageError`); see
+`check_cron_filter`.
+
+Exactly-once effect: the sink applies a key at most once itself (ledger UNIQUE key, HTTP
+Idempotency-Key), so a crash anywhere (after the sink, before the idempotency record) only
+repeats a harmless apply.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from raasctl.codes import ErrorCode, InfoCode
+from raasctl.config import CRON_NAMES
+from raasctl.errors import RaasctlError, UsageError
+from raasctl.logs import event
+from raasctl.queues.base import Queue
+from raasctl.ratelimit import RateLimiter
+from raasctl.sinks.base import Sink
+from raasctl.state.base import State
+from raasctl.worker.decision import Backoff
+from raasctl.worker.handler import Handler, ReceiveLimit, Releaser
+from raasctl.worker.heartbeat import Housekeeper, Progress
+from raasctl.worker.lifecycle import Lifecycle, StopReason
+from raasctl.worker.options import WorkerOptions
+from raasctl.worker.poller import Poller
+from raasctl.worker.results import Tally, WorkerResult, WorkerStats, log_stats
+from raasctl.worker.served import RunsServed
+from raasctl.worker.settler import Settler
+from raasctl.worker.slots import SlotPool
+
+if TYPE_CHECKING:
+    from raasctl.runtime import Runtime
+
+
+class Worker:
+    """`run()` blocks until a stop condition; `stop()` may be called from a signal handler or
+    another thread. Clocks, the rate limiter and the progress callback are injectable."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        state: State,
+        sink: Sink,
+        options: WorkerOptions,
+        *,
+        known_crons: Iterable[str] = CRON_NAMES,
+        limiter: RateLimiter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_stats: Callable[[WorkerStats], None] | None = None,
+    ) -> None:
+        self.queue = queue
+        self.options = options
+        self.limiter = limiter or RateLimiter(options.rate_per_s, clock=clock)
+        self._clock = clock
+        self._started = clock()
+        self.lifecycle = Lifecycle()
+        self.tally = Tally()
+        self.runs = RunsServed(state, now)
+        limit = ReceiveLimit()
+        self.settler = Settler(queue, self.runs, self.tally, self.lifecycle, clock)
+        self.releaser = Releaser(queue, self.lifecycle, self.tally, limit, self.settler.settle)
+        handler = Handler(
+            queue=queue,
+            state=state,
+            sink=sink,
+            limiter=self.limiter,
+            lifecycle=self.lifecycle,
+            tally=self.tally,
+            limit=limit,
+            releaser=self.releaser,
+            settle=self.settler.settle,
+            backoff=Backoff(options.backoff_base_s, options.backoff_cap_s),
+            visibility_timeout_s=options.visibility_timeout_s,
+            now=now,
+        )
+        self.pool = SlotPool(
+            options.concurrency,
+            handler=handler,
+            releaser=self.releaser,
+            limiter=self.limiter,
+            lifecycle=self.lifecycle,
+            clock=clock,
+        )
+        self.progress = Progress(self.tally, self.pool, self.runs, self._elapsed)
+        self.housekeeper = Housekeeper(
+            queue,
+            self.pool,
+            self.runs,
+            self.lifecycle,
+            self.progress,
+            on_stats or log_stats,
+            visibility_timeout_s=options.visibility_timeout_s,
+            stats_interval_s=options.stats_interval_s,
+            time_left=self._time_left,
+            clock=clock,
+        )
+        self.poller = Poller(
+            queue,
+            options,
+            known_crons=frozenset(known_crons),
+            limiter=self.limiter,
+            pool=self.pool,
+            releaser=self.releaser,
+            runs=self.runs,
+            lifecycle=self.lifecycle,
+            tally=self.tally,
+            limit=limit,
+            time_left=self._time_left,
+            clock=clock,
+        )
+
+    # ---------------------------------------------------------------- public
+
+    def stop(self, reason: StopReason = StopReason.SIGNAL) -> None:
+        """Stop receiving; in-flight work finishes. A signal also releases messages that were
+        received but not started."""
+        self.lifecycle.stop(reason)
+
+    def run(self) -> WorkerResult:
+        options = self.options
+        check_cron_filter(self.queue, options.crons)
+        self._started = self._clock()
+        event(
+            InfoCode.WORKER_STARTED,
+            "worker started",
+            queue=self.queue.name,
+            concurrency=options.concurrency,
+            rate_per_s=options.rate_per_s,
+            crons=sorted(options.crons) or None,
+        )
+        # Start order: the consumers of work before its producer.
+        self.settler.start()
+        self.pool.start()
+        self.housekeeper.start()
+        try:
+            self.poller.run()
+        except BaseException as exc:
+            self.lifecycle.fail(exc)
+        finally:
+            self._shut_down()
+        result = self.result()
+        event(
+            InfoCode.WORKER_FINISHED,
+            "worker finished",
+            stopped=str(result.stopped),
+            retries=result.retries,
+            released=result.released,
+            errors=result.errors,
+            **result.summary(),
+        )
+        fatal = self.lifecycle.fatal
+        if fatal is not None:
+            raise fatal
+        return result
+
+    def result(self) -> WorkerResult:
+        return WorkerResult.of(
+            self.tally.snapshot(),
+            self._elapsed(),
+            self.lifecycle.reason or StopReason.SIGNAL,
+        )
+
+    def stats(self) -> WorkerStats:
+        return self.progress.stats()
+
+    # ---------------------------------------------------------------- internals
+
+    def _elapsed(self) -> float:
+        return self._clock() - self._started
+
+    def _time_left(self) -> float:
+        limit = self.options.max_runtime_s
+        return float("inf") if limit is None else limit - self._elapsed()
+
+    def _shut_down(self) -> None:
+        """The stop order: (1) receiving has stopped (the poller returned); (2) messages a
+        stop held back are released; (3) in-flight work finishes within the shutdown
+        timeout, the heartbeat still covering it; (4) the heartbeat and (5) the slots end;
+        (6) the settler deletes and counts what is left; (7) runs whose total arrived late
+        are completed."""
+        lifecycle = self.lifecycle
+        lifecycle.stopping.set()
+        self.releaser.polling_ended()
+        if lifecycle.reason is not None:
+            event(
+                InfoCode.WORKER_STOPPING,
+                "worker stopping",
+                reason=str(lifecycle.reason),
+                in_flight=self.pool.in_flight(),
+            )
+        abandoned = self.pool.wait_until_idle(self.options.shutdown_timeout_s)
+        if abandoned:
+            # Their visibility runs out without the heartbeat and another worker takes them;
+            # a repeated apply is harmless (sink idempotency).
+            event(
+                InfoCode.WORKER_STOPPING,
+                f"{abandoned} message(s) still in flight after "
+                f"{self.options.shutdown_timeout_s:g} s; left to their visibility timeout",
+                level=logging.WARNING,
+                in_flight=abandoned,
+            )
+        self.housekeeper.stop()
+        self.pool.stop(join=not abandoned)
+        self.settler.stop(self.options.shutdown_timeout_s)
+        try:
+            self.runs.complete_open()
+        except RaasctlError as exc:
+            event(exc.code, f"checking run completion failed: {exc}", level=logging.WARNING)
+
+
+def check_cron_filter(queue: Queue, crons: frozenset[str]) -> None:
+    """Refuse a cron filter on a queue that dead-letters after max_receive_count.
+
+    The filter works by releasing other crons' messages (visibility 0) after receiving them,
+    and both SQS and the embedded queue count every receive toward maxReceiveCount, so the
+    other crons' messages would end in the DLQ, unprocessed. Only a queue without a DLQ takes
+    a filtered worker safely.
+    """
+    if not crons:
+        return
+    limit = queue.max_receive_count
+    if limit is None:
+        return
+    raise UsageError(
+        f"--cron cannot be used on queue {queue.name}: it moves a message to its DLQ after "
+        f"{limit} receives (maxReceiveCount), and every receive counts, also one whose "
+        "message the worker releases because it belongs to another cron, so a filtered "
+        "worker would dead-letter the other crons' messages. Use one queue per cron, or run "
+        "the worker without --cron",
+        code=ErrorCode.USAGE,
+    )
+
+
+@contextmanager
+def open_worker(
+    runtime: Runtime,
+    options: WorkerOptions,
+    *,
+    on_stats: Callable[[WorkerStats], None] | None = None,
+) -> Iterator[Worker]:
+    """A worker on the environment's queue, state and sink, closed afterwards."""
+    queue = runtime.queue()
+    state = sink = None
+    try:
+        state = runtime.state()
+        sink = runtime.sink()
+        yield Worker(queue, state, sink, options, on_stats=on_stats)
+    finally:
+        for resource in (sink, state, queue):
+            if resource is not None:
+                resource.close()

@@ -1,0 +1,277 @@
+"""Carrying out the verdicts of `decision`: the calls to State, the sink and the queue that
+handle one message, and the release of messages let go unhandled."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+
+from raasctl.codes import ErrorCode, InfoCode
+from raasctl.envelope import Envelope
+from raasctl.errors import RaasctlError, SinkError
+from raasctl.logs import event
+from raasctl.queues.base import Queue, ReceivedMessage
+from raasctl.ratelimit import RateLimiter
+from raasctl.sinks.base import Sink
+from raasctl.state.base import State
+from raasctl.worker.decision import (
+    APPLIED,
+    Action,
+    Backoff,
+    Facts,
+    Outcome,
+    SinkOutcome,
+    Verdict,
+    decide,
+    stops_worker,
+)
+from raasctl.worker.lifecycle import Lifecycle
+from raasctl.worker.messages import Held, Settled, envelope_fields
+from raasctl.worker.results import Tally
+
+SettleFn = Callable[[Settled], None]
+
+
+class ReceiveLimit:
+    """The queue's max_receive_count, read once by the poller before its first receive (on
+    SQS a call that can fail, so it is retried like a receive) and read by every role."""
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+        self.known = False
+
+    def set(self, value: int | None) -> None:
+        self.value, self.known = value, True
+
+
+class Releaser:
+    """Makes messages visible again at once: another cron's, the rest of a group, or not
+    started at a stop. A release still counts as a receive toward max_receive_count, so on
+    the last allowed receive the message is counted as failed (its next receive moves it to
+    the DLQ).
+
+    At a stop (a signal), releases wait until polling has ended: released earlier, a message
+    would be caught by the poller's last long poll, released again, and lose another receive.
+    """
+
+    def __init__(
+        self,
+        queue: Queue,
+        lifecycle: Lifecycle,
+        tally: Tally,
+        limit: ReceiveLimit,
+        settle: SettleFn,
+    ) -> None:
+        self.queue = queue
+        self.lifecycle = lifecycle
+        self.tally = tally
+        self.limit = limit
+        self.settle = settle
+        self._lock = threading.Lock()
+        self._polling_ended = False
+        self._pending: list[tuple[ReceivedMessage, Envelope | None, str]] = []
+
+    def release(self, message: ReceivedMessage, envelope: Envelope | None, why: str) -> None:
+        with self._lock:
+            if self.lifecycle.abandoning.is_set() and not self._polling_ended:
+                self._pending.append((message, envelope, why))
+                return
+        try:
+            self.queue.change_visibility(message.receipt_handle, 0)
+        except RaasctlError as exc:
+            # Not fatal: the message comes back when its visibility runs out.
+            event(
+                exc.code,
+                f"releasing a message failed: {exc}",
+                message_id=message.message_id,
+                level=logging.WARNING,
+            )
+        self.tally.add("released")
+        verdict = decide(Facts(message.receive_count, self.limit.value, let_go=why))
+        if verdict.outcome is Outcome.FAILED:
+            self.count_failed(message, envelope, f"{why}, released on its last allowed receive")
+
+    def polling_ended(self) -> None:
+        """Release what a stop held back."""
+        with self._lock:
+            self._polling_ended = True
+            pending, self._pending = self._pending, []
+        for message, envelope, why in pending:
+            self.release(message, envelope, why)
+
+    def count_failed(self, message: ReceivedMessage, envelope: Envelope | None, why: str) -> None:
+        """Count a message the worker lets go without deleting it on its last allowed
+        receive as failed: the queue moves it to the DLQ on its next receive."""
+        event(
+            ErrorCode.MESSAGE_FAILED,
+            f"{why} ({message.receive_count} of {self.limit.value}): the queue moves it to the DLQ",
+            message_id=message.message_id,
+            attempt=message.receive_count,
+            **envelope_fields(envelope),
+        )
+        run_id = envelope.run_id if envelope else message.attributes.get("run_id")
+        self.settle(Settled(Outcome.FAILED, run_id))
+
+
+class Handler:
+    """Handles one message at a time (a slot calls it): gathers the facts, asks `decide`, and
+    carries the verdict out. Thread-safe; one instance serves every slot."""
+
+    def __init__(
+        self,
+        *,
+        queue: Queue,
+        state: State,
+        sink: Sink,
+        limiter: RateLimiter,
+        lifecycle: Lifecycle,
+        tally: Tally,
+        limit: ReceiveLimit,
+        releaser: Releaser,
+        settle: SettleFn,
+        backoff: Backoff,
+        visibility_timeout_s: int,
+        now: Callable[[], datetime],
+    ) -> None:
+        self.queue = queue
+        self.state = state
+        self.sink = sink
+        self.limiter = limiter
+        self.lifecycle = lifecycle
+        self.tally = tally
+        self.limit = limit
+        self.releaser = releaser
+        self.settle = settle
+        self.backoff = backoff
+        self.visibility_timeout_s = visibility_timeout_s
+        self._now = now
+        self._lock = threading.Lock()
+        self._errors_in_a_row = 0
+
+    def handle(self, held: Held) -> bool:
+        """Handle one message; True when it is done with (deleted, or in the DLQ), so the next
+        message of its group may go on."""
+        try:
+            verdict = self._handle(held)
+        except RaasctlError as exc:
+            self._failed(held, exc)
+            return False
+        with self._lock:
+            self._errors_in_a_row = 0
+        return verdict.done_with
+
+    def _facts(self, held: Held) -> Facts:
+        return Facts(
+            receive_count=held.message.receive_count,
+            max_receive_count=self.limit.value,
+            problem=held.problem,
+            backoff=self.backoff,
+        )
+
+    def _handle(self, held: Held) -> Verdict:
+        facts = self._facts(held)
+        envelope = held.envelope
+        if envelope is not None and facts.problem is None:
+            facts = replace(facts, applied=self.state.is_applied(envelope.key))
+        verdict = decide(facts)
+        if verdict.action is Action.APPLY:
+            assert envelope is not None  # decide() applies only valid envelopes
+            # The start the rate limit counts is the call to the downstream. It waits about
+            # one interval at most, since the token was taken before the receive.
+            if self.limiter.begin(self.lifecycle.abandoning):
+                why = "a stop came before it started"
+                held.settle()
+                self.releaser.release(held.message, envelope, why)
+                return decide(replace(facts, let_go=why))
+            verdict = decide(replace(facts, sink=self._apply(envelope)))
+        self._carry_out(held, verdict)
+        return verdict
+
+    def _apply(self, envelope: Envelope) -> SinkOutcome:
+        try:
+            self.sink.apply(envelope)  # APPLIED and ALREADY_APPLIED alike: it is in place
+        except SinkError as exc:
+            return SinkOutcome(False, exc.retryable, exc.retry_after_s, str(exc))
+        return APPLIED
+
+    def _carry_out(self, held: Held, verdict: Verdict) -> None:
+        message, envelope = held.message, held.envelope
+        action = verdict.action
+        if action in (Action.SKIP_APPLIED, Action.RECORD_APPLIED):
+            assert envelope is not None
+            if action is Action.RECORD_APPLIED:
+                self.state.record_applied(envelope.key, envelope.run_id, self._now())
+            held.settle()  # the heartbeat keeps off from here, so extended_at is final
+            self.settle(
+                Settled(
+                    Outcome.SUCCEEDED,
+                    envelope.run_id,
+                    message.receipt_handle,
+                    visible_until=held.extended_at + self.visibility_timeout_s,
+                    last_receive=self._facts(held).last_receive,
+                )
+            )
+            return
+        held.settle()
+        if action is Action.DEAD_LETTER:
+            self.queue.dead_letter(message, verdict.reason)
+            event(
+                InfoCode.MESSAGE_DEAD_LETTERED,
+                f"sent to the DLQ: {verdict.reason}",
+                message_id=message.message_id,
+                reason=verdict.reason,
+                level=logging.WARNING,
+                **envelope_fields(envelope),
+            )
+        elif action is Action.FAIL_LAST_RECEIVE:
+            # The last attempt: visible again at once so the queue's redrive moves it to the
+            # DLQ on the next receive.
+            self.queue.change_visibility(message.receipt_handle, 0)
+            event(
+                ErrorCode.MESSAGE_FAILED,
+                verdict.reason,
+                message_id=message.message_id,
+                attempt=message.receive_count,
+                **envelope_fields(envelope),
+            )
+        elif action is Action.RETRY:
+            assert verdict.visibility_s is not None
+            self.queue.change_visibility(message.receipt_handle, verdict.visibility_s)
+            event(
+                InfoCode.MESSAGE_RETRY,
+                f"will retry in {verdict.visibility_s} s: {verdict.reason}",
+                message_id=message.message_id,
+                attempt=message.receive_count,
+                delay_s=verdict.visibility_s,
+                level=logging.WARNING,
+                **envelope_fields(envelope),
+            )
+        else:  # pragma: no cover - decide() gives no other verdict here
+            raise AssertionError(f"unexpected verdict {verdict}")
+        assert verdict.outcome is not None
+        self.settle(Settled(verdict.outcome, held.run_id))
+
+    def _failed(self, held: Held, exc: RaasctlError) -> None:
+        """The queue or state failed mid-way: the message comes back after its visibility
+        runs out and is retried then; the sink's idempotency covers a repeated apply."""
+        held.settle()
+        event(
+            exc.code,
+            f"handling a message failed: {exc}",
+            message_id=held.message.message_id,
+            **envelope_fields(held.envelope),
+        )
+        verdict = decide(replace(self._facts(held), error=str(exc)))
+        if verdict.outcome is Outcome.FAILED:
+            self.releaser.count_failed(
+                held.message, held.envelope, "left to its visibility timeout after an error"
+            )
+        self.tally.add("errors")
+        with self._lock:
+            self._errors_in_a_row += 1
+            errors_in_a_row = self._errors_in_a_row
+        if stops_worker(exc, errors_in_a_row):
+            self.lifecycle.fail(exc)

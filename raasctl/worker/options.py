@@ -1,0 +1,50 @@
+"""The worker's settings, and how they come from an environment's config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from raasctl.config import EnvironmentConfig
+
+EMBEDDED_WAIT_TIME_S = 1.0  # the SQLite queue's long poll: idle waiting costs nothing there
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    concurrency: int = 8
+    rate_per_s: float | None = None  # None: unlimited
+    crons: frozenset[str] = frozenset()  # empty: every cron
+    until_empty: bool = False
+    max_messages: int | None = None
+    max_runtime_s: float | None = None
+    visibility_timeout_s: int = 60
+    wait_time_s: float = 20.0  # long poll
+    backoff_base_s: float = 2.0
+    backoff_cap_s: float = 60.0
+    shutdown_timeout_s: float = 30.0  # how long in-flight work may finish after a stop
+    stats_interval_s: float | None = 30.0  # None: no periodic stats
+    # A receive that brought only other crons' messages waits this long before the next,
+    # so a filtered worker does not spin on (and burn the receive count of) foreign messages.
+    foreign_pause_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.visibility_timeout_s < 1:
+            raise ValueError("visibility_timeout_s must be at least 1")
+
+
+def worker_options(env: EnvironmentConfig, **overrides: Any) -> WorkerOptions:
+    """Options from the environment's config (concurrency, rate_limit, the queue's visibility
+    timeout and long poll), overridden by whatever the caller passes that is not None."""
+    queue = env.queue
+    base: dict[str, Any] = {
+        "concurrency": env.concurrency,
+        "rate_per_s": env.rate_limit,
+        "visibility_timeout_s": queue.visibility_timeout_s,
+        "wait_time_s": queue.wait_time_s if queue.kind == "sqs" else EMBEDDED_WAIT_TIME_S,
+    }
+    base.update({name: value for name, value in overrides.items() if value is not None})
+    return WorkerOptions(**base)

@@ -1,0 +1,165 @@
+"""The poller: takes rate-limit tokens, receives `min(10, free slots)` messages and hands
+them to the slot pool, a message group's together and in order.
+
+The token comes before the receive: a message is only taken from the queue when it may
+start (within one interval), never left waiting in memory while its visibility runs out.
+A failed receive is retried after a pause that doubles; an error that waiting cannot mend
+ends the worker at once (`stops_worker`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from raasctl.codes import InfoCode
+from raasctl.envelope import Envelope
+from raasctl.errors import RaasctlError
+from raasctl.logs import event
+from raasctl.queues.base import MAX_BATCH, Queue, ReceivedMessage
+from raasctl.ratelimit import RateLimiter
+from raasctl.worker.decision import stops_worker
+from raasctl.worker.handler import ReceiveLimit, Releaser
+from raasctl.worker.lifecycle import Lifecycle, StopReason
+from raasctl.worker.messages import Held, parse
+from raasctl.worker.options import WorkerOptions
+from raasctl.worker.results import Tally
+from raasctl.worker.served import RunsServed
+from raasctl.worker.slots import SlotPool
+
+
+class Poller:
+    """Runs on the thread that calls `Worker.run`, until a stop."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        options: WorkerOptions,
+        *,
+        known_crons: frozenset[str],
+        limiter: RateLimiter,
+        pool: SlotPool,
+        releaser: Releaser,
+        runs: RunsServed,
+        lifecycle: Lifecycle,
+        tally: Tally,
+        limit: ReceiveLimit,
+        time_left: Callable[[], float],
+        clock: Callable[[], float],
+    ) -> None:
+        self.queue = queue
+        self.options = options
+        self.known_crons = known_crons
+        self.limiter = limiter
+        self.pool = pool
+        self.releaser = releaser
+        self.runs = runs
+        self.lifecycle = lifecycle
+        self.tally = tally
+        self.limit = limit
+        self.time_left = time_left
+        self._clock = clock
+        self._received = 0  # messages taken on (not released as another cron's)
+        self._receive_errors = 0  # failed receives in a row
+        self._empty_logged = False
+
+    def run(self) -> None:
+        options = self.options
+        stopping = self.lifecycle.stopping
+        while not stopping.is_set():
+            if self.time_left() <= 0:
+                self.lifecycle.stop(StopReason.MAX_RUNTIME)
+                break
+            free = self.pool.wait_for_free(stopping)
+            if free == 0:
+                continue
+            want = min(MAX_BATCH, free)
+            if options.max_messages is not None:
+                want = min(want, options.max_messages - self._received)
+            tokens = self.limiter.acquire(want, stop=stopping)
+            if tokens == 0:
+                break
+            # Read before the receive: a message's visibility may have begun any time after.
+            asked_at = self._clock()
+            try:
+                if not self.limit.known:
+                    self.limit.set(self.queue.max_receive_count)
+                messages = self.queue.receive(
+                    tokens, self._wait_time_s(), visibility_timeout_s=options.visibility_timeout_s
+                )
+                if not messages:
+                    self.limiter.give_back(tokens)
+                    self._on_empty_receive()
+                    self._receive_errors = 0
+                    continue
+            except RaasctlError as exc:
+                self.limiter.give_back(tokens)
+                self._receive_failed(exc)
+                continue
+            self._receive_errors = 0
+            self._empty_logged = False
+            self.limiter.give_back(tokens - len(messages))
+            if not self._dispatch(messages, asked_at) and not stopping.is_set():
+                # Only other crons' messages: a filtered worker must not spin on (and burn
+                # the receive count of) foreign messages.
+                stopping.wait(options.foreign_pause_s)
+            if options.max_messages is not None and self._received >= options.max_messages:
+                self.lifecycle.stop(StopReason.MAX_MESSAGES)
+
+    def _receive_failed(self, exc: RaasctlError) -> None:
+        self._receive_errors += 1
+        if stops_worker(exc, self._receive_errors):
+            raise exc
+        pause = min(30.0, 0.5 * 2 ** (self._receive_errors - 1))
+        event(
+            exc.code,
+            f"receiving failed ({self._receive_errors} in a row), retrying in {pause:g} s: {exc}",
+            level=logging.WARNING,
+        )
+        self.tally.add("errors")
+        self.lifecycle.stopping.wait(pause)
+
+    def _wait_time_s(self) -> float:
+        """The long poll, cut short so that --max-runtime is kept."""
+        return min(self.options.wait_time_s, max(0.0, self.time_left()))
+
+    def _on_empty_receive(self) -> None:
+        """DESIGN.md: empty means visible + in-flight + delayed are all 0 and a long poll came
+        back empty. Logged once per time the queue runs empty."""
+        depth = self.queue.depth()
+        if not depth.empty:
+            return
+        if not self._empty_logged:
+            self._empty_logged = True
+            self.runs.complete_open()
+            event(InfoCode.QUEUE_EMPTY, "queue is empty", queue=self.queue.name)
+        if self.options.until_empty:
+            self.lifecycle.stop(StopReason.QUEUE_EMPTY)
+
+    def _dispatch(self, messages: list[ReceivedMessage], asked_at: float) -> int:
+        """Hand the messages to the slots; return how many were taken on."""
+        units: dict[object, list[Held]] = {}
+        for message in messages:
+            envelope, problem = parse(message, self.known_crons)
+            if self.lifecycle.abandoning.is_set():
+                self.releaser.release(message, envelope, "a stop came before it started")
+                continue
+            if envelope is not None and problem is None and self._foreign(envelope):
+                self.releaser.release(message, envelope, "another cron's")
+                self.limiter.give_back(1)
+                continue
+            held = Held(message, envelope, problem, extended_at=asked_at)
+            self.pool.hold(held)
+            self._received += 1
+            if envelope is not None:
+                self.runs.saw(envelope.run_id)
+            # Only a FIFO queue orders a group; elsewhere every message goes on its own.
+            unit: object = message.group_id if self.queue.fifo and message.group_id else held
+            units.setdefault(unit, []).append(held)
+        for unit_messages in units.values():
+            self.pool.submit(unit_messages)
+        return sum(len(unit_messages) for unit_messages in units.values())
+
+    def _foreign(self, envelope: Envelope) -> bool:
+        crons = self.options.crons
+        return bool(crons) and envelope.cron in self.known_crons and envelope.cron not in crons

@@ -1,0 +1,68 @@
+"""The runs this worker has served: counting their messages and completing them."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+
+from raasctl.codes import ErrorCode
+from raasctl.errors import StateError
+from raasctl.logs import event
+from raasctl.runs import finish_if_complete
+from raasctl.state.base import RunRecord, State
+
+
+class RunsServed:
+    """Runs whose messages this worker received. A run completes when its counters reach its
+    total (`count`), or, when the total became known (enqueueing finished) after its last
+    message was counted, at the next `complete_open` (the queue ran empty, a periodic check,
+    the end)."""
+
+    def __init__(self, state: State, now: Callable[[], datetime]) -> None:
+        self.state = state
+        self._now = now
+        self._lock = threading.Lock()
+        self._seen: set[str] = set()
+        self._finished: set[str] = set()
+
+    def saw(self, run_id: str) -> None:
+        with self._lock:
+            self._seen.add(run_id)
+
+    def count(self, run_id: str, counts: Counter[str]) -> None:
+        """Add a batch's outcomes to the run's counters; complete it if that was the last."""
+        try:
+            run = self.state.add_counts(run_id, **counts, now=self._now())
+        except StateError as exc:
+            if exc.code is not ErrorCode.RUN_NOT_FOUND:
+                raise
+            # A message whose run record is gone (or was never made): nothing to count.
+            event(exc.code, f"message of unknown run {run_id}", run_id=run_id, level=logging.DEBUG)
+            return
+        self._finish(run)
+
+    def complete_open(self) -> None:
+        with self._lock:
+            run_ids = sorted(self._seen - self._finished)
+        for run in self.records(run_ids):
+            self._finish(run)
+
+    def records(self, run_ids: list[str] | None = None) -> list[RunRecord]:
+        """The records of these runs (default: every run seen) that still exist."""
+        if run_ids is None:
+            with self._lock:
+                run_ids = sorted(self._seen)
+        runs = []
+        for run_id in run_ids:
+            run = self.state.get_run(run_id)
+            if run is not None:
+                runs.append(run)
+        return runs
+
+    def _finish(self, run: RunRecord) -> None:
+        if finish_if_complete(self.state, run, self._now()):
+            with self._lock:
+                self._finished.add(run.run_id)

@@ -1,0 +1,130 @@
+"""The settler: deletes handled messages and counts them in their runs, in batches (one
+DeleteMessageBatch for up to ten messages and one counter update per run, instead of a call
+each per message).
+
+Counting happens after the delete: a crash between the two loses the counts of that batch,
+whereas counting first would count a redelivered message twice (`count_after_delete` says
+which messages count).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable
+
+from raasctl.codes import ErrorCode
+from raasctl.errors import RaasctlError
+from raasctl.logs import event
+from raasctl.queues.base import MAX_BATCH, Queue
+from raasctl.worker.decision import Outcome, count_after_delete, unfixable
+from raasctl.worker.lifecycle import Lifecycle
+from raasctl.worker.messages import Settled
+from raasctl.worker.results import Tally
+from raasctl.worker.served import RunsServed
+
+# How long a handled message may wait for others to share its delete batch and count update.
+SETTLE_INTERVAL_S = 0.05
+
+
+class Settler:
+    def __init__(
+        self,
+        queue: Queue,
+        runs: RunsServed,
+        tally: Tally,
+        lifecycle: Lifecycle,
+        clock: Callable[[], float],
+    ) -> None:
+        self.queue = queue
+        self.runs = runs
+        self.tally = tally
+        self.lifecycle = lifecycle
+        self._clock = clock
+        self._ready = threading.Condition()
+        self._batch: list[Settled] = []
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="raasctl-settler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def settle(self, item: Settled) -> None:
+        """Hand over a handled message (its delete, when it has a receipt handle, and its
+        count)."""
+        with self._ready:
+            self._batch.append(item)
+            if len(self._batch) in (1, MAX_BATCH):
+                self._ready.notify()
+
+    def stop(self, timeout_s: float) -> None:
+        """Settle what is left, then end."""
+        with self._ready:
+            self._stopping = True
+            self._ready.notify()
+        self._thread.join(timeout=timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                if not self._batch and not self._stopping:
+                    self._ready.wait()
+                if len(self._batch) < MAX_BATCH and not self._stopping:
+                    self._ready.wait(SETTLE_INTERVAL_S)  # let a batch gather
+                batch, self._batch = self._batch, []
+                stopping = self._stopping
+            if batch:
+                self._flush(batch)
+            elif stopping:
+                return
+
+    def _flush(self, batch: list[Settled]) -> None:
+        now = self._clock()
+        lapsed = [item for item in batch if item.receipt_handle and item.visible_until <= now]
+        if lapsed:
+            event(
+                ErrorCode.QUEUE_FAILED,
+                f"{len(lapsed)} handled message(s) were past their visibility timeout before "
+                "their delete; not counted here (a worker that received them again counts them)",
+                level=logging.WARNING,
+                lapsed=len(lapsed),
+            )
+            self.tally.add("errors", len(lapsed))
+        # A lapsed receipt handle is deleted all the same: it still works when nobody took
+        # the message.
+        deleted = self._delete([item.receipt_handle for item in batch if item.receipt_handle])
+        counted: list[Outcome] = []
+        per_run: dict[str, Counter[str]] = {}
+        for item in batch:
+            outcome = count_after_delete(
+                item.outcome,
+                deletes=item.receipt_handle is not None,
+                lapsed=item.visible_until <= now,
+                deleted=deleted,
+                last_receive=item.last_receive,
+            )
+            if outcome is None:
+                continue
+            counted.append(outcome)
+            if item.run_id is not None:
+                per_run.setdefault(item.run_id, Counter())[outcome.value] += 1
+        self.tally.outcomes(counted)
+        for run_id, counts in per_run.items():
+            try:
+                self.runs.count(run_id, counts)
+            except RaasctlError as exc:
+                event(exc.code, f"counting run {run_id} failed: {exc}", run_id=run_id)
+
+    def _delete(self, handles: list[str]) -> bool:
+        if not handles:
+            return True
+        try:
+            self.queue.delete(handles)
+        except RaasctlError as exc:
+            event(exc.code, f"deleting {len(handles)} message(s) failed: {exc}")
+            self.tally.add("errors", len(handles))
+            if unfixable(exc):
+                self.lifecycle.fail(exc)
+            return False
+        return True

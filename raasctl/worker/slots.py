@@ -1,0 +1,149 @@
+"""The slot pool: `concurrency` threads that handle messages, and the order within a group.
+
+A unit of work is one message, or the messages of one FIFO message group that arrived in one
+receive (SQS may deliver several of a group at once). A unit goes to one slot and its
+messages are handled one after another, in the order received; when one is not done with (a
+retryable failure, an error, a stop) the rest are released at once without being handled, so
+a later version of a record never overtakes the one that comes back. A message sent to the
+DLQ (a permanent failure) leaves the group, as on SQS, and the next one goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as queue_module
+import threading
+from collections.abc import Callable
+
+from raasctl.codes import InfoCode
+from raasctl.logs import event
+from raasctl.ratelimit import RateLimiter
+from raasctl.worker.handler import Handler, Releaser
+from raasctl.worker.lifecycle import Lifecycle
+from raasctl.worker.messages import Held, envelope_fields
+
+
+class SlotPool:
+    """Counts the messages held (received, not yet done with) against `concurrency`, and runs
+    the slot threads that handle them."""
+
+    def __init__(
+        self,
+        concurrency: int,
+        *,
+        handler: Handler,
+        releaser: Releaser,
+        limiter: RateLimiter,
+        lifecycle: Lifecycle,
+        clock: Callable[[], float],
+    ) -> None:
+        self.concurrency = concurrency
+        self.handler = handler
+        self.releaser = releaser
+        self.limiter = limiter
+        self.lifecycle = lifecycle
+        self._clock = clock
+        self._free = threading.Condition()
+        self._held: set[Held] = set()
+        self._work: queue_module.SimpleQueue[list[Held] | None] = queue_module.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._slot, name=f"raasctl-slot-{n}", daemon=True)
+            for n in range(concurrency)
+        ]
+
+    # ---------------------------------------------------------------- for the poller
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def wait_for_free(self, stop: threading.Event) -> int:
+        """Block until a slot is free or `stop` is set; the free slots (0 when stopping)."""
+        with self._free:
+            while len(self._held) >= self.concurrency and not stop.is_set():
+                self._free.wait(0.5)
+            return 0 if stop.is_set() else self.concurrency - len(self._held)
+
+    def hold(self, held: Held) -> None:
+        with self._free:
+            self._held.add(held)
+
+    def submit(self, unit: list[Held]) -> None:
+        self._work.put(unit)
+
+    # ---------------------------------------------------------------- for the others
+
+    def held(self) -> list[Held]:
+        with self._free:
+            return list(self._held)
+
+    def in_flight(self) -> int:
+        with self._free:
+            return len(self._held)
+
+    def wait_until_idle(self, timeout_s: float) -> int:
+        """Wait up to `timeout_s` for every held message to be done with; the number still
+        held after that."""
+        deadline = self._clock() + timeout_s
+        with self._free:
+            while self._held:
+                left = deadline - self._clock()
+                if left <= 0:
+                    break
+                self._free.wait(min(left, 0.5))
+            return len(self._held)
+
+    def stop(self, *, join: bool) -> None:
+        """End the slot threads once they have finished their unit (`join`: wait for them)."""
+        for _ in self._threads:
+            self._work.put(None)
+        if join:
+            for thread in self._threads:
+                thread.join(timeout=1.0)
+
+    # ---------------------------------------------------------------- the slots
+
+    def _slot(self) -> None:
+        while True:
+            unit = self._work.get()
+            if unit is None:
+                return
+            try:
+                self._handle_in_order(unit)
+            except BaseException as exc:  # a defect: stop the worker and re-raise from run()
+                self.lifecycle.fail(exc)
+            finally:
+                self._forget(unit)
+
+    def _handle_in_order(self, unit: list[Held]) -> None:
+        for index, held in enumerate(unit):
+            done_with = self.handler.handle(held)
+            self._forget([held])
+            if not done_with:
+                self._release_rest(unit[index + 1 :], held)
+                return
+
+    def _release_rest(self, rest: list[Held], stopped_at: Held) -> None:
+        if not rest:
+            return
+        for held in rest:
+            held.settle()
+            self.releaser.release(held.message, held.envelope, "an earlier one of its group")
+        self.limiter.give_back(len(rest))  # their tokens were never used for a start
+        event(
+            InfoCode.MESSAGE_RETRY,
+            f"released {len(rest)} later message(s) of group {stopped_at.message.group_id!r} "
+            "unhandled, to keep the group's order",
+            message_id=stopped_at.message.message_id,
+            group_id=stopped_at.message.group_id,
+            released=len(rest),
+            level=logging.WARNING,
+            **envelope_fields(stopped_at.envelope),
+        )
+
+    def _forget(self, held_messages: list[Held]) -> None:
+        """The slot no longer holds these messages: free their places in the pool (once)."""
+        with self._free:
+            for held in held_messages:
+                self._held.discard(held)
+            self._free.notify_all()
