@@ -85,7 +85,7 @@ def rate_option(help: str) -> Callable[[F], F]:
 
 
 class CronType(click.ParamType):
-    """A cron's name, exactly as the job registry spells it (case-sensitive).
+    """A cron's name, exactly as the built-in crons spell it (case-sensitive).
 
     An unknown name is the same usage error (exit 2, RAAS_UNKNOWN_CRON, the known crons
     listed) as everywhere else in raasctl, not click's own message, so scripts that match on
