@@ -33,6 +33,7 @@ from raasctl.producer import (
     SendCounts,
     enqueued_at,
 )
+from raasctl.protection import refuse_protected
 from raasctl.queues.base import Queue
 from raasctl.runs import finish_if_complete
 from raasctl.sources.base import Prompts, Source
@@ -422,12 +423,16 @@ def enqueue_mock(
     fixture: Path | None = None,
     copies: int = 1,
     rate: float | None = None,
+    allow_protected: bool = False,
     on_progress: Callable[[SendCounts], None] | None = None,
     on_start: Callable[[int], None] | None = None,
     now: datetime | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> MockSummary:
-    """Enqueue `copies` load-test copies of every fixture payload as one mock run."""
+    """Enqueue `copies` load-test copies of every fixture payload as one mock run.
+
+    A protected environment (prod) is refused with PROTECTED_ENV unless `allow_protected`."""
+    refuse_protected(runtime.env_name, runtime.env, "enqueue-mock", allow_protected=allow_protected)
     if copies < 1:
         raise ConfigError("--copies must be at least 1", code=ErrorCode.USAGE)
     now = now or datetime.now(UTC)

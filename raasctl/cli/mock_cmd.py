@@ -3,26 +3,27 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeRemainingColumn
 
 from raasctl.cli.context import AppContext, pass_app
-from raasctl.cli.options import allow_protected_option, format_option
-from raasctl.cli.render import auto_table, emit
+from raasctl.cli.options import (
+    allow_protected_option,
+    cron_argument,
+    format_option,
+    rate_option,
+    yes_option,
+)
+from raasctl.cli.render import auto_table, emit, progress_bar
 from raasctl.codes import ErrorCode
 from raasctl.errors import ConfigError
-from raasctl.producer import SendCounts
+from raasctl.protection import refuse_protected
 from raasctl.runner import enqueue_mock
 
 
 @click.command("enqueue-mock")
-@click.argument("cron")
+@cron_argument
 @click.option(
     "--fixture",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -37,18 +38,9 @@ from raasctl.runner import enqueue_mock
     show_default=True,
     help="Copies of every fixture payload; each copy is its own message.",
 )
-@click.option(
-    "--rate",
-    type=click.FloatRange(min=0, min_open=True),
-    metavar="PER_SECOND",
-    help="Send at most this many messages per second (default: as fast as the queue takes).",
-)
+@rate_option("Send at most this many messages per second (default: as fast as the queue takes).")
 @allow_protected_option
-@click.option(
-    "--yes",
-    is_flag=True,
-    help="Confirm --allow-protected without a prompt (required when there is no terminal).",
-)
+@yes_option("Confirm --allow-protected without a prompt (required when there is no terminal).")
 @format_option
 @pass_app
 def enqueue_mock_command(
@@ -69,33 +61,31 @@ def enqueue_mock_command(
 
     Example: raasctl enqueue-mock clientDepositUpdate --copies 100
     """
-    _check_environment(app, allow_protected=allow_protected, yes=yes)
-    with _progress() as bar:
+    _confirm_protected(app, allow_protected=allow_protected, yes=yes)
+    with progress_bar("enqueueing") as bar:
         summary = enqueue_mock(
             app.runtime,
             cron,
             fixture=fixture,
             copies=copies,
             rate=rate,
-            on_start=bar.start,
-            on_progress=bar.update,
+            allow_protected=allow_protected,
+            on_start=bar.set_total,
+            on_progress=lambda counts: bar.update(
+                counts.enqueued + counts.duplicates + counts.failed
+            ),
         )
     emit(app, summary.as_dict(), table=auto_table(summary.as_dict(), title=f"Mock run {cron}"))
 
 
-def _check_environment(app: AppContext, *, allow_protected: bool, yes: bool) -> None:
-    """Load-test payloads stay out of production: a protected environment needs both
-    --allow-protected and a confirmation (a prompt on a terminal, else --yes)."""
+def _confirm_protected(app: AppContext, *, allow_protected: bool, yes: bool) -> None:
+    """Load-test payloads stay out of production: on a protected environment
+    --allow-protected must be confirmed too (a prompt on a terminal, else --yes)."""
     runtime = app.runtime
     if not runtime.env.protected:
         return
     name = runtime.env_name
-    if not allow_protected:
-        raise ConfigError(
-            f"environment {name} is protected: enqueue-mock refuses it "
-            "(pass --allow-protected to override)",
-            code=ErrorCode.PROTECTED_ENV,
-        )
+    refuse_protected(name, runtime.env, "enqueue-mock", allow_protected=allow_protected)
     if yes:
         return
     if not stdin_is_terminal():
@@ -109,37 +99,3 @@ def _check_environment(app: AppContext, *, allow_protected: bool, yes: bool) -> 
 
 def stdin_is_terminal() -> bool:
     return sys.stdin.isatty()
-
-
-@dataclass
-class _Bar:
-    """A progress bar on stderr when it is a terminal; otherwise it does nothing."""
-
-    progress: Progress | None = None
-    task: TaskID | None = field(default=None)
-
-    def start(self, total: int) -> None:
-        if self.progress is not None:
-            self.task = self.progress.add_task("enqueueing", total=total)
-
-    def update(self, counts: SendCounts) -> None:
-        if self.progress is not None and self.task is not None:
-            done = counts.enqueued + counts.duplicates + counts.failed
-            self.progress.update(self.task, completed=done)
-
-
-@contextmanager
-def _progress() -> Iterator[_Bar]:
-    if not sys.stderr.isatty():
-        yield _Bar()
-        return
-    progress = Progress(
-        *Progress.get_default_columns()[:1],
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    with progress:
-        yield _Bar(progress)

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import click
-from rich.table import Table
 
 from raasctl.cli.context import AppContext, pass_app
-from raasctl.cli.options import allow_protected_option, format_option, yes_option
-from raasctl.cli.render import emit
-from raasctl.codes import ErrorCode, InfoCode
-from raasctl.errors import ConfigError, UsageError
-from raasctl.logs import event
-from raasctl.queues.base import PeekedMessage, Queue
-
-dlq_option = click.option("--dlq", is_flag=True, help="Act on the dead-letter queue instead.")
+from raasctl.cli.options import (
+    allow_protected_option,
+    dlq_option,
+    format_option,
+    limit_option,
+    yes_option,
+)
+from raasctl.cli.render import Column, TableSpec, emit
+from raasctl.errors import UsageError
+from raasctl.protection import refuse_protected
+from raasctl.queue_admin import peek_messages, purge_queue, queue_status, redrive_queue
 
 
 @click.group()
@@ -29,15 +29,6 @@ def queue() -> None:
     """
 
 
-@contextmanager
-def _open(app: AppContext) -> Iterator[Queue]:
-    port = app.runtime.queue()
-    try:
-        yield port
-    finally:
-        port.close()
-
-
 @queue.command("status")
 @format_option
 @pass_app
@@ -46,28 +37,19 @@ def status(app: AppContext) -> None:
 
     Example: raasctl queue status --format json
     """
-    with _open(app) as port:
-        depth = port.depth()
-        name = port.name
-    data = {
-        "env": app.runtime.env_name,
-        "queue": {"visible": depth.visible, "in_flight": depth.in_flight, "delayed": depth.delayed},
-        "dlq": {"visible": depth.dlq_visible},
-    }
-    table = Table(title=f"Queue {name} ({data['env']})")
-    for heading in ("visible", "in flight", "delayed", "DLQ visible"):
-        table.add_column(heading, justify="right")
-    table.add_row(
-        *(str(n) for n in (depth.visible, depth.in_flight, depth.delayed)),
-        "-" if depth.dlq_visible is None else str(depth.dlq_visible),
+    result = queue_status(app.runtime)
+    depth = result.depth
+    table = TableSpec(
+        f"Queue {result.queue} ({result.env})",
+        [Column(heading, justify="right") for heading in ("visible", "in flight", "delayed")]
+        + [Column("DLQ visible", justify="right")],
+        [[depth.visible, depth.in_flight, depth.delayed, depth.dlq_visible]],
     )
-    emit(app, data, table=table)
+    emit(app, result.as_dict(), table=table)
 
 
 @queue.command("peek")
-@click.option(
-    "--limit", type=click.IntRange(1, 1000), default=10, show_default=True, help="How many."
-)
+@limit_option(10, "messages")
 @dlq_option
 @format_option
 @pass_app
@@ -79,29 +61,25 @@ def peek(app: AppContext, limit: int, dlq: bool) -> None:
 
     Example: raasctl queue peek --dlq --limit 5 --format json
     """
-    with _open(app) as port:
-        messages = port.peek(limit, dlq=dlq)
-    rows = [_peeked(message) for message in messages]
-    data = {"env": app.runtime.env_name, "dlq": dlq, "messages": rows}
-    table = Table(title=f"{'DLQ' if dlq else 'Queue'} messages ({data['env']})")
-    columns: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
-        ("message id", lambda row: row["message_id"]),
-        ("group", lambda row: row["group_id"]),
-        ("receives", lambda row: row["receive_count"]),
-        ("key", lambda row: _envelope_field(row["body"], "key")),
+    result = peek_messages(app.runtime, limit, dlq=dlq)
+    headings = ["message id", "group", "receives", "key"] + (["reason"] if dlq else [])
+    rows = [
+        [message.message_id, message.group_id, message.receive_count]
+        + [_envelope_field(message.body, "key")]
+        + ([message.attributes.get("reason")] if dlq else [])
+        for message in result.messages
     ]
-    if dlq:
-        columns.append(("reason", lambda row: row["attributes"].get("reason")))
-    for heading, _ in columns:
-        table.add_column(heading, overflow="fold")
-    for row in rows:
-        table.add_row(*(_text(value(row)) for _, value in columns))
-    emit(app, data, table=table)
+    table = TableSpec(
+        f"{'DLQ' if dlq else 'Queue'} messages ({result.env})",
+        [Column(heading, overflow="fold") for heading in headings],
+        rows,
+    )
+    emit(app, result.as_dict(), table=table)
 
 
 @queue.command("purge")
 @dlq_option
-@yes_option
+@yes_option()
 @allow_protected_option
 @format_option
 @pass_app
@@ -113,15 +91,12 @@ def purge(app: AppContext, dlq: bool, yes: bool, allow_protected: bool) -> None:
     """
     which = "DLQ" if dlq else "queue"
     _confirm(app, "purge", f"deletes every message of the {which}", yes, allow_protected)
-    with _open(app) as port:
-        purged = port.purge(dlq=dlq)
-        name = port.name
-    event(InfoCode.QUEUE_PURGED, f"{which} purged", queue=name, dlq=dlq, purged=purged)
-    emit(app, {"env": app.runtime.env_name, "dlq": dlq, "purged": purged})
+    result = purge_queue(app.runtime, dlq=dlq, allow_protected=allow_protected)
+    emit(app, result.as_dict())
 
 
 @queue.command("redrive")
-@yes_option
+@yes_option()
 @allow_protected_option
 @format_option
 @pass_app
@@ -133,43 +108,21 @@ def redrive(app: AppContext, yes: bool, allow_protected: bool) -> None:
     Example: raasctl queue redrive --yes
     """
     _confirm(app, "redrive", "moves every DLQ message back to the queue", yes, allow_protected)
-    with _open(app) as port:
-        result = port.redrive()
-        name = port.name
-    event(
-        InfoCode.QUEUE_REDRIVEN,
-        "DLQ redriven",
-        queue=name,
-        moved=result.moved,
-        task_handle=result.task_handle,
-    )
-    emit(
-        app,
-        {"env": app.runtime.env_name, "moved": result.moved, "task_handle": result.task_handle},
-    )
+    result = redrive_queue(app.runtime, allow_protected=allow_protected)
+    emit(app, result.as_dict())
 
 
 def _confirm(app: AppContext, command: str, effect: str, yes: bool, allow_protected: bool) -> None:
-    """Destructive: --yes always, and --allow-protected too on a protected environment."""
-    env_name = app.runtime.env_name
-    if app.runtime.env.protected and not allow_protected:
-        raise ConfigError(
-            f"environment {env_name} is protected: queue {command} refuses it "
-            "(pass --allow-protected --yes to override)",
-            code=ErrorCode.PROTECTED_ENV,
-        )
+    """Destructive: --yes always. The protected check comes first, so a refused environment
+    says so rather than asking for --yes; the operation checks it again itself."""
+    runtime = app.runtime
+    refuse_protected(
+        runtime.env_name, runtime.env, f"queue {command}", allow_protected=allow_protected
+    )
     if not yes:
-        raise UsageError(f"queue {command} {effect} of environment {env_name}: confirm with --yes")
-
-
-def _peeked(message: PeekedMessage) -> dict[str, Any]:
-    return {
-        "message_id": message.message_id,
-        "group_id": message.group_id,
-        "receive_count": message.receive_count,
-        "attributes": dict(message.attributes),
-        "body": message.body,
-    }
+        raise UsageError(
+            f"queue {command} {effect} of environment {runtime.env_name}: confirm with --yes"
+        )
 
 
 def _envelope_field(body: str, name: str) -> Any:
@@ -178,7 +131,3 @@ def _envelope_field(body: str, name: str) -> Any:
     except ValueError:
         return None
     return data.get(name) if isinstance(data, dict) else None
-
-
-def _text(value: Any) -> str:
-    return "-" if value is None else str(value)

@@ -7,11 +7,10 @@ from datetime import date, datetime
 from typing import Any
 
 import click
-from rich.table import Table
 
 from raasctl.cli.context import AppContext, pass_app
-from raasctl.cli.options import format_option
-from raasctl.cli.render import auto_table, emit
+from raasctl.cli.options import cron_argument, format_option
+from raasctl.cli.render import TableSpec, auto_table, emit
 from raasctl.dates import parse_bound
 from raasctl.runner import dry_run, run_cron
 
@@ -33,7 +32,7 @@ class BoundType(click.ParamType):
 
 
 @click.command("run")
-@click.argument("cron")
+@cron_argument
 @click.option(
     "--since", type=BoundType(), help="Window start (default: the run time minus the lookback)."
 )
@@ -72,14 +71,15 @@ def _dry_run(
 ) -> None:
     result = dry_run(app.runtime, cron, since=since, until=until)
     data = result.as_dict()
-    table = Table(
-        title=f"Dry run {cron}: {result.entries} entries, {len(result.payloads)} messages, "
-        f"{result.invalid} invalid (nothing enqueued)"
+    table = TableSpec(
+        f"Dry run {cron}: {result.entries} entries, {len(result.payloads)} messages, "
+        f"{result.invalid} invalid (nothing enqueued)",
+        ["key", "entity_id", "payload"],
+        [
+            [item.key, item.entity_id, json.dumps(item.payload, default=str)]
+            for item in result.payloads
+        ],
     )
-    for column in ("key", "entity_id", "payload"):
-        table.add_column(column)
-    for item in result.payloads:
-        table.add_row(item.key, item.entity_id, json.dumps(item.payload, default=str))
     emit(app, data, table=table)
     if result.invalid:
         raise click.exceptions.Exit(3)

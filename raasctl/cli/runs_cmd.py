@@ -7,14 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
-from rich.table import Table
 
 from raasctl.cli.context import AppContext, pass_app
-from raasctl.cli.options import format_option
-from raasctl.cli.render import auto_table, emit
+from raasctl.cli.options import cron_option, format_option, limit_option
+from raasctl.cli.render import Column, TableSpec, auto_table, emit, format_duration
 from raasctl.codes import ErrorCode
-from raasctl.config import CRON_NAMES
-from raasctl.errors import RuntimeFailure, UsageError
+from raasctl.errors import RuntimeFailure
 from raasctl.worker import run_progress
 
 # (heading, how to show a row's value): the run id names the cron and the time already.
@@ -26,7 +24,7 @@ _LIST_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("dlq", lambda row: str(row["dead_lettered"])),
     ("retries", lambda row: str(row["retries"])),
     ("per hour", lambda row: _text(row["per_hour"] and round(row["per_hour"]))),
-    ("eta", lambda row: _eta(row["eta_s"])),
+    ("eta", lambda row: format_duration(row["eta_s"])),
 )
 
 
@@ -39,10 +37,8 @@ def runs() -> None:
 
 
 @runs.command("list")
-@click.option(
-    "--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="How many runs."
-)
-@click.option("--cron", metavar="CRON", help="Only this cron's runs.")
+@limit_option(20, "runs")
+@cron_option("Only this cron's runs.")
 @format_option
 @pass_app
 def list_runs(app: AppContext, limit: int, cron: str | None) -> None:
@@ -50,10 +46,6 @@ def list_runs(app: AppContext, limit: int, cron: str | None) -> None:
 
     Example: raasctl runs list --limit 5 --format json
     """
-    if cron is not None and cron not in CRON_NAMES:
-        raise UsageError(
-            f"unknown cron {cron!r} (known: {', '.join(CRON_NAMES)})", code=ErrorCode.UNKNOWN_CRON
-        )
     state = app.runtime.state()
     try:
         records = state.list_runs(limit=limit, cron=cron)
@@ -61,11 +53,11 @@ def list_runs(app: AppContext, limit: int, cron: str | None) -> None:
         state.close()
     now = datetime.now(UTC)
     rows = [run_progress(record, now) for record in records]
-    table = Table(title=f"Runs ({app.runtime.env_name})")
-    for heading, _ in _LIST_COLUMNS:
-        table.add_column(heading, overflow="fold")
-    for row in rows:
-        table.add_row(*(show_value(row) for _, show_value in _LIST_COLUMNS))
+    table = TableSpec(
+        f"Runs ({app.runtime.env_name})",
+        [Column(heading, overflow="fold") for heading, _ in _LIST_COLUMNS],
+        [[show_value(row) for _, show_value in _LIST_COLUMNS] for row in rows],
+    )
     emit(app, rows, table=table)
 
 
@@ -92,11 +84,3 @@ def show(app: AppContext, run_id: str) -> None:
 
 def _text(value: Any) -> str:
     return "-" if value is None else str(value)
-
-
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"

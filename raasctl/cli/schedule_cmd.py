@@ -9,11 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from raasctl.cli.context import AppContext, pass_app
 from raasctl.cli.options import format_option
-from raasctl.cli.render import emit
+from raasctl.cli.render import TableSpec, emit
 from raasctl.schedule import crontab_lines, schedules
 
 
@@ -41,21 +40,27 @@ def show(app: AppContext, count: int) -> None:
     Example: raasctl schedule show --count 5
     """
     now = datetime.now(UTC)
-    table = Table(title="Schedules")
-    for column in ("cron", "schedule", "timezone", "next runs"):
-        table.add_column(column)
-    rows = []
-    for item in schedules(app.loaded.config):
-        next_runs = [at.isoformat() for at in item.next_runs(now, count)]
-        table.add_row(item.cron, item.expression or "-", item.timezone, "\n".join(next_runs))
-        rows.append(
-            {
-                "cron": item.cron,
-                "schedule": item.expression,
-                "timezone": item.timezone,
-                "next_runs": next_runs,
-            }
-        )
+    found = [
+        (item, [at.isoformat() for at in item.next_runs(now, count)])
+        for item in schedules(app.loaded.config)
+    ]
+    rows = [
+        {
+            "cron": item.cron,
+            "schedule": item.expression,
+            "timezone": item.timezone,
+            "next_runs": next_runs,
+        }
+        for item, next_runs in found
+    ]
+    table = TableSpec(
+        "Schedules",
+        ["cron", "schedule", "timezone", "next runs"],
+        [
+            [item.cron, item.expression or "-", item.timezone, "\n".join(next_runs)]
+            for item, next_runs in found
+        ],
+    )
     emit(app, rows, table=table)
 
 

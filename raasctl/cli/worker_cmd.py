@@ -4,47 +4,42 @@
 from __future__ import annotations
 
 import signal
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from raasctl.cli.context import AppContext, pass_app
-from raasctl.cli.options import format_option
-from raasctl.cli.render import auto_table, emit
-from raasctl.codes import ErrorCode
-from raasctl.config import CRON_NAMES
-from raasctl.errors import UsageError
+from raasctl.cli.options import cron_option, format_option, rate_option
+from raasctl.cli.render import (
+    ProgressBar,
+    auto_table,
+    emit,
+    format_duration,
+    format_rate,
+    progress_bar,
+)
 from raasctl.worker import Worker, WorkerStats, log_stats, open_worker, worker_options
 
 TERMINAL_REFRESH_S = 1.0
 
 
 @click.command("worker")
-@click.option(
-    "--cron",
-    "crons",
-    multiple=True,
-    metavar="CRON",
-    help="Only this cron's messages (repeatable); others are released, uncounted. Refused "
+@cron_option(
+    "Only this cron's messages (repeatable); others are released, uncounted. Refused "
     "on a queue with a DLQ, which would dead-letter them: use one queue per cron there.",
+    multiple=True,
 )
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 512),
     help="Messages handled at once (default: the environment's `concurrency`).",
 )
-@click.option(
-    "--rate",
-    type=click.FloatRange(min=0, min_open=True),
-    metavar="PER_SECOND",
-    help="Start at most this many messages per second, evenly spaced "
-    "(default: the environment's `rate_limit`; none means unlimited).",
+@rate_option(
+    "Start at most this many messages per second, evenly spaced "
+    "(default: the environment's `rate_limit`; none means unlimited)."
 )
 @click.option("--until-empty", is_flag=True, help="Stop once the queue is empty.")
 @click.option(
@@ -106,32 +101,25 @@ def worker(
 
     Example: raasctl worker --until-empty --concurrency 16 --rate 10
     """
-    unknown = sorted(set(crons) - set(CRON_NAMES))
-    if unknown:
-        raise UsageError(
-            f"unknown cron {unknown[0]!r} (known: {', '.join(CRON_NAMES)})",
-            code=ErrorCode.UNKNOWN_CRON,
+    with progress_bar("worker", per="h") as bar:
+        options = worker_options(
+            app.runtime.env,
+            crons=frozenset(crons),
+            concurrency=concurrency,
+            rate_per_s=rate,
+            until_empty=until_empty,
+            max_messages=max_messages,
+            max_runtime_s=max_runtime,
+            shutdown_timeout_s=shutdown_timeout,
+            stats_interval_s=TERMINAL_REFRESH_S if bar.shown else stats_every,
+            backoff_base_s=backoff_base,
+            backoff_cap_s=backoff_cap,
         )
-    terminal = sys.stderr.isatty()
-    options = worker_options(
-        app.runtime.env,
-        crons=frozenset(crons),
-        concurrency=concurrency,
-        rate_per_s=rate,
-        until_empty=until_empty,
-        max_messages=max_messages,
-        max_runtime_s=max_runtime,
-        shutdown_timeout_s=shutdown_timeout,
-        stats_interval_s=TERMINAL_REFRESH_S if terminal else stats_every,
-        backoff_base_s=backoff_base,
-        backoff_cap_s=backoff_cap,
-    )
-    with (
-        _progress(terminal) as on_stats,
-        open_worker(app.runtime, options, on_stats=on_stats) as running,
-        _stop_on_signals(running),
-    ):
-        result = running.run()
+        with (
+            open_worker(app.runtime, options, on_stats=_on_stats(bar)) as running,
+            _stop_on_signals(running),
+        ):
+            result = running.run()
     summary = result.summary()
     emit(app, summary, table=auto_table(summary, title="Worker"))
     if not result.ok:
@@ -161,41 +149,23 @@ def _stop_on_signals(running: Worker) -> Iterator[None]:
         restore()
 
 
-@contextmanager
-def _progress(terminal: bool) -> Iterator[Callable[[WorkerStats], None]]:
-    """On a terminal a live bar on stderr (done/total, rate per hour, ETA); otherwise the
+def _on_stats(bar: ProgressBar) -> Callable[[WorkerStats], None]:
+    """On a terminal the live bar (done/total, rate per hour, ETA, outcomes); otherwise the
     periodic RAAS_WORKER_STATS log line."""
-    if not terminal:
-        yield log_stats
-        return
-    progress = Progress(
-        TextColumn("[bold]worker"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    task: TaskID = progress.add_task("worker", total=None, detail="starting")
+    if not bar.shown:
+        return log_stats
 
     def update(stats: WorkerStats) -> None:
-        progress.update(
-            task, completed=stats.runs_done, total=stats.runs_total, detail=progress_detail(stats)
-        )
+        bar.update(stats.runs_done, total=stats.runs_total, detail=progress_detail(stats))
 
-    with progress:
-        yield update
+    return update
 
 
 def progress_detail(stats: WorkerStats) -> str:
-    eta = "-" if stats.eta_s is None else _duration(stats.eta_s)
+    """The worker's own rate and ETA (over the runs it serves, not only this process's
+    share) and its outcome counters."""
     return (
-        f"{stats.per_hour:,.0f}/h  ETA {eta}  ok {stats.succeeded}  retries {stats.retries}"
+        f"{format_rate(stats.per_hour, 'h')}  ETA {format_duration(stats.eta_s)}"
+        f"  ok {stats.succeeded}  retries {stats.retries}"
         f"  failed {stats.failed}  DLQ {stats.dead_lettered}  in flight {stats.in_flight}"
     )
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
