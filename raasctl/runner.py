@@ -36,7 +36,7 @@ from raasctl.producer import (
 from raasctl.protection import refuse_protected
 from raasctl.queues.base import Queue
 from raasctl.runs import finish_if_complete
-from raasctl.sources.base import Prompts, Source
+from raasctl.sources.base import Prompts, ReportEntry, Source
 from raasctl.sources.stream import iter_report_file
 from raasctl.state.base import RunRecord, State
 
@@ -147,11 +147,11 @@ def max_in_flight(runtime: Runtime) -> int:
 class _Counter:
     """Counts the report entries as the mapper pulls them (one entry may be many payloads)."""
 
-    def __init__(self, entries: Iterable[Mapping[str, Any]]) -> None:
+    def __init__(self, entries: Iterable[ReportEntry]) -> None:
         self._entries = entries
         self.count = 0
 
-    def __iter__(self) -> Iterator[Mapping[str, Any]]:
+    def __iter__(self) -> Iterator[ReportEntry]:
         for entry in self._entries:
             self.count += 1
             yield entry

@@ -26,6 +26,7 @@ from raasctl.codes import ErrorCode
 from raasctl.dates import parse_workday_date
 from raasctl.envelope import canonical_json, entry_key
 from raasctl.errors import ConfigError
+from raasctl.sources.base import Unreadable
 
 # ---------------------------------------------------------------- column types
 
@@ -255,9 +256,14 @@ class Job:
             )
 
     def parse_entry(
-        self, raw: Mapping[str, Any], position: int, columns: Mapping[str, str] | None = None
+        self,
+        raw: Mapping[str, Any] | Unreadable,
+        position: int,
+        columns: Mapping[str, str] | None = None,
     ) -> EntryModel:
         columns = columns or {}
+        if isinstance(raw, Unreadable):
+            raise EntryInvalid(position, None, raw.reason)
         if not isinstance(raw, Mapping):
             raise EntryInvalid(position, None, f"entry is not an object ({type(raw).__name__})")
         try:
@@ -266,7 +272,10 @@ class Job:
             raise _invalid(exc, position, columns) from None
 
     def map_entry(
-        self, raw: Mapping[str, Any], position: int, columns: Mapping[str, str] | None = None
+        self,
+        raw: Mapping[str, Any] | Unreadable,
+        position: int,
+        columns: Mapping[str, str] | None = None,
     ) -> list[MappedPayload]:
         """The payloads of one report entry; EntryInvalid if it does not validate."""
         entry = self.parse_entry(raw, position, columns)
@@ -280,7 +289,9 @@ class Job:
 
 
 def map_report(
-    job: Job, entries: Iterable[Mapping[str, Any]], columns: Mapping[str, str] | None = None
+    job: Job,
+    entries: Iterable[Mapping[str, Any] | Unreadable],
+    columns: Mapping[str, str] | None = None,
 ) -> Iterator[MappedPayload | EntryInvalid]:
     """Every payload of a report, lazily; an invalid entry yields a marker and the rest go on.
 
@@ -292,7 +303,7 @@ def map_report(
 
 
 def _map_report(
-    job: Job, entries: Iterable[Mapping[str, Any]], columns: Mapping[str, str]
+    job: Job, entries: Iterable[Mapping[str, Any] | Unreadable], columns: Mapping[str, str]
 ) -> Iterator[MappedPayload | EntryInvalid]:
     for position, raw in enumerate(entries, start=1):
         try:

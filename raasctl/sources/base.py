@@ -17,6 +17,17 @@ class Prompts:
     to_date: datetime
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A report entry that cannot be read as an object (not an object, nested too deep, a
+    number too long, bad JSON inside it): counted invalid with the reason, the report goes on."""
+
+    reason: str
+
+
+ReportEntry = dict[str, Any] | Unreadable
+
+
 class Source(ABC):
     """Stream a report's entries one at a time; memory never grows with the report.
 
@@ -24,7 +35,7 @@ class Source(ABC):
     """
 
     @abstractmethod
-    def entries(self, cron: str, report: str, prompts: Prompts) -> Iterator[dict[str, Any]]: ...
+    def entries(self, cron: str, report: str, prompts: Prompts) -> Iterator[ReportEntry]: ...
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from raasctl.sources.base import Prompts, Source
+from raasctl.sources.base import Prompts, ReportEntry, Source
 from raasctl.sources.stream import iter_report_file
 
 
@@ -23,5 +22,5 @@ class FixtureSource(Source):
     def file_for(self, cron: str) -> Path:
         return self.path / f"{cron}.json"
 
-    def entries(self, cron: str, report: str, prompts: Prompts) -> Iterator[dict[str, Any]]:
+    def entries(self, cron: str, report: str, prompts: Prompts) -> Iterator[ReportEntry]:
         return iter_report_file(self.file_for(cron))

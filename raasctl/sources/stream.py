@@ -1,23 +1,21 @@
 """The one streaming parser for report bodies (Workday responses, fixture files, mock seeds).
 
-A report is `{"Report_Entry": [ {...}, ... ]}`; `{}` is an empty report. ijson walks the body
-entry by entry (`use_float=False`, so numbers arrive as Decimal or int and amounts keep their
-exact digits), so memory stays flat however long the report is.
+A report is `{"Report_Entry": [ {...}, ... ]}`; `{}` is an empty report. `entries.split_report`
+walks the body entry by entry (numbers arrive as Decimal or int, so amounts keep their exact
+digits), so memory stays flat however long the report is, and one hostile entry costs only
+itself (it comes out `Unreadable`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
-
-import ijson
 
 from raasctl.codes import ErrorCode
 from raasctl.errors import SourceError
+from raasctl.sources.base import ReportEntry
+from raasctl.sources.entries import ReportShapeError, ReportSyntaxError, split_report
 
-ENTRY_PREFIX = "Report_Entry.item"
 CHUNK_BYTES = 64 * 1024
 # Enough of the body's start to judge an empty or odd report, and to show an XML fault.
 HEAD_BYTES = 64 * 1024
@@ -26,10 +24,10 @@ _WHITESPACE = b" \t\r\n"
 
 
 class ReportStream:
-    """A body arriving in chunks, readable as a file (for ijson), whose start can be sniffed.
+    """A body arriving in chunks, readable as a file, whose start can be sniffed.
 
-    It remembers the first HEAD_BYTES so an empty or unexpected report can be judged after
-    parsing without ever holding the whole body.
+    It remembers the first HEAD_BYTES so an unexpected body (an error page, a SOAP fault) can
+    be shown in errors without ever holding the whole body.
     """
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
@@ -95,10 +93,6 @@ class ReportStream:
             self._pending += chunk
         return bytes(self._head[:limit])
 
-    @property
-    def head(self) -> bytes:
-        return bytes(self._head)
-
 
 def preview(data: bytes, limit: int = 60) -> str:
     text = data.decode("utf-8", errors="replace").strip()
@@ -106,8 +100,9 @@ def preview(data: bytes, limit: int = 60) -> str:
     return repr(text[:limit] + ("…" if len(text) > limit else ""))
 
 
-def parse_entries(stream: ReportStream, *, where: str) -> Iterator[dict[str, Any]]:
-    """Yield the report's entries one by one; SourceError REPORT_INVALID if it is not a report.
+def parse_entries(stream: ReportStream, *, where: str) -> Iterator[ReportEntry]:
+    """Yield the report's entries one by one: each a dict, or `Unreadable` (counted invalid
+    by the job, the rest go on). SourceError REPORT_INVALID if the body is not a report.
 
     `where` names the report in errors ("report Client_Deposits", a fixture's path).
     """
@@ -120,58 +115,16 @@ def parse_entries(stream: ReportStream, *, where: str) -> Iterator[dict[str, Any
         raise SourceError(f"{where} {what}", code=ErrorCode.REPORT_INVALID)
     count = 0
     try:
-        for item in ijson.items(stream, ENTRY_PREFIX, use_float=False):
+        for entry in split_report(stream):
             count += 1
-            if not isinstance(item, dict):
-                raise SourceError(
-                    f"{where}: entry {count} is not an object ({type(item).__name__})",
-                    code=ErrorCode.REPORT_INVALID,
-                )
-            yield item
-    except ijson.JSONError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            yield entry
+    except ReportSyntaxError as exc:
         raise SourceError(
-            f"{where} is not valid JSON after {count} entries: {reason}",
+            f"{where} is not valid JSON after {count} entries: {exc}",
             code=ErrorCode.REPORT_INVALID,
         ) from None
-    if count == 0:
-        _check_empty_report(stream, where)
-
-
-def _check_empty_report(stream: ReportStream, where: str) -> None:
-    """No entries came out: fine for `{}` or `{"Report_Entry": []}`, not for other shapes.
-
-    ijson yields nothing both for an empty report and for one whose Report_Entry is not an
-    array, so judge the (small) body itself. A body too big to have been kept is not empty.
-    """
-    if stream.bytes_read > len(stream.head):
-        raise SourceError(
-            f"{where} has no Report_Entry array of objects", code=ErrorCode.REPORT_INVALID
-        )
-    try:
-        document = json.loads(stream.head)
-    except ValueError as exc:  # ijson accepted it, so this is not expected
-        raise SourceError(
-            f"{where} is not valid JSON: {exc}", code=ErrorCode.REPORT_INVALID
-        ) from None
-    if not isinstance(document, dict):
-        raise SourceError(
-            f"{where} is not a report object ({type(document).__name__})",
-            code=ErrorCode.REPORT_INVALID,
-        )
-    if "Report_Entry" not in document:
-        if document:
-            keys = ", ".join(sorted(document)[:5])
-            raise SourceError(
-                f"{where} has no Report_Entry (keys: {keys})", code=ErrorCode.REPORT_INVALID
-            )
-        return
-    entries = document["Report_Entry"]
-    if entries is not None and not isinstance(entries, list):
-        raise SourceError(
-            f"{where}: Report_Entry is not an array ({type(entries).__name__})",
-            code=ErrorCode.REPORT_INVALID,
-        )
+    except ReportShapeError as exc:
+        raise SourceError(f"{where} {exc}", code=ErrorCode.REPORT_INVALID) from None
 
 
 def file_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
@@ -180,7 +133,7 @@ def file_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
             yield chunk
 
 
-def iter_report_file(path: Path) -> Iterator[dict[str, Any]]:
+def iter_report_file(path: Path) -> Iterator[ReportEntry]:
     """The entries of a report-shaped JSON file, streamed. SourceError if it is missing."""
     if not path.is_file():
         raise SourceError(f"report file {path} not found", code=ErrorCode.SOURCE_FAILED)

@@ -35,7 +35,7 @@ from raasctl.config import WorkdaySource as WorkdaySourceConfig
 from raasctl.dates import prompt_params
 from raasctl.errors import SourceError
 from raasctl.logs import event, register_secret
-from raasctl.sources.base import Prompts, Source
+from raasctl.sources.base import Prompts, ReportEntry, Source
 from raasctl.sources.stream import CHUNK_BYTES, HEAD_BYTES, ReportStream, parse_entries
 
 MAX_BACKOFF_S = 60.0
@@ -104,7 +104,7 @@ class WorkdaySource(Source):
     def token_url(self) -> str:
         return f"{self.config.base_url}/ccx/oauth2/{quote(self.config.tenant, safe='')}/token"
 
-    def entries(self, cron: str, report: str, prompts: Prompts) -> Iterator[dict[str, Any]]:
+    def entries(self, cron: str, report: str, prompts: Prompts) -> Iterator[ReportEntry]:
         return self._entries(report, prompts)
 
     def close(self) -> None:
@@ -113,7 +113,7 @@ class WorkdaySource(Source):
 
     # ------------------------------------------------------------ report
 
-    def _entries(self, report: str, prompts: Prompts) -> Iterator[dict[str, Any]]:
+    def _entries(self, report: str, prompts: Prompts) -> Iterator[ReportEntry]:
         where = f"Workday report {report}"
         response = self._open_report(report, prompts)
         count = 0
