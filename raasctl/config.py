@@ -76,6 +76,8 @@ class WorkdaySource(Strict):
     auth: Annotated[BasicAuth | OAuthAuth, Field(discriminator="kind")]
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(120.0, gt=0)
+    # The whole fetch, retries included: Workday itself ends a report request after ~30 min.
+    fetch_timeout_s: float = Field(1800.0, gt=0)
     retries: int = Field(4, ge=0)
 
     @field_validator("base_url")
@@ -135,6 +137,8 @@ class HttpSinkConfig(Strict):
     base_url: str
     token: str
     timeout_s: float = Field(30.0, gt=0)
+    # A longer Retry-After is cut to this (and logged): a message must not hide for hours.
+    max_retry_after_s: float = Field(900.0, gt=0)
 
     _token = field_validator("token")(_secret_ref)
 

@@ -103,24 +103,48 @@ class Envelope:
 
     @classmethod
     def from_body(cls, body: str) -> Envelope:
+        """The envelope in a message body; EnvelopeError says why a body is not one (the
+        worker dead-letters it with that reason)."""
         try:
             data = json.loads(body)
         except ValueError as exc:
             raise EnvelopeError(f"body is not JSON: {exc}") from None
+        except RecursionError:
+            raise EnvelopeError("body is nested too deep to read") from None
         if not isinstance(data, dict):
             raise EnvelopeError("body is not a JSON object")
-        if data.get("v") != VERSION:
-            raise EnvelopeError(f"unknown envelope version {data.get('v')!r}")
+        version = data.get("v")
+        # `type(...) is int`: JSON's true would otherwise pass as version 1.
+        if type(version) is not int or version != VERSION:
+            raise EnvelopeError(f"unknown envelope version {version!r}")
         missing = [name for name in _FIELDS if name not in data]
         if missing:
             raise EnvelopeError(f"envelope lacks {', '.join(missing)}")
         if not isinstance(data["payload"], dict):
             raise EnvelopeError("envelope payload is not an object")
+        if not isinstance(data["mock"], bool):
+            raise EnvelopeError(f"envelope mock is not a boolean ({data['mock']!r})")
+        texts = {name: data[name] for name in ("cron", "run_id", "key", "enqueued_at")}
+        for name, value in texts.items():
+            if not isinstance(value, str):
+                raise EnvelopeError(f"envelope {name} is not a string")
+            if not is_valid_unicode(value):
+                raise EnvelopeError(f"envelope {name} is not valid Unicode (a lone surrogate)")
         return cls(
-            cron=str(data["cron"]),
-            run_id=str(data["run_id"]),
-            key=str(data["key"]),
+            cron=texts["cron"],
+            run_id=texts["run_id"],
+            key=texts["key"],
             payload=data["payload"],
-            mock=bool(data["mock"]),
-            enqueued_at=str(data["enqueued_at"]),
+            mock=data["mock"],
+            enqueued_at=texts["enqueued_at"],
         )
+
+
+def is_valid_unicode(text: str) -> bool:
+    """False for a string holding a lone surrogate (JSON's "\\ud800"), which no UTF-8 system
+    can store: two distinct ids would collide once it is replaced."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -59,7 +59,9 @@ class StateError(RuntimeFailure):
 
 
 class SinkError(RuntimeFailure):
-    """Applying an entry failed. `retryable` decides between backoff and the DLQ."""
+    """Applying an entry failed. `retryable` decides between backoff and the DLQ;
+    `stops_worker` says that no entry can be applied until an operator acts (the callback
+    moved): the message is released and the worker stops (exit 1)."""
 
     default_code = ErrorCode.SINK_FAILED
 
@@ -69,8 +71,10 @@ class SinkError(RuntimeFailure):
         *,
         retryable: bool,
         retry_after_s: float | None = None,
+        stops_worker: bool = False,
         code: ErrorCode | None = None,
     ) -> None:
         super().__init__(message, code=code)
         self.retryable = retryable
         self.retry_after_s = retry_after_s
+        self.stops_worker = stops_worker

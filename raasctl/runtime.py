@@ -93,7 +93,12 @@ class Runtime:
             return SqliteLedger(self._db(cfg.path))
         from raasctl.sinks.http import HttpSink
 
-        return HttpSink(cfg.base_url, self.secret(cfg.token), timeout_s=cfg.timeout_s)
+        return HttpSink(
+            cfg.base_url,
+            self.secret(cfg.token),
+            timeout_s=cfg.timeout_s,
+            max_retry_after_s=cfg.max_retry_after_s,
+        )
 
     def source(self) -> Source:
         cfg = self.env.source

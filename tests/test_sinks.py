@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 
+from raasctl.codes import ErrorCode
 from raasctl.envelope import Envelope, entry_key, mock_key
 from raasctl.errors import SinkError
 from raasctl.sinks.base import Applied
@@ -488,7 +489,11 @@ def test_a_redirect_is_not_followed(server: CallbackServer, sink: HttpSink) -> N
     with pytest.raises(SinkError, match="HTTP 302") as caught:
         sink.apply(envelope("clientBillPaidStatus", BILL))
 
-    assert caught.value.retryable is False
+    # Not a failure of the entry: the callback moved, so the worker stops (issue: hostile
+    # input) instead of dead-lettering every message.
+    assert caught.value.stops_worker is True
+    assert caught.value.code is ErrorCode.SINK_REDIRECT
+    assert f"redirect to {server.url}/elsewhere" in str(caught.value)
     assert [request.path for request in server.received] == ["/cron-jobs/clientBillPaidStatus"]
 
 

@@ -1056,7 +1056,10 @@ def test_an_error_on_the_last_receive_counts_failed(
         env.queue, state, ScriptedSink(env.ledger), options(until_empty=False, max_runtime_s=0.8)
     )
 
-    result = worker.run()
+    # The state service was failing when --max-runtime ended the worker: exit 1 with it.
+    with pytest.raises(StateError, match="internal error"):
+        worker.run()
+    result = worker.result()
 
     assert result.errors == 2 and result.failed == 2
     assert {e["key"] for e in coded(events, ErrorCode.MESSAGE_FAILED)} == set(keys)

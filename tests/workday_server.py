@@ -69,6 +69,7 @@ class Reply:
     content_type: str = JSON
     delay_s: float = 0.0  # before the status line: a slow report (the client's read timeout)
     stall_s: float = 0.0  # after the first chunk of the body: a connection that goes quiet
+    trickle_s: float = 0.0  # the body one byte at a time, this long apart: a crawling server
 
     @classmethod
     def fault(cls, faultstring: str, status: int = 500) -> Reply:
@@ -408,6 +409,12 @@ class FakeWorkday:
             self._stopping.wait(seconds)
 
 
+def _bytes_of(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    for chunk in chunks:
+        for index in range(len(chunk)):
+            yield chunk[index : index + 1]
+
+
 def _handler_for(workday: FakeWorkday) -> type[BaseHTTPRequestHandler]:
     class Handler(_Handler):
         fake = workday
@@ -476,6 +483,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, body, XML)
         if reply is not None:
             fake._wait(reply.delay_s)
+        if reply is not None and reply.trickle_s:
+            return self._stream(_bytes_of(report.chunks()), stall_s=0.0, trickle_s=reply.trickle_s)
         return self._stream(report.chunks(), stall_s=reply.stall_s if reply else 0.0)
 
     def _token(self, path: str, form: dict[str, str]) -> int:
@@ -547,7 +556,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         return status
 
-    def _stream(self, chunks: Iterable[bytes], *, stall_s: float) -> int:
+    def _stream(self, chunks: Iterable[bytes], *, stall_s: float, trickle_s: float = 0.0) -> int:
         self._record(200)
         try:
             self.send_response(200)
@@ -560,6 +569,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 if index == 0 and stall_s:
                     self.fake._wait(stall_s)
+                    if self.fake._stopping.is_set():
+                        break
+                if trickle_s:
+                    self.wfile.flush()
+                    self.fake._wait(trickle_s)
                     if self.fake._stopping.is_set():
                         break
             self.wfile.write(b"0\r\n\r\n")

@@ -24,7 +24,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from raasctl.codes import ErrorCode
 from raasctl.dates import parse_workday_date
-from raasctl.envelope import canonical_json, entry_key
+from raasctl.envelope import canonical_json, entry_key, is_valid_unicode
 from raasctl.errors import ConfigError
 from raasctl.sources.base import Unreadable
 
@@ -283,6 +283,8 @@ class Job:
         for entity_id, payload in self.payloads(entry):
             body = payload.model_dump(mode="json")
             body_json = canonical_json(body)
+            if not is_valid_unicode(body_json):
+                raise EntryInvalid(position, None, "entry has text that is not valid Unicode")
             key = entry_key(self.name, entity_id, body, payload_json=body_json)
             mapped.append(MappedPayload(entity_id, body, key, body_json))
         return mapped

@@ -8,6 +8,7 @@ the queue's visibility timeout spaces the next attempt and whose receive count b
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -17,8 +18,10 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from raasctl import __version__
+from raasctl.codes import ErrorCode, InfoCode
 from raasctl.envelope import Envelope, canonical_json
 from raasctl.errors import SinkError
+from raasctl.logs import event
 from raasctl.sinks.base import Applied, Sink
 
 POOL_SIZE = 64  # connections kept per host: enough for every worker slot to hold one
@@ -26,6 +29,7 @@ CONNECT_TIMEOUT_S = 10.0
 RETRYABLE_STATUSES = frozenset({408, 429})  # plus every 5xx
 ALREADY_APPLIED_STATUS = 409
 BODY_EXCERPT_CHARS = 200
+DEFAULT_MAX_RETRY_AFTER_S = 900.0
 
 
 def new_session(pool_size: int = POOL_SIZE) -> requests.Session:
@@ -66,10 +70,12 @@ class HttpSink(Sink):
         token: str,
         *,
         timeout_s: float = 30.0,
+        max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S,
         session: requests.Session | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
+        self.max_retry_after_s = max_retry_after_s
         self.timeout = (min(CONNECT_TIMEOUT_S, timeout_s), timeout_s)
         self._own_session = session is None
         self.session = session if session is not None else new_session()
@@ -107,11 +113,36 @@ class HttpSink(Sink):
             return Applied.APPLIED
         if status == ALREADY_APPLIED_STATUS:
             return Applied.ALREADY_APPLIED
+        if 300 <= status < 400:
+            # A moved callback would send every entry to the DLQ: stop instead, so an
+            # operator fixes sink.base_url and the messages wait in the queue.
+            location = _without_query(response.headers.get("Location", ""))
+            raise SinkError(
+                f"{where}: HTTP {status} redirect to {location or '(no Location)'}; the "
+                "callback has moved: check the sink's base_url",
+                retryable=True,
+                stops_worker=True,
+                code=ErrorCode.SINK_REDIRECT,
+            )
         message = f"{where}: HTTP {status} {response.reason}{self._excerpt(response)}"
         if status in RETRYABLE_STATUSES or status >= 500:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            retry_after = self._retry_after(response, where)
             raise self._error(message, True, retry_after)
         raise self._error(message, False)
+
+    def _retry_after(self, response: requests.Response, where: str) -> float | None:
+        asked = parse_retry_after(response.headers.get("Retry-After"))
+        if asked is None or asked <= self.max_retry_after_s:
+            return asked
+        event(
+            InfoCode.RETRY_AFTER_CAPPED,
+            f"{where}: Retry-After {asked:g} s cut to max_retry_after_s "
+            f"({self.max_retry_after_s:g} s)",
+            level=logging.WARNING,
+            asked_s=asked,
+            capped_s=self.max_retry_after_s,
+        )
+        return self.max_retry_after_s
 
     def close(self) -> None:
         if self._own_session:
@@ -139,6 +170,11 @@ def _reason(exc: requests.RequestException) -> str:
     "Max retries exceeded" wrapper, which reads as if the sink had retried."""
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
     return str(reason or exc)[:BODY_EXCERPT_CHARS]
+
+
+def _without_query(url: str) -> str:
+    """A Location without its query and fragment: a login page's may carry credentials."""
+    return url.split("?", 1)[0].split("#", 1)[0]
 
 
 def _header_value(value: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -27,6 +28,7 @@ from urllib.parse import quote
 from xml.etree import ElementTree
 
 import requests
+import urllib3
 from requests.auth import AuthBase, HTTPBasicAuth
 
 from raasctl.codes import ErrorCode, InfoCode
@@ -115,10 +117,11 @@ class WorkdaySource(Source):
 
     def _entries(self, report: str, prompts: Prompts) -> Iterator[ReportEntry]:
         where = f"Workday report {report}"
-        response = self._open_report(report, prompts)
+        deadline = self._clock() + self.config.fetch_timeout_s
+        response = self._open_report(report, prompts, deadline)
         count = 0
         try:
-            stream = ReportStream(response.iter_content(CHUNK_BYTES))
+            stream = ReportStream(self._body(response, report, deadline))
             if stream.first_byte() == b"<":
                 # Asked for JSON, got markup: Workday reports some failures as a SOAP fault,
                 # and a proxy in the way answers with an HTML page.
@@ -132,7 +135,9 @@ class WorkdaySource(Source):
             for entry in parse_entries(stream, where=where):
                 count += 1
                 yield entry
-        except requests.RequestException as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            if self._clock() >= deadline:
+                raise self._timed_out(report) from None
             raise SourceError(
                 f"connection to Workday lost while reading report {report} after {count} "
                 f"entries: {describe_transport_error(exc)}",
@@ -141,17 +146,38 @@ class WorkdaySource(Source):
         finally:
             response.close()
 
-    def _open_report(self, report: str, prompts: Prompts) -> requests.Response:
+    def _body(self, response: requests.Response, report: str, deadline: float) -> Iterator[bytes]:
+        """The body as it arrives, and never past the deadline: `read1` returns after one
+        receive, so a server sending a byte at a time is noticed as soon as time is up (a
+        silent one by the read timeout, which is capped to the time left)."""
+        while True:
+            if self._clock() >= deadline:
+                raise self._timed_out(report)
+            chunk = response.raw.read1(CHUNK_BYTES, decode_content=True)
+            if not chunk:
+                return
+            yield chunk
+
+    def _timed_out(self, report: str) -> SourceError:
+        return SourceError(
+            f"Workday report {report} did not arrive within fetch_timeout_s "
+            f"({self.config.fetch_timeout_s:g} s)",
+            code=ErrorCode.SOURCE_TIMEOUT,
+        )
+
+    def _open_report(self, report: str, prompts: Prompts, deadline: float) -> requests.Response:
         url = self.report_url(report)
         params = {"format": "json", **prompt_params(prompts)}
         what = f"report {report}"
-        response = self._request("GET", url, what, params=params, stream=True)
+        response = self._request("GET", url, what, params=params, stream=True, deadline=deadline)
         if response.status_code == 401 and isinstance(self.config.auth, OAuthAuth):
             # The cached token may have been revoked or expired early: refresh once, retry once.
             response.close()
             with self._token_lock:
                 self._token = None
-            response = self._request("GET", url, what, params=params, stream=True)
+            response = self._request(
+                "GET", url, what, params=params, stream=True, deadline=deadline
+            )
         if response.status_code < 300:
             return response
         detail = error_detail(response)
@@ -231,16 +257,24 @@ class WorkdaySource(Source):
         what: str,
         *,
         authorize: bool = True,
+        deadline: float = math.inf,
         **kwargs: Any,
     ) -> requests.Response:
-        """Send with retries on connection errors, timeouts, 429 and 5xx.
+        """Send with retries on connection errors, timeouts, 429 and 5xx, all within
+        `deadline` (then SourceError SOURCE_TIMEOUT).
 
         Returns any other response (2xx, 4xx) unread; raises SourceError once retries are
         spent. `authorize` adds the report's credentials, fresh for every attempt.
         """
         attempts = self.config.retries + 1
-        timeout = (self.config.connect_timeout_s, self.config.read_timeout_s)
         for attempt in range(1, attempts + 1):
+            left = deadline - self._clock()
+            if left <= 0:
+                raise self._timed_out(what.removeprefix("report "))
+            timeout = (
+                min(self.config.connect_timeout_s, left),
+                min(self.config.read_timeout_s, left),
+            )
             if authorize:
                 kwargs["auth"] = self._auth()
             try:
@@ -258,7 +292,7 @@ class WorkdaySource(Source):
                         f"cannot reach Workday for {what} after {attempt} attempts: {reason}",
                         code=ErrorCode.SOURCE_FAILED,
                     ) from None
-                self._wait(what, attempt, reason, retry_after=None)
+                self._wait(what, attempt, reason, retry_after=None, deadline=deadline)
                 continue
             status = response.status_code
             if status != 429 and status < 500:
@@ -271,14 +305,30 @@ class WorkdaySource(Source):
                     f"Workday {what} failed with HTTP {status} after {attempt} attempts: {detail}",
                     code=ErrorCode.SOURCE_FAILED,
                 )
-            self._wait(what, attempt, f"HTTP {status}: {detail}", retry_after=retry_after)
+            self._wait(
+                what,
+                attempt,
+                f"HTTP {status}: {detail}",
+                retry_after=retry_after,
+                deadline=deadline,
+            )
         raise AssertionError("unreachable: the loop returns or raises")
 
-    def _wait(self, what: str, attempt: int, reason: str, *, retry_after: float | None) -> None:
+    def _wait(
+        self,
+        what: str,
+        attempt: int,
+        reason: str,
+        *,
+        retry_after: float | None,
+        deadline: float = math.inf,
+    ) -> None:
         if retry_after is not None:
             delay = min(retry_after, MAX_RETRY_AFTER_S)
         else:
             delay = min(self._backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
+        if self._clock() + delay >= deadline:  # waiting would outlast the fetch
+            raise self._timed_out(what.removeprefix("report "))
         event(
             InfoCode.HTTP_RETRY,
             f"Workday {what}: {reason}; retrying in {delay:g} s",
@@ -323,7 +373,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def describe_transport_error(exc: requests.RequestException) -> str:
+def describe_transport_error(exc: Exception) -> str:
     """A short reason, never the URL or headers: `ReadTimeout (timed out)`, `[Errno 111] ...`."""
     kind = type(exc).__name__
     if isinstance(exc, requests.Timeout) or "timed out" in str(exc).lower():

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.config import CRON_NAMES
-from raasctl.errors import RaasctlError, UsageError
+from raasctl.errors import RaasctlError, RuntimeFailure, UsageError
 from raasctl.logs import event
 from raasctl.queues.base import Queue
 from raasctl.ratelimit import RateLimiter
@@ -83,7 +83,7 @@ class Worker:
         limit = ReceiveLimit()
         self.settler = Settler(queue, self.runs, self.tally, self.lifecycle, clock)
         self.releaser = Releaser(queue, self.lifecycle, self.tally, limit, self.settler.settle)
-        handler = Handler(
+        self.handler = Handler(
             queue=queue,
             state=state,
             sink=sink,
@@ -99,7 +99,7 @@ class Worker:
         )
         self.pool = SlotPool(
             options.concurrency,
-            handler=handler,
+            handler=self.handler,
             releaser=self.releaser,
             limiter=self.limiter,
             lifecycle=self.lifecycle,
@@ -162,6 +162,7 @@ class Worker:
             self.lifecycle.fail(exc)
         finally:
             self._shut_down()
+        self._fail_if_services_were_failing()
         result = self.result()
         event(
             InfoCode.WORKER_FINISHED,
@@ -173,8 +174,15 @@ class Worker:
             **result.summary(),
         )
         fatal = self.lifecycle.fatal
-        if fatal is not None:
+        if isinstance(fatal, RaasctlError):
             raise fatal
+        if fatal is not None:
+            # A defect, not an expected failure: one line and exit 1 all the same (the
+            # traceback with -v); held messages were released by the shutdown.
+            raise RuntimeFailure(
+                f"the worker stopped on an unexpected error: {type(fatal).__name__}: {fatal}",
+                code=ErrorCode.WORKER_FAILED,
+            ) from fatal
         return result
 
     def result(self) -> WorkerResult:
@@ -188,6 +196,14 @@ class Worker:
         return self.progress.stats()
 
     # ---------------------------------------------------------------- internals
+
+    def _fail_if_services_were_failing(self) -> None:
+        """A worker that stops (say at --max-runtime) while its queue or state was failing
+        did not do its work: it exits 1 with that error, not 0. A signal is the operator's
+        own stop and keeps its exit."""
+        failing = self.poller.failing or self.handler.failing
+        if failing is not None and self.lifecycle.reason is not StopReason.SIGNAL:
+            self.lifecycle.fail(failing)
 
     def _elapsed(self) -> float:
         return self._clock() - self._started

@@ -16,6 +16,8 @@ start was due (a stop may have come first), and after the sink call.
 | its key was applied already                    | SKIP_APPLIED (delete)           | succeeded    |
 | not applied, the sink not called yet           | APPLY                           | -            |
 | the sink applied it (or had: HTTP 409)         | RECORD_APPLIED (record, delete) | succeeded    |
+| the sink cannot apply anything (it moved: 3xx) | as let go (RELEASE), and the    | -            |
+|                                                |   worker stops                  |              |
 | the sink failed for good (4xx, invalid)        | DEAD_LETTER with the reason     | dead_lettered|
 | the sink failed, retryable                     | RETRY, visibility = backoff     | retries      |
 |   ... on its last allowed receive              | FAIL_LAST_RECEIVE, visibility 0 | failed       |
@@ -31,7 +33,7 @@ After the batched delete, `count_after_delete` decides whether a handled message
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from raasctl.codes import ErrorCode
@@ -81,6 +83,7 @@ class SinkOutcome:
     retryable: bool = False
     retry_after_s: float | None = None
     reason: str = ""
+    stops_worker: bool = False  # no entry can be applied until an operator acts
 
 
 APPLIED = SinkOutcome(applied=True)
@@ -143,6 +146,8 @@ def decide(facts: Facts) -> Verdict:
         return Verdict(Action.APPLY)
     if sink.applied:
         return Verdict(Action.RECORD_APPLIED, Outcome.SUCCEEDED)
+    if sink.stops_worker:  # not this entry's fault: it waits in the queue
+        return decide(replace(facts, sink=None, let_go=sink.reason))
     if not sink.retryable:
         return Verdict(Action.DEAD_LETTER, Outcome.DEAD_LETTERED, reason=sink.reason)
     if last:

@@ -150,6 +150,7 @@ class Handler:
         self._now = now
         self._lock = threading.Lock()
         self._errors_in_a_row = 0
+        self._failing: RaasctlError | None = None  # the last message failed with this
 
     def handle(self, held: Held) -> bool:
         """Handle one message; True when it is done with (deleted, or in the DLQ), so the next
@@ -161,7 +162,14 @@ class Handler:
             return False
         with self._lock:
             self._errors_in_a_row = 0
+            self._failing = None
         return verdict.done_with
+
+    @property
+    def failing(self) -> RaasctlError | None:
+        """The queue or state error the last handled message met, if it failed."""
+        with self._lock:
+            return self._failing
 
     def _facts(self, held: Held) -> Facts:
         return Facts(
@@ -186,16 +194,20 @@ class Handler:
                 held.settle()
                 self.releaser.release(held.message, envelope, why)
                 return decide(replace(facts, let_go=why))
-            verdict = decide(replace(facts, sink=self._apply(envelope)))
+            try:
+                self.sink.apply(envelope)  # APPLIED and ALREADY_APPLIED alike: it is in place
+            except SinkError as exc:
+                outcome = SinkOutcome(
+                    False, exc.retryable, exc.retry_after_s, str(exc), exc.stops_worker
+                )
+                verdict = decide(replace(facts, sink=outcome))
+                self._carry_out(held, verdict)
+                if exc.stops_worker:
+                    self.lifecycle.fail(exc)
+                return verdict
+            verdict = decide(replace(facts, sink=APPLIED))
         self._carry_out(held, verdict)
         return verdict
-
-    def _apply(self, envelope: Envelope) -> SinkOutcome:
-        try:
-            self.sink.apply(envelope)  # APPLIED and ALREADY_APPLIED alike: it is in place
-        except SinkError as exc:
-            return SinkOutcome(False, exc.retryable, exc.retry_after_s, str(exc))
-        return APPLIED
 
     def _carry_out(self, held: Held, verdict: Verdict) -> None:
         message, envelope = held.message, held.envelope
@@ -216,6 +228,9 @@ class Handler:
             )
             return
         held.settle()
+        if action is Action.RELEASE:
+            self.releaser.release(message, envelope, verdict.reason)
+            return
         if action is Action.DEAD_LETTER:
             self.queue.dead_letter(message, verdict.reason)
             event(
@@ -272,6 +287,7 @@ class Handler:
         self.tally.add("errors")
         with self._lock:
             self._errors_in_a_row += 1
+            self._failing = exc
             errors_in_a_row = self._errors_in_a_row
         if stops_worker(exc, errors_in_a_row):
             self.lifecycle.fail(exc)

@@ -103,6 +103,12 @@ class Housekeeper:
         self._done.set()
 
     def _run(self) -> None:
+        try:
+            self._tick_until_stopped()
+        except BaseException as exc:  # a defect: end the worker cleanly, never a dead thread
+            self.lifecycle.fail(exc)
+
+    def _tick_until_stopped(self) -> None:
         visibility = self.visibility_timeout_s
         stats_every = self.stats_interval_s or math.inf
         tick = max(0.05, min(0.25, visibility / 6, stats_every))

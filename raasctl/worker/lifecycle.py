@@ -17,8 +17,8 @@ class StopReason(StrEnum):
 
 class Lifecycle:
     """`stopping` is set once a stop is asked for (the poller stops receiving); `abandoning`
-    too when it is a signal (messages received but not started are released). The first
-    reason and the first fatal error are kept."""
+    too when it is a signal or a fatal error (messages received but not started are
+    released). The first reason and the first fatal error are kept."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -36,10 +36,13 @@ class Lifecycle:
         self.stopping.set()
 
     def fail(self, exc: BaseException) -> None:
-        """End the worker with this error (the first one wins): `Worker.run` raises it."""
+        """End the worker with this error (the first one wins): `Worker.run` raises it.
+        Messages received but not started are released, as at a signal: the worker will
+        not handle them."""
         with self._lock:
             if self._fatal is None:
                 self._fatal = exc
+        self.abandoning.set()
         self.stop(StopReason.ERROR)
 
     @property

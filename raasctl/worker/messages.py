@@ -55,6 +55,8 @@ def parse(
         envelope = Envelope.from_body(message.body)
     except EnvelopeError as exc:
         return None, str(exc)
+    except Exception as exc:  # one message's body never stops the worker
+        return None, f"body cannot be read ({type(exc).__name__})"
     if envelope.cron not in known_crons:
         return envelope, f"unknown cron {envelope.cron!r}"
     return envelope, None

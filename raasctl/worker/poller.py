@@ -61,6 +61,7 @@ class Poller:
         self._clock = clock
         self._received = 0  # messages taken on (not released as another cron's)
         self._receive_errors = 0  # failed receives in a row
+        self.failing: RaasctlError | None = None  # the last receive failed with this
         self._empty_logged = False
 
     def run(self) -> None:
@@ -89,14 +90,16 @@ class Poller:
                 )
                 if not messages:
                     self.limiter.give_back(tokens)
-                    self._on_empty_receive()
                     self._receive_errors = 0
+                    self.failing = None
+                    self._on_empty_receive()
                     continue
             except RaasctlError as exc:
                 self.limiter.give_back(tokens)
                 self._receive_failed(exc)
                 continue
             self._receive_errors = 0
+            self.failing = None
             self._empty_logged = False
             self.limiter.give_back(tokens - len(messages))
             if not self._dispatch(messages, asked_at) and not stopping.is_set():
@@ -108,6 +111,7 @@ class Poller:
 
     def _receive_failed(self, exc: RaasctlError) -> None:
         self._receive_errors += 1
+        self.failing = exc
         if stops_worker(exc, self._receive_errors):
             raise exc
         pause = min(30.0, 0.5 * 2 ** (self._receive_errors - 1))

@@ -66,6 +66,12 @@ class Settler:
         self._thread.join(timeout=timeout_s)
 
     def _run(self) -> None:
+        try:
+            self._settle_until_stopped()
+        except BaseException as exc:  # a defect: end the worker cleanly, never a dead thread
+            self.lifecycle.fail(exc)
+
+    def _settle_until_stopped(self) -> None:
         while True:
             with self._ready:
                 if not self._batch and not self._stopping:
