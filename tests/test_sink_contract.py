@@ -214,7 +214,7 @@ def _fixture_payload(cron: str) -> tuple[str, dict[str, Any]]:
 PAYLOADS = {cron: _fixture_payload(cron) for cron in CRONS}
 
 
-def entry(cron: str = "clientDepositUpdate", n: int | None = None, **changes: Any) -> Envelope:
+def entry(cron: str = "clientDepositUpdate", n: int | None = None) -> Envelope:
     """A real payload of the cron; `n` makes it another record (its own id and key)."""
     key, payload = PAYLOADS[cron]
     payload = dict(payload)
@@ -222,7 +222,6 @@ def entry(cron: str = "clientDepositUpdate", n: int | None = None, **changes: An
         id_field = REQUIRED_IDS[cron]
         payload[id_field] = f"{payload[id_field]}-{n}"
         key = f"{key}-{n}"
-    payload.update(changes)
     return Envelope.new(cron=cron, run_id="run-1", key=key, payload=payload)
 
 
@@ -296,23 +295,35 @@ def test_concurrent_deliveries_of_one_key_have_one_effect(harness: Harness) -> N
 # ---------------------------------------------------------------- failing
 
 
+def _without(cron: str, field: str) -> dict[str, Any]:
+    return {name: value for name, value in PAYLOADS[cron][1].items() if name != field}
+
+
 @pytest.mark.parametrize(
-    ("cron", "changes", "reason"),
+    ("cron", "payload", "reason"),
     [
         *[
-            (cron, {REQUIRED_IDS[cron]: None}, f"{cron} payload lacks {REQUIRED_IDS[cron]}")
+            (cron, _without(cron, REQUIRED_IDS[cron]), f"{cron} payload lacks {REQUIRED_IDS[cron]}")
             for cron in CRONS
         ],
-        ("clientDepositUpdate", {"deposit_id": ""}, "payload lacks deposit_id"),
-        ("unknownCron", {}, "cron 'unknownCron'"),
+        (
+            "clientBillPaidStatus",
+            {**PAYLOADS["clientBillPaidStatus"][1], "invoice_id": None},
+            "clientBillPaidStatus payload lacks invoice_id",
+        ),
+        (
+            "clientDepositUpdate",
+            {**PAYLOADS["clientDepositUpdate"][1], "deposit_id": ""},
+            "clientDepositUpdate payload lacks deposit_id",
+        ),
+        ("unknownCron", PAYLOADS["clientDepositUpdate"][1], "cron 'unknownCron'"),
     ],
-    ids=[*(f"{cron}-no-id" for cron in CRONS), "empty-id", "unknown-cron"],
+    ids=[*(f"{cron}-no-id" for cron in CRONS), "null-id", "empty-id", "unknown-cron"],
 )
 def test_a_payload_the_side_cannot_take_fails_permanently_naming_the_problem(
-    harness: Harness, cron: str, changes: dict[str, Any], reason: str
+    harness: Harness, cron: str, payload: dict[str, Any], reason: str
 ) -> None:
-    template = entry(cron if cron in PAYLOADS else "clientDepositUpdate", **changes)
-    sent = Envelope.new(cron=cron, run_id="run-1", key=template.key, payload=template.payload)
+    sent = Envelope.new(cron=cron, run_id="run-1", key=f"{cron}:bad:1", payload=payload)
 
     with pytest.raises(SinkError) as caught:
         harness.sink.apply(sent)
