@@ -15,6 +15,11 @@ What it does (ThreadingHTTPServer, HTTP/1.1 keep-alive, one thread per connectio
   the answer comes `timeout_delay_s` late, past the client's timeout, so the retry must be
   recognised by its Idempotency-Key (409).
 - Poison payloads (`"poison": true`, or a key matching `poison_keys`) get 400 with a reason.
+- `required_ids` (cron -> record id field), when given, makes it check entries as the real
+  service does: a cron it does not know gets 404, a payload without its record id 422, each
+  with a reason naming the problem; nothing is applied.
+- `outage(503, retry_after="7")` answers every request with that status (and Retry-After)
+  without applying anything, until `outage(None)`: the service down for maintenance.
 - `latency_s` delays every answer (the benchmark's 200 ms downstream).
 - `record_starts` keeps the arrival time of every request (time.monotonic()).
 """
@@ -26,7 +31,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -37,7 +42,7 @@ class Served:
     key: str
     cron: str
     status: int
-    fault: str | None  # "error", "timeout" or None
+    fault: str | None  # "error", "timeout", "outage" or None
     at: float  # time.monotonic() on arrival
 
 
@@ -51,6 +56,7 @@ class CallbackServer:
         timeout_delay_s: float = 1.0,
         latency_s: float = 0.0,
         poison_keys: Iterable[str] = (),
+        required_ids: Mapping[str, str] | None = None,
     ) -> None:
         self.token = token
         self.fail_rate = fail_rate
@@ -58,6 +64,8 @@ class CallbackServer:
         self.timeout_delay_s = timeout_delay_s
         self.latency_s = latency_s
         self.poison_keys = frozenset(poison_keys)
+        self.required_ids = dict(required_ids) if required_ids is not None else None
+        self._outage: tuple[int, str | None] | None = None  # (status, Retry-After)
         self.served: list[Served] = []
         self.applied: Counter[str] = Counter()  # key -> times applied (must stay 1)
         self.payloads: dict[str, dict[str, Any]] = {}
@@ -123,6 +131,11 @@ class CallbackServer:
         with self._lock:
             return sorted(served.at for served in self.served)
 
+    def outage(self, status: int | None = 503, retry_after: str | None = None) -> None:
+        """Answer every request with `status` (None ends the outage), applying nothing."""
+        with self._lock:
+            self._outage = None if status is None else (status, retry_after)
+
     # ------------------------------------------------------------ decisions
 
     def fault_for(self, key: str, attempt: int) -> str | None:
@@ -135,14 +148,38 @@ class CallbackServer:
             return None
         return "error" if digest[8] % 2 == 0 else "timeout"
 
-    def handle(self, cron: str, key: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """Decide the answer and apply; returns (status, body). Runs in a handler thread."""
+    def rejection(self, cron: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """The answer to an entry the service cannot take under `required_ids`, else None."""
+        if self.required_ids is None:
+            return None
+        id_field = self.required_ids.get(cron)
+        if id_field is None:
+            return 404, {"error": f"unknown cron {cron!r}"}
+        if payload.get(id_field) in (None, ""):
+            return 422, {"error": f"{cron} payload lacks {id_field}"}
+        return None
+
+    def handle(
+        self, cron: str, key: str, payload: dict[str, Any]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Decide the answer and apply; returns (status, body, extra headers). Runs in a
+        handler thread."""
         arrived = time.monotonic()
         with self._lock:
             self._attempts[key] += 1
             attempt = self._attempts[key]
+            outage = self._outage
         fault = None
-        if payload.get("poison") is True or key in self.poison_keys:
+        headers: dict[str, str] = {}
+        rejected = self.rejection(cron, payload)
+        if outage is not None:
+            fault = "outage"
+            status, body = outage[0], {"error": "service unavailable (injected outage)"}
+            if outage[1] is not None:
+                headers["Retry-After"] = outage[1]
+        elif rejected is not None:
+            status, body = rejected
+        elif payload.get("poison") is True or key in self.poison_keys:
             status, body = 400, {"error": f"invalid {cron} entry: payload rejected as poison"}
         elif key in self.applied:
             status, body = 409, {"error": "already applied", "key": key}
@@ -161,7 +198,7 @@ class CallbackServer:
         delay = self.latency_s + (self.timeout_delay_s if fault == "timeout" else 0.0)
         if delay:
             self._stopping.wait(delay)
-        return status, body
+        return status, body, headers
 
 
 class _Server(ThreadingHTTPServer):
@@ -204,15 +241,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, {"error": "body is not JSON"})
             return
         cron = self.path.rstrip("/").rsplit("/", 1)[-1]
-        status, body = self.callback.handle(cron, key, payload)
-        self._send(status, body)
+        status, body, headers = self.callback.handle(cron, key, payload)
+        self._send(status, body, headers)
 
-    def _send(self, status: int, body: dict[str, Any]) -> None:
+    def _send(
+        self, status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> None:
         data = json.dumps(body).encode()
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):

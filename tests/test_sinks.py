@@ -1,4 +1,5 @@
-"""The sinks: the SQLite ledger (embedded) and the HTTP callback (against a real local server)."""
+"""The sinks: the SQLite ledger (embedded) and the HTTP callback (against a real local server).
+What both adapters must do alike is in test_sink_contract.py."""
 
 from __future__ import annotations
 

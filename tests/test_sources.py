@@ -1,5 +1,6 @@
 """Sources: Workday date prompts, the streaming parser, fixture files, and Workday RaaS
-against a real HTTP server on 127.0.0.1 (tests/workday_server.py)."""
+against a real HTTP server on 127.0.0.1 (tests/workday_server.py). What both adapters must do
+alike is in test_source_contract.py."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 import logging
 import socket
 import time
-import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import requests
-from workday_server import FakeWorkday, Reply, deposit_entry, soap_fault
+from workday_server import FakeWorkday, Reply, soap_fault
 
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.dates import (
@@ -207,22 +207,6 @@ def test_fixture_source_resolves_a_relative_path_when_read(
     assert list(source.entries("lspBillUpdateStatus", "Supplier_Invoice_Payments", PROMPTS)) == []
 
 
-def test_fixture_source_names_a_missing_file(tmp_path: Path) -> None:
-    source = FixtureSource(tmp_path / "raas")
-    with pytest.raises(SourceError) as caught:
-        list(source.entries("clientBillPaidStatus", "Client_Invoices_Paid", PROMPTS))
-    assert str(tmp_path / "raas" / "clientBillPaidStatus.json") in str(caught.value)
-    assert caught.value.exit_code == 1
-
-
-def test_fixture_source_reports_a_file_that_is_not_json(tmp_path: Path) -> None:
-    (tmp_path / "clientBillPaidStatus.json").write_text("Invoice_ID,Amount\nCI-1,10\n")
-    with pytest.raises(SourceError) as caught:
-        list(FixtureSource(tmp_path).entries("clientBillPaidStatus", "R", PROMPTS))
-    assert caught.value.code == ErrorCode.REPORT_INVALID
-    assert "clientBillPaidStatus.json" in str(caught.value)
-
-
 def test_the_embedded_default_folder_serves_every_cron() -> None:
     # The isolated working directory links fixtures/ like a fresh clone.
     source = FixtureSource(Path("fixtures/raas"))
@@ -294,12 +278,6 @@ def test_basic_auth_fetches_the_report_with_prompts(workday: FakeWorkday) -> Non
 def test_report_names_are_quoted_in_the_url(workday: FakeWorkday) -> None:
     workday.add_report("Client Deposits (EMEA)", [{"Deposit_ID": "DEP-9"}])
     assert fetch(make_source(workday), "Client Deposits (EMEA)") == [{"Deposit_ID": "DEP-9"}]
-
-
-@pytest.mark.parametrize("body", ["{}", '{"Report_Entry": []}'])
-def test_an_empty_workday_report_has_no_entries(workday: FakeWorkday, body: str) -> None:
-    workday.add_report("Client_Deposits", body=body)
-    assert fetch(make_source(workday)) == []
 
 
 def test_a_wrong_password_is_auth_failed_without_retrying(
@@ -544,29 +522,6 @@ def test_close_leaves_a_session_it_was_given_to_its_owner(workday: FakeWorkday) 
     assert len(fetch(source)) == 2
     source.close()
     assert session.closed == 0
-
-
-def test_a_large_report_streams_in_flat_memory(workday: FakeWorkday) -> None:
-    """The report is never held whole: memory stays far below the body's size."""
-    count = 20_000
-    # Entries as ready-made JSON text keep the (also traced) server thread cheap.
-    template = json.dumps(deposit_entry(0)).replace("DEP-GEN-0000000", "DEP-GEN-{n:07d}")
-    workday.add_generated_report("Huge", count, lambda n: template.replace("{n:07d}", f"{n:07d}"))
-    source = make_source(workday)
-    tracemalloc.start()
-    try:
-        seen = 0
-        last = None
-        for entry in source.entries("clientDepositUpdate", "Huge", PROMPTS):
-            seen += 1
-            last = entry
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert seen == count and last is not None and last["Deposit_ID"] == "DEP-GEN-0020000"
-    # The body is ~6.6 MB and the parsed entries held together would be several times that;
-    # streaming keeps the peak near 1.2 MB whatever the count (200,000 measure the same).
-    assert peak < 3 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
 
 
 def test_soap_fault_text_reads_soap_1_1_1_2_and_cut_off_bodies() -> None:

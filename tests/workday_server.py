@@ -16,7 +16,8 @@ Scripted faults: `script(Reply(...), ...)` queues replies for the next report re
 429 with Retry-After, 500 with a SOAP fault, a slow start, a stall mid-body, a non-JSON body);
 `script_token(...)` does the same for the token endpoint; `revoke_tokens()` makes every issued
 token fail with 401. `add_generated_report(name, n)` streams n entries without ever building
-the report in memory (the run benchmark serves 200,000 of them). Every request is recorded.
+the report in memory (the run benchmark serves 200,000 of them); `add_streamed_report(name,
+chunks)` streams a body as given pieces. Every request is recorded.
 """
 
 from __future__ import annotations
@@ -308,6 +309,11 @@ class FakeWorkday:
             entries = (make_entry(n) for n in range(1, count + 1))
             return report_chunks(entries, entries_per_chunk=entries_per_chunk)
 
+        self._reports[name] = _Report(chunks)
+
+    def add_streamed_report(self, name: str, chunks: Callable[[], Iterable[bytes]]) -> None:
+        """A report whose body is the pieces `chunks()` yields (called for every request),
+        each sent as it comes: a body split anywhere, or one too big to hold."""
         self._reports[name] = _Report(chunks)
 
     def script(self, *replies: Reply) -> None:
