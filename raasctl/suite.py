@@ -87,10 +87,10 @@ class _Policies:
     def get(self, ref: str | dict[str, Any], identity: bool | None) -> Policy:
         if isinstance(ref, dict):
             return _parse(ref, identity, "inline policy")
-        path = (self.folder / ref).resolve()
-        key = (str(path), identity)
+        key = (ref, identity)
         if key not in self._cache:
-            self._cache[key] = _parse(load_policy(path), identity, f"policy file {ref}")
+            document = load_policy(self.folder / ref)
+            self._cache[key] = _parse(document, identity, f"policy file {ref}")
         return self._cache[key]
 
 
