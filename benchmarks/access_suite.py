@@ -127,7 +127,8 @@ def main() -> None:
         (base / "suite.jsonl").write_text("\n".join(json.dumps(c) for c in cases) + "\n")
         (base / "suite.yaml").write_text(yaml.safe_dump(cases, sort_keys=False))
         print(
-            f"{args.cases} cases, one `raasctl access test` process each (target < {TARGET_S:.0f} s)"
+            f"{args.cases} cases, one `raasctl access test` process each "
+            f"(target < {TARGET_S:.0f} s)"
         )
         for name in ("suite.jsonl", "suite.yaml"):
             elapsed, result = run(base / name)

@@ -102,18 +102,26 @@ def build_request(
     )
 
 
-def read_policy(path: str | Path, *, identity: bool | None = None) -> Policy:
-    """Load and parse a policy file; ``identity`` None reads a file without Principal
-    elements as an identity policy, True/False require that kind. ConfigError (exit 2) names
-    the file."""
+def as_policy(document: Mapping[str, Any], side: bool | None) -> Policy:
+    """Parse a policy document for one side: ``side`` None judges it alone (a document
+    without Principal elements is then an identity policy), True as the identity side, False
+    as the resource side; with a side, statements are named by it (``identity:Sid``)."""
+    principals = has_principals(document)
+    if side is None:
+        identity = not principals and bool(document["Statement"])
+    elif side and principals:
+        raise PolicyError("an identity policy has no Principal elements")
+    else:
+        identity = side
+    label = "" if side is None else "identity" if side else "resource"
+    return parse_document(document, identity=identity, label=label)
+
+
+def read_policy(path: str | Path, *, side: bool | None = None) -> Policy:
+    """Load and parse a policy file for ``side`` (see :func:`as_policy`); ConfigError
+    (exit 2) names the file."""
     try:
-        document = load_policy(path)
-        principals = has_principals(document)
-        if identity is None:
-            identity = not principals and bool(document["Statement"])
-        elif identity and principals:
-            raise PolicyError("an identity policy has no Principal elements")
-        return parse_document(document, identity=identity)
+        return as_policy(load_policy(path), side)
     except PolicyError as exc:
         message = str(exc)
         if str(path) not in message:
@@ -150,8 +158,8 @@ def explain_both(
     the account rule of `access check`; offline, no AWS call. A side without a file has no
     policy, which grants nothing."""
     request = build_request(principal, action, resource, context)
-    identity = [] if identity_file is None else [read_policy(identity_file, identity=True)]
-    queue_policy = None if resource_file is None else read_policy(resource_file, identity=False)
+    identity = [] if identity_file is None else [read_policy(identity_file, side=True)]
+    queue_policy = None if resource_file is None else read_policy(resource_file, side=False)
     return evaluate_access(request, identity=identity, resource_policy=queue_policy)
 
 

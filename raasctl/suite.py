@@ -20,17 +20,16 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from raasctl.codes import ErrorCode
 from raasctl.errors import ConfigError, RaasctlError
-from raasctl.explain import build_request, parse_context
+from raasctl.explain import as_policy, build_request, parse_context
 from raasctl.policy import (
     Decision,
     Policy,
     PolicyError,
     Request,
+    check_document,
     evaluate,
     evaluate_access,
-    has_principals,
     load_policy,
-    parse_document,
 )
 
 _Scalar = str | int | float | bool
@@ -84,24 +83,20 @@ class _Policies:
         self.folder = folder
         self._cache: dict[tuple[str, bool | None], Policy] = {}
 
-    def get(self, ref: str | dict[str, Any], identity: bool | None) -> Policy:
+    def get(self, ref: str | dict[str, Any], side: bool | None) -> Policy:
         if isinstance(ref, dict):
-            return _parse(ref, identity, "inline policy")
-        key = (ref, identity)
+            return _parse(ref, side, "inline policy")
+        key = (ref, side)
         if key not in self._cache:
             document = load_policy(self.folder / ref)
-            self._cache[key] = _parse(document, identity, f"policy file {ref}")
+            self._cache[key] = _parse(document, side, f"policy file {ref}")
         return self._cache[key]
 
 
-def _parse(document: dict[str, Any], identity: bool | None, source: str) -> Policy:
+def _parse(document: Any, side: bool | None, source: str) -> Policy:
     try:
-        principals = has_principals(document)
-        if identity is None:
-            identity = not principals and bool(document.get("Statement"))
-        elif identity and principals:
-            raise PolicyError("an identity policy has no Principal elements")
-        return parse_document(document, identity=identity)
+        check_document(document, source)
+        return as_policy(document, side)
     except PolicyError as exc:
         raise PolicyError(f"{source}: {exc}") from None
 

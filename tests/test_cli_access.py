@@ -541,3 +541,33 @@ def test_explain_table_output(runner: CliRunner) -> None:
     assert result.exit_code == 0
     for text in ("decision", "indeterminate", "ViaEndpoint", "aws:SourceVpce"):
         assert text in result.stdout
+
+
+def test_all_envs_reports_every_environment_and_exits_by_the_worst_cause(
+    runner: CliRunner, moto: Any
+) -> None:
+    granted = create_queue(moto, "granted", GRANTED_TO_CALLER)
+    no_profile = {**sqs_env(granted), "aws": {"region": "us-east-1", "profile": "nobody"}}
+    missing = sqs_env(f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/never-created")
+    write_config({"noprofile": no_profile, "granted": sqs_env(granted), "missing": missing})
+
+    result = runner.invoke(main, ["access", "check", "--all-envs", "--format", "json"])
+
+    # The missing profile (a configuration error, 2) is worse than the missing queue (3).
+    assert result.exit_code == 2, result.stderr
+    by_env = {report["env"]: report for report in json.loads(result.stdout)}
+    assert list(by_env) == ["local", "noprofile", "granted", "missing"]
+    assert by_env["noprofile"]["status"] == "error"
+    assert by_env["noprofile"]["error_codes"] == ["RAAS_CREDENTIALS_MISSING"]
+    assert "'nobody'" in by_env["noprofile"]["errors"][0]
+    assert by_env["granted"]["status"] == "ok"
+    assert by_env["missing"]["error_codes"] == ["RAAS_QUEUE_NOT_FOUND"]
+    assert "RAAS_CREDENTIALS_MISSING" in result.stderr and "RAAS_QUEUE_NOT_FOUND" in result.stderr
+
+    table = runner.invoke(main, ["access", "check", "--all-envs"])
+    assert table.exit_code == 2
+    for text in ("noprofile: error", "RAAS_CREDENTIALS_MISSING", "granted: ok", "missing: error"):
+        assert text in table.stdout
+
+    write_config({"granted": sqs_env(granted), "missing": missing})
+    assert runner.invoke(main, ["access", "check", "--all-envs"]).exit_code == 3

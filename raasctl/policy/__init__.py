@@ -15,6 +15,7 @@ from raasctl.policy.actions import SQS_API_ACTIONS, check_action
 from raasctl.policy.document import (
     Policy,
     Statement,
+    check_document,
     has_principals,
     load_policy,
     normalize_action,
@@ -57,6 +58,7 @@ __all__ = [
     "Statement",
     "account_of",
     "check_action",
+    "check_document",
     "evaluate",
     "evaluate_access",
     "has_principals",
