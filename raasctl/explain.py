@@ -60,7 +60,7 @@ def principal_context(principal: str) -> dict[str, ContextValue]:
     """The context keys the principal itself settles, as AWS sets them for its requests:
     ``aws:PrincipalAccount``, ``aws:PrincipalArn`` (a role's, not its session's, so unknown for
     a session whose role path is not known) and ``aws:username`` (an IAM user's name; absent
-    for roles and sessions)."""
+    for roles, role sessions and federated users)."""
     found = identify(principal)
     context: dict[str, ContextValue] = {}
     if found.account:
@@ -71,7 +71,7 @@ def principal_context(principal: str) -> dict[str, ContextValue]:
         context["aws:PrincipalArn"] = principal
     if found.kind == "user":
         context["aws:username"] = found.name
-    elif found.kind in ("role", "session"):
+    elif found.kind in ("role", "session", "federated"):
         context["aws:username"] = None
     return context
 
