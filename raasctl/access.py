@@ -7,7 +7,7 @@ simulator may be asked. It never sends, receives or deletes a message to find ou
 (queue, action) pair gets a decision from the offline evaluator (raasctl.policy), which names
 the statements that decided it.
 
-`explain` is the evaluator on its own: it judges only the policy it is given.
+The report types are in raasctl.access_report; `access explain` is in raasctl.explain.
 """
 
 from __future__ import annotations
@@ -16,18 +16,22 @@ import copy
 import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
-from raasctl.aws import LONG_TERM, AwsClients, CredentialInfo
+from raasctl.access_report import (
+    DENIED,
+    Caller,
+    EnvReport,
+    PermissionRow,
+    QueueInfo,
+)
+from raasctl.aws import LONG_TERM, AwsClients
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.config import EnvironmentConfig, SqsQueueConfig
-from raasctl.errors import ConfigError, UsageError
 from raasctl.logs import event
 from raasctl.policy import (
     ALLOWED,
@@ -42,7 +46,6 @@ from raasctl.policy import (
     account_of,
     evaluate,
     evaluate_access,
-    load_policy,
 )
 
 SQS_ACTIONS = (
@@ -55,8 +58,6 @@ SQS_ACTIONS = (
 # With SSE-KMS the caller also needs the key: a sender to encrypt, a receiver to decrypt.
 KMS_ACTIONS = {"sqs:SendMessage": "kms:GenerateDataKey", "sqs:ReceiveMessage": "kms:Decrypt"}
 UNKNOWN = "unknown"
-EMBEDDED_NOTE = "embedded: no AWS access needed"
-DENIED = frozenset({EXPLICIT_DENY, IMPLICIT_DENY})
 
 _NOT_FOUND_CODES = frozenset(
     {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
@@ -72,124 +73,6 @@ _AWS_FAILURES = (ClientError, BotoCoreError, ResponseParserError)
 _XML_ERROR_RE = re.compile(r"<Code>([^<]*)</Code>\s*<Message>([^<]*)</Message>")
 _ASSUMED_ROLE_RE = re.compile(r"^arn:[^:]+:sts::\d{12}:assumed-role/([^/]+)/.+$")
 
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class Caller:
-    account: str
-    arn: str  # as STS reports it: a session ARN for an assumed role
-    user_id: str
-    principal: str | None = None  # the IAM user or role behind it, for the simulator
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "account": self.account,
-            "arn": self.arn,
-            "user_id": self.user_id,
-            "principal": self.principal,
-        }
-
-
-@dataclass
-class QueueInfo:
-    role: str  # "queue" or "dlq"
-    name: str
-    url: str | None
-    arn: str | None = None
-    exists: bool | None = None  # None: AWS did not say (the call was refused or failed)
-    answered: bool = False  # GetQueueAttributes answered
-    error: str | None = None
-    refused: str | None = None  # the AccessDenied message, when GetQueueAttributes was refused
-    policy: dict[str, Any] | None = None
-    kms_key: str | None = None
-    fifo: bool | None = None
-    redrive_target: str | None = None  # the DLQ ARN of the queue's RedrivePolicy
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "role": self.role,
-            "name": self.name,
-            "url": self.url,
-            "arn": self.arn,
-            "exists": self.exists,
-            "answered": self.answered,
-            "error": self.error,
-            "policy": self.policy is not None,
-            "kms_key": self.kms_key,
-            "fifo": self.fifo,
-        }
-
-
-@dataclass(frozen=True)
-class PermissionRow:
-    queue: str
-    action: str
-    queue_policy: str  # the queue policy's own decision, or "unknown"
-    identity: str  # the identity side's decision, or "unknown"
-    decision: str  # both sides combined (same-account / cross-account rule)
-    statements: list[str]
-    note: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "queue": self.queue,
-            "action": self.action,
-            "queue_policy": self.queue_policy,
-            "identity": self.identity,
-            "decision": self.decision,
-            "statements": list(self.statements),
-            "note": self.note,
-        }
-
-
-@dataclass
-class EnvReport:
-    env: str
-    deployed: bool = False
-    embedded: bool = False
-    credentials: CredentialInfo | None = None
-    caller: Caller | None = None
-    identity_source: str | None = None  # how the identity side was judged, or why it is unknown
-    queues: list[QueueInfo] = field(default_factory=list)
-    permissions: list[PermissionRow] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def status(self) -> str:
-        """embedded, error, denied, indeterminate or ok (the worst wins)."""
-        if self.embedded:
-            return "embedded"
-        if self.errors:
-            return "error"
-        decisions = {row.decision for row in self.permissions}
-        if decisions & DENIED:
-            return "denied"
-        if INDETERMINATE in decisions:
-            return "indeterminate"
-        return "ok"
-
-    def failed(self, strict: bool) -> bool:
-        return self.status in ("error", "denied") or (strict and self.status == INDETERMINATE)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "env": self.env,
-            "status": self.status,
-            "note": EMBEDDED_NOTE if self.embedded else None,
-            "deployed": self.deployed,
-            "credentials": self.credentials.to_json() if self.credentials else None,
-            "caller": self.caller.to_json() if self.caller else None,
-            "identity_source": self.identity_source,
-            "queues": [queue.to_json() for queue in self.queues],
-            "permissions": [row.to_json() for row in self.permissions],
-            "warnings": list(self.warnings),
-            "errors": list(self.errors),
-        }
-
-
 # --------------------------------------------------------------------------- check
 
 
@@ -203,9 +86,10 @@ def check_environment(env_name: str, env: EnvironmentConfig, aws: AwsClients) ->
     credentials = aws.credential_info()
     report.credentials = credentials
     if credentials.source is None:
-        report.errors.append(
+        report.add_error(
             "no AWS credentials found (set a profile, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-            "or run on a machine with a role)"
+            "or run on a machine with a role)",
+            ErrorCode.CREDENTIALS_MISSING,
         )
         return report
     if env.deployed and credentials.key_kind == LONG_TERM:
@@ -254,7 +138,8 @@ def _caller(aws: AwsClients, report: EnvReport) -> Caller | None:
         found = aws.client("sts").get_caller_identity()
     except _AWS_FAILURES as exc:
         code, message = _client_error(exc)
-        report.errors.append(f"STS GetCallerIdentity failed: {code}: {message}".rstrip(": "))
+        cause = ErrorCode.ACCESS_DENIED if _is_access_denied(code) else ErrorCode.AWS_FAILED
+        report.add_error(f"STS GetCallerIdentity failed: {code}: {message}".rstrip(": "), cause)
         return None
     return Caller(str(found["Account"]), str(found["Arn"]), str(found["UserId"]))
 
@@ -283,7 +168,7 @@ def _queues(aws: AwsClients, cfg: SqsQueueConfig, report: EnvReport) -> list[Que
     main = _describe(sqs, "queue", cfg.url, aws.region)
     found = [main]
     if main.error:
-        report.errors.append(f"queue {main.name}: {main.error}")
+        report.add_error(f"queue {main.name}: {main.error}", main.cause)
     dlq_url = cfg.dlq_url
     if dlq_url is None and main.redrive_target:
         dlq_url = _dlq_url(sqs, main.redrive_target, report)
@@ -298,7 +183,7 @@ def _queues(aws: AwsClients, cfg: SqsQueueConfig, report: EnvReport) -> list[Que
         return found
     dlq = _describe(sqs, "dlq", dlq_url, aws.region)
     if dlq.error:
-        report.errors.append(f"DLQ {dlq.name}: {dlq.error}")
+        report.add_error(f"DLQ {dlq.name}: {dlq.error}", dlq.cause)
     if main.redrive_target and dlq.arn and dlq.arn != main.redrive_target:
         report.warnings.append(
             f"dlq_url {dlq_url} is not the queue's RedrivePolicy target {main.redrive_target}"
@@ -310,15 +195,20 @@ def _queues(aws: AwsClients, cfg: SqsQueueConfig, report: EnvReport) -> list[Que
 def _dlq_url(sqs: Any, target_arn: str, report: EnvReport) -> str | None:
     parts = target_arn.split(":")
     if len(parts) != 6:
-        report.errors.append(f"the queue's RedrivePolicy names {target_arn!r}, not a queue ARN")
+        report.add_error(
+            f"the queue's RedrivePolicy names {target_arn!r}, not a queue ARN",
+            ErrorCode.CHECK_FAILED,
+        )
         return None
     account, name = parts[4], parts[5]
     try:
         return str(sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"])
     except _AWS_FAILURES as exc:
         code, _ = _client_error(exc)
-        what = "does not exist" if code in _NOT_FOUND_CODES else f"GetQueueUrl failed: {code}"
-        report.errors.append(f"DLQ {name} (the queue's RedrivePolicy target) {what}")
+        missing = code in _NOT_FOUND_CODES
+        what = "does not exist" if missing else f"GetQueueUrl failed: {code}"
+        cause = ErrorCode.QUEUE_NOT_FOUND if missing else ErrorCode.AWS_FAILED
+        report.add_error(f"DLQ {name} (the queue's RedrivePolicy target) {what}", cause)
         return None
 
 
@@ -332,11 +222,13 @@ def _describe(sqs: Any, role: str, url: str, region: str) -> QueueInfo:
         if code in _NOT_FOUND_CODES:
             queue.exists = False
             queue.error = "does not exist"
+            queue.cause = ErrorCode.QUEUE_NOT_FOUND
         elif _is_access_denied(code):
             queue.refused = message or code
             queue.error = f"GetQueueAttributes refused ({code})"
         else:
             queue.error = f"GetQueueAttributes failed: {code}"
+            queue.cause = ErrorCode.AWS_FAILED
         return queue
     queue.exists = queue.answered = True
     queue.arn = attributes.get("QueueArn") or queue.arn
@@ -529,7 +421,18 @@ def _row(
             if judged.same_account is not False
             else "no queue policy: another account's caller is denied"
         )
-    if decision in DENIED and queue_policy == IMPLICIT_DENY and queue.policy is not None:
+    delegated = (
+        judged.same_account is True
+        and queue_policy == IMPLICIT_DENY
+        and queue.policy is not None
+        and _grants_alone(queue.policy, request)
+    )
+    if delegated:
+        notes.append(
+            f"the queue policy grants {action} to the account {caller.account}, which within "
+            "the account leaves it to the caller's identity policies"
+        )
+    if decision in DENIED and queue_policy == IMPLICIT_DENY and queue.policy and not delegated:
         others = _grants_to_others(queue.policy, request)
         if others:
             notes.append(f"queue policy grants {action} only to other principals: {others}")
@@ -548,6 +451,15 @@ def _row(
         statements,
         "; ".join(notes) or None,
     )
+
+
+def _grants_alone(policy: Mapping[str, Any], request: Request) -> bool:
+    """Whether the policy read on its own (an account principal matching every principal of
+    its account) grants the request."""
+    try:
+        return evaluate(policy, request).decision == ALLOWED
+    except PolicyError:
+        return False
 
 
 def _grants_to_others(policy: Mapping[str, Any], request: Request) -> str:
@@ -584,74 +496,3 @@ def _describe_principal(spec: Any) -> str:
     for raw in spec.values():
         values.extend(raw if isinstance(raw, list) else [raw])
     return ", ".join(str(v) for v in values)
-
-
-# --------------------------------------------------------------------------- explain
-
-
-def parse_context(pairs: Sequence[str], absent: Sequence[str] = ()) -> dict[str, ContextValue]:
-    """`KEY=VALUE` pairs; values repeated for one key (compared case-insensitively) form a
-    list, a single value stays a string. Each key of ``absent`` is known to be absent from the
-    request (value None); a key cannot be both given and absent."""
-    collected: dict[str, list[str]] = {}
-    spelling: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UsageError(f"--context {pair!r}: expected KEY=VALUE (e.g. aws:SourceVpce=vpce-1)")
-        spelling.setdefault(key.lower(), key)
-        collected.setdefault(key.lower(), []).append(value)
-    context: dict[str, ContextValue] = {
-        spelling[lowered]: values[0] if len(values) == 1 else values
-        for lowered, values in collected.items()
-    }
-    for raw in absent:
-        key = raw.strip()
-        if not key or "=" in key:
-            raise UsageError(f"--absent {raw!r}: expected a context key (e.g. aws:SourceVpce)")
-        if key.lower() in collected:
-            raise UsageError(f"{key} is given with --context and with --absent: choose one")
-        if key.lower() not in spelling:
-            spelling[key.lower()] = key
-            context[key] = None
-    return context
-
-
-def _is_identity_policy(policy: Mapping[str, Any]) -> bool:
-    """True when no statement has a Principal; a file mixing both kinds is an error."""
-    raw = policy.get("Statement", [])
-    statements = [raw] if isinstance(raw, dict) else raw if isinstance(raw, list) else []
-    with_principal = [
-        isinstance(s, dict) and ("Principal" in s or "NotPrincipal" in s) for s in statements
-    ]
-    if any(with_principal) and not all(with_principal):
-        raise PolicyError(
-            "statements with and without Principal in one file: split identity and resource "
-            "policies into separate files"
-        )
-    return bool(statements) and not any(with_principal)
-
-
-def explain(
-    policy_file: str | Path,
-    principal: str,
-    action: str,
-    resource: str | None = None,
-    context: Mapping[str, ContextValue] | None = None,
-) -> Decision:
-    """Judge one request against one policy file, as that policy alone would.
-
-    A policy whose statements have no Principal is an identity policy (the principal is the
-    one it is attached to). A file that cannot be read or evaluated raises ConfigError
-    (exit 2) naming the file.
-    """
-    try:
-        policy = load_policy(policy_file)
-        request = Request(principal, action, resource, dict(context or {}))
-        return evaluate(policy, request, identity=_is_identity_policy(policy))
-    except PolicyError as exc:
-        message = str(exc)
-        if str(policy_file) not in message:
-            message = f"policy file {policy_file}: {message}"
-        raise ConfigError(message, code=ErrorCode.POLICY_INVALID) from None

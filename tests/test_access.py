@@ -19,20 +19,18 @@ from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 from moto.core import set_initial_no_auth_action_count
 
-from raasctl.access import (
-    SQS_ACTIONS,
-    EnvReport,
-    PermissionRow,
-    check_environment,
-    explain,
-    parse_context,
-)
+from raasctl.access import SQS_ACTIONS, check_environment
+from raasctl.access_report import EnvReport, PermissionRow
 from raasctl.aws import AwsClients
 from raasctl.config import EnvironmentConfig
 from raasctl.errors import ConfigError, UsageError
+from raasctl.explain import explain, parse_context
 
 ACCOUNT = "123456789012"  # moto's default account: the queues live here
 PARTNER = "999988887777"  # an account that is neither the caller's nor the queue's
+# moto's caller (GetCallerIdentity with its default keys). A queue policy naming the caller
+# itself grants on its own; one naming only its account leaves it to the identity side.
+CALLER = f"arn:aws:sts::{ACCOUNT}:user/moto"
 WORKER_ACCOUNT = "111111111111"  # the caller's account in the cross-account tests
 READ_ONLY = {
     "GetCallerIdentity",
@@ -149,10 +147,45 @@ def check(env: EnvironmentConfig, aws: AwsClients | None = None) -> EnvReport:
 # --------------------------------------------------------------------------- queue policies
 
 
-def test_queue_policy_granting_the_callers_account_allows_every_action(moto: None) -> None:
+def test_queue_policy_granting_the_callers_account_leaves_it_to_the_identity_side(
+    moto: None,
+) -> None:
+    # SQS's default access policy shape: within the account an account principal delegates to
+    # the account's identity policies, so with the identity side unknown nothing is decided.
     url = make_queue(
         "granted", statement("WorkersAccount", {"AWS": f"arn:aws:iam::{ACCOUNT}:root"})
     )
+    env = sqs_env(url)
+
+    report = check(env)
+
+    assert report.status == "indeterminate"
+    assert not report.failed(strict=False) and report.failed(strict=True)
+    for row in rows(report, "granted").values():
+        assert (row.queue_policy, row.identity, row.decision) == (
+            "implicit_deny",
+            "unknown",
+            "indeterminate",
+        )
+        assert row.note is not None
+        assert f"grants {row.action} to the account {ACCOUNT}" in row.note
+    assert report.identity_source is not None
+    assert report.identity_source.startswith("unknown: iam:SimulatePrincipalPolicy unavailable")
+    assert report.caller is not None and report.caller.account == ACCOUNT
+
+    aws = AwsClients("uat", env.aws)
+    simulate(aws, everything("implicitDeny"))
+    denied = check(env, aws)
+    assert denied.status == "denied"
+    aws = AwsClients("uat", env.aws)
+    simulate(aws, everything("allowed"))
+    allowed = check(env, aws)
+    assert allowed.status == "ok"
+    assert rows(allowed, "granted")["sqs:SendMessage"].statements == ["identity:WorkerPolicy"]
+
+
+def test_queue_policy_naming_the_caller_allows_every_action(moto: None) -> None:
+    url = make_queue("granted", statement("WorkersAccount", {"AWS": CALLER}))
 
     report = check(sqs_env(url))
 
@@ -161,9 +194,6 @@ def test_queue_policy_granting_the_callers_account_allows_every_action(moto: Non
     for row in rows(report, "granted").values():
         assert (row.queue_policy, row.identity, row.decision) == ("allowed", "unknown", "allowed")
         assert row.statements == ["resource:WorkersAccount"]
-    assert report.identity_source is not None
-    assert report.identity_source.startswith("unknown: iam:SimulatePrincipalPolicy unavailable")
-    assert report.caller is not None and report.caller.account == ACCOUNT
 
 
 def test_same_account_policy_for_another_account_leaves_it_to_the_identity_side(
@@ -226,7 +256,7 @@ def test_condition_on_source_vpce_is_indeterminate(moto: None) -> None:
         "vpce",
         statement(
             "ViaEndpoint",
-            {"AWS": ACCOUNT},
+            {"AWS": CALLER},
             Condition={"StringEquals": {"aws:SourceVpce": "vpce-0abc"}},
         ),
     )
@@ -244,7 +274,7 @@ def test_condition_on_source_vpce_is_indeterminate(moto: None) -> None:
 
 def test_kms_encrypted_queue_notes_the_key_permissions(moto: None) -> None:
     url = make_queue(
-        "sealed", statement("WorkersAccount", {"AWS": ACCOUNT}), KmsMasterKeyId="alias/raas"
+        "sealed", statement("WorkersAccount", {"AWS": CALLER}), KmsMasterKeyId="alias/raas"
     )
 
     report = check(sqs_env(url))
@@ -346,7 +376,7 @@ def test_role_arn_from_get_role_is_known_context(
         "roles",
         statement(
             "RaasRoles",
-            {"AWS": ACCOUNT},
+            "*",
             Condition={"ArnLike": {"aws:PrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/raas/*"}},
         ),
     )
@@ -406,7 +436,7 @@ def test_dlq_is_found_from_the_redrive_policy_and_checked(moto: None) -> None:
     dlq = make_queue("jobs-dlq")
     url = make_queue(
         "jobs",
-        statement("WorkersAccount", {"AWS": ACCOUNT}),
+        statement("WorkersAccount", {"AWS": CALLER}),
         RedrivePolicy=json.dumps(
             {"deadLetterTargetArn": queue_arn("jobs-dlq"), "maxReceiveCount": 5}
         ),
@@ -425,7 +455,7 @@ def test_dlq_is_found_from_the_redrive_policy_and_checked(moto: None) -> None:
 
 
 def test_queue_without_dlq_is_a_warning(moto: None) -> None:
-    url = make_queue("lonely", statement("WorkersAccount", {"AWS": ACCOUNT}))
+    url = make_queue("lonely", statement("WorkersAccount", {"AWS": CALLER}))
 
     report = check(sqs_env(url))
     itself = check(sqs_env(url, dlq_url=url))
@@ -532,7 +562,7 @@ def test_deployed_environment_with_long_term_keys_warns(
     moto: None, monkeypatch: pytest.MonkeyPatch, deployed: bool
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
-    url = make_queue("jobs", statement("WorkersAccount", {"AWS": ACCOUNT}))
+    url = make_queue("jobs", statement("WorkersAccount", {"AWS": CALLER}))
 
     report = check(sqs_env(url, deployed=deployed))
 

@@ -138,7 +138,8 @@ def test_asia_key_without_token_is_refused_before_any_request(
     monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
     allowed = runner.invoke(main, ["--env", "uat", "access", "check", "--format", "json"])
     assert any("Action=GetCallerIdentity" in body for body in recorder.bodies)
-    assert allowed.exit_code == 3  # the recorder refuses GetCallerIdentity
+    # The recorder refuses GetCallerIdentity: a failed AWS call exits 1, as in every command.
+    assert allowed.exit_code == 1
     report = json.loads(allowed.stdout)[0]
     assert report["credentials"]["key_kind"] == "temporary"
     assert report["credentials"]["session_token"] is True
@@ -270,7 +271,8 @@ def test_no_credentials_at_all_is_reported_without_a_call(
 
     result = runner.invoke(main, ["--env", "uat", "access", "check", "--format", "json"])
 
-    assert result.exit_code == 3
+    # Missing credentials are a configuration error (2) in every command.
+    assert result.exit_code == 2
     report = json.loads(result.stdout)[0]
     assert report["credentials"]["source"] is None
     assert "no AWS credentials found" in report["errors"][0]

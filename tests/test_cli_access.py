@@ -40,6 +40,11 @@ def policy(*statements: dict[str, Any]) -> str:
 
 
 GRANTED = policy(statement("WorkersAccount", {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}))
+# For `access check`: within the account an account principal leaves it to the identity side
+# (unknown under moto), so a queue that grants on its own names moto's caller itself.
+GRANTED_TO_CALLER = policy(
+    statement("WorkersAccount", {"AWS": f"arn:aws:sts::{ACCOUNT}:user/moto"})
+)
 PARTNER_ONLY = policy(statement("PartnerOnly", {"AWS": PARTNER}))
 FENCED = policy(
     statement("PartnerOnly", {"AWS": PARTNER}),
@@ -53,6 +58,13 @@ FENCED = policy(
 VPCE = policy(
     statement(
         "ViaEndpoint", {"AWS": ACCOUNT}, Condition={"StringEquals": {"aws:SourceVpce": "vpce-0abc"}}
+    )
+)
+VPCE_FOR_CALLER = policy(
+    statement(
+        "ViaEndpoint",
+        {"AWS": f"arn:aws:sts::{ACCOUNT}:user/moto"},
+        Condition={"StringEquals": {"aws:SourceVpce": "vpce-0abc"}},
     )
 )
 TLS_ONLY = policy(
@@ -112,11 +124,13 @@ def test_embedded_environment_needs_no_aws_access(runner: CliRunner) -> None:
 def test_all_envs_against_moto(runner: CliRunner, moto: Any) -> None:
     write_config(
         {
-            "granted": sqs_env(create_queue(moto, "granted", GRANTED)),
+            "granted": sqs_env(create_queue(moto, "granted", GRANTED_TO_CALLER)),
             "partner": sqs_env(create_queue(moto, "partner", PARTNER_ONLY)),
             "fenced": sqs_env(create_queue(moto, "fenced", FENCED)),
-            "vpce": sqs_env(create_queue(moto, "vpce", VPCE)),
-            "sealed": sqs_env(create_queue(moto, "sealed", GRANTED, KmsMasterKeyId="alias/raas")),
+            "vpce": sqs_env(create_queue(moto, "vpce", VPCE_FOR_CALLER)),
+            "sealed": sqs_env(
+                create_queue(moto, "sealed", GRANTED_TO_CALLER, KmsMasterKeyId="alias/raas")
+            ),
         }
     )
 
@@ -247,7 +261,9 @@ def test_over_moto_server_the_identity_side_is_unknown(runner: CliRunner, moto_s
     sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto_server)
     write_config(
         {
-            "granted": sqs_env(create_queue(sqs, "granted", GRANTED), endpoint_url=moto_server),
+            "granted": sqs_env(
+                create_queue(sqs, "granted", GRANTED_TO_CALLER), endpoint_url=moto_server
+            ),
             "tls": sqs_env(create_queue(sqs, "tls", TLS_ONLY), endpoint_url=moto_server),
         }
     )
@@ -525,3 +541,33 @@ def test_explain_table_output(runner: CliRunner) -> None:
     assert result.exit_code == 0
     for text in ("decision", "indeterminate", "ViaEndpoint", "aws:SourceVpce"):
         assert text in result.stdout
+
+
+def test_all_envs_reports_every_environment_and_exits_by_the_worst_cause(
+    runner: CliRunner, moto: Any
+) -> None:
+    granted = create_queue(moto, "granted", GRANTED_TO_CALLER)
+    no_profile = {**sqs_env(granted), "aws": {"region": "us-east-1", "profile": "nobody"}}
+    missing = sqs_env(f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/never-created")
+    write_config({"noprofile": no_profile, "granted": sqs_env(granted), "missing": missing})
+
+    result = runner.invoke(main, ["access", "check", "--all-envs", "--format", "json"])
+
+    # The missing profile (a configuration error, 2) is worse than the missing queue (3).
+    assert result.exit_code == 2, result.stderr
+    by_env = {report["env"]: report for report in json.loads(result.stdout)}
+    assert list(by_env) == ["local", "noprofile", "granted", "missing"]
+    assert by_env["noprofile"]["status"] == "error"
+    assert by_env["noprofile"]["error_codes"] == ["RAAS_CREDENTIALS_MISSING"]
+    assert "'nobody'" in by_env["noprofile"]["errors"][0]
+    assert by_env["granted"]["status"] == "ok"
+    assert by_env["missing"]["error_codes"] == ["RAAS_QUEUE_NOT_FOUND"]
+    assert "RAAS_CREDENTIALS_MISSING" in result.stderr and "RAAS_QUEUE_NOT_FOUND" in result.stderr
+
+    table = runner.invoke(main, ["access", "check", "--all-envs"])
+    assert table.exit_code == 2
+    for text in ("noprofile: error", "RAAS_CREDENTIALS_MISSING", "granted: ok", "missing: error"):
+        assert text in table.stdout
+
+    write_config({"granted": sqs_env(granted), "missing": missing})
+    assert runner.invoke(main, ["access", "check", "--all-envs"]).exit_code == 3

@@ -1,28 +1,19 @@
-"""`raasctl access check | explain`."""
+"""`raasctl access check | explain | test`."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
-from rich.console import Group
-from rich.padding import Padding
-from rich.table import Table
-from rich.text import Text
 
-from raasctl.access import (
-    DENIED,
-    EnvReport,
-    PermissionRow,
-    check_environment,
-    explain,
-    parse_context,
-)
+from raasctl.access import check_environment
+from raasctl.access_report import DENIED, EnvReport, error_report, worst_exit
+from raasctl.cli.access_render import check_table
+from raasctl.cli.access_test_cmd import test_cmd
 from raasctl.cli.context import AppContext, pass_app
 from raasctl.cli.options import format_option
-from raasctl.cli.render import auto_table, emit
-from raasctl.errors import UsageError
-from raasctl.logs import set_context
+from raasctl.cli.render import emit
+from raasctl.errors import RaasctlError, UsageError
+from raasctl.explain import access_json, explain, explain_both, parse_context
+from raasctl.logs import event, set_context
 from raasctl.policy import INDETERMINATE
 
 strict_option = click.option(
@@ -32,10 +23,13 @@ strict_option = click.option(
 
 @click.group()
 def access() -> None:
-    """Check who may use each environment's queues, and explain a policy's decision.
+    """Check who may use each environment's queues, explain a decision, test policy suites.
 
     Example: raasctl access check --all-envs
     """
+
+
+access.add_command(test_cmd)
 
 
 @access.command("check")
@@ -51,9 +45,11 @@ def check(app: AppContext, env_name: str | None, all_envs: bool, strict: bool) -
 
     Reads only: STS GetCallerIdentity, SQS GetQueueAttributes/GetQueueUrl, IAM GetRole and
     SimulatePrincipalPolicy; it never sends, receives or deletes a message. Environments with
-    an embedded (SQLite) queue need no AWS access and are only marked. Exit 0 when everything
-    is allowed, 3 when anything is denied or a queue cannot be examined; an indeterminate
-    answer (unknown context or identity side) exits 0 unless --strict.
+    an embedded (SQLite) queue need no AWS access and are only marked. With --all-envs every
+    environment is reported, one that cannot be checked with its error. Exit 0 when
+    everything is allowed; 3 when anything is denied or a queue is missing; 2 for missing or
+    invalid credentials; 1 when an AWS call fails; the worst of them across environments. An
+    indeterminate answer (unknown context or identity side) exits 0 unless --strict.
 
     Example: raasctl access check --all-envs --strict --format json
     """
@@ -67,16 +63,30 @@ def check(app: AppContext, env_name: str | None, all_envs: bool, strict: bool) -
         names = [app.runtime.env_name]  # the global --env, RAASCTL_ENV or default_env
     reports: list[EnvReport] = []
     for name in names:
-        runtime = app.runtime_for(name)
-        set_context(env=runtime.env_name)
-        reports.append(check_environment(runtime.env_name, runtime.env, runtime.aws))
-    emit(app, [report.to_json() for report in reports], table=_check_table(reports))
-    if any(report.failed(strict) for report in reports):
-        raise click.exceptions.Exit(3)
+        try:
+            runtime = app.runtime_for(name)
+            set_context(env=runtime.env_name)
+            reports.append(check_environment(runtime.env_name, runtime.env, runtime.aws))
+        except RaasctlError as exc:
+            if not all_envs:
+                raise
+            # One environment that cannot be checked does not hide the others.
+            reports.append(error_report(name, exc.message, exc.code))
+    for report in reports:
+        for message, cause in zip(report.errors, report.causes, strict=False):
+            event(cause, message, env=report.env)
+    emit(app, [report.to_json() for report in reports], table=check_table(reports))
+    code = worst_exit([report.exit_code(strict) for report in reports])
+    if code:
+        raise click.exceptions.Exit(code)
 
 
 @access.command("explain")
-@click.option("--policy", "policy_file", required=True, metavar="FILE", help="Policy JSON file.")
+@click.option("--policy", "policy_file", metavar="FILE", help="One policy JSON file, alone.")
+@click.option(
+    "--identity-policy", metavar="FILE", help="The principal's identity policy (JSON file)."
+)
+@click.option("--resource-policy", metavar="FILE", help="The queue's policy (JSON file).")
 @click.option(
     "--principal",
     required=True,
@@ -104,7 +114,9 @@ def check(app: AppContext, env_name: str | None, all_envs: bool, strict: bool) -
 @pass_app
 def explain_cmd(
     app: AppContext,
-    policy_file: str,
+    policy_file: str | None,
+    identity_policy: str | None,
+    resource_policy: str | None,
     principal: str,
     action: str,
     resource: str | None,
@@ -112,91 +124,37 @@ def explain_cmd(
     absent_keys: tuple[str, ...],
     strict: bool,
 ) -> None:
-    """Judge one request against one policy file, as that policy alone would.
+    """Judge a request offline: against one policy file alone (--policy), or against an
+    identity policy and a queue policy combined (--identity-policy, --resource-policy).
 
-    `allowed` means this policy grants the request (an account principal matches every
-    principal of that account); the cross-account rule belongs to `access check`. A policy
-    without Principal elements is read as an identity policy. A context key is unknown unless
-    given with --context (its value) or --absent (not in the request); policy variables such
-    as ${aws:username} take their values from the same context. The deciding statements are
-    named by Sid (or #N). Exit 0 when allowed, 3 when denied; indeterminate exits 0 unless
-    --strict; an unreadable or invalid policy file exits 2.
+    --policy: `allowed` means this policy grants the request (an account principal matches
+    every principal of that account); a policy without Principal elements is read as an
+    identity policy. With both sides the account rule of `access check` applies: within one
+    account a queue policy naming the principal itself, or the identity policy, may grant (an
+    account principal needs the identity side); across accounts both must; an explicit deny
+    anywhere wins. aws:PrincipalArn, aws:PrincipalAccount and aws:username come from
+    --principal unless given. Any other context key is unknown unless given with --context
+    (its value) or --absent (not in the request); without --resource a statement scoped to
+    particular queues leaves the answer indeterminate. Exit 0 when allowed, 3 when denied;
+    indeterminate exits 0 unless --strict; an unknown action, a malformed principal or an
+    invalid policy file exits 2.
 
     Example: raasctl access explain --policy queue-policy.json --principal
     arn:aws:iam::111122223333:role/raas-worker --action sqs:SendMessage --resource
     arn:aws:sqs:us-east-1:111122223333:raas-cron-jobs-work-uat.fifo --context
     aws:SourceVpce=vpce-0abc --absent aws:SourceArn
     """
+    both = identity_policy is not None or resource_policy is not None
+    if both == (policy_file is not None):
+        raise UsageError("give --policy FILE, or --identity-policy and/or --resource-policy")
     context = parse_context(context_pairs, absent_keys)
-    decision = explain(policy_file, principal, action, resource, context)
-    emit(app, decision.to_json())
+    if policy_file is not None:
+        decision = explain(policy_file, principal, action, resource, context)
+        emit(app, decision.to_json())
+    else:
+        decision = explain_both(
+            identity_policy, resource_policy, principal, action, resource, context
+        )
+        emit(app, access_json(decision))
     if decision.decision in DENIED or (strict and decision.decision == INDETERMINATE):
         raise click.exceptions.Exit(3)
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-def _check_table(reports: list[EnvReport]) -> Table:
-    outer = Table(show_header=False, box=None, padding=(0, 0, 1, 0))
-    outer.add_column("env")
-    for report in reports:
-        outer.add_row(_env_group(report))
-    return outer
-
-
-def _env_group(report: EnvReport) -> Group:
-    data = report.to_json()
-    parts: list[Any] = [Text(f"{report.env}: {report.status}", style="bold")]
-    if report.embedded:
-        parts.append(Text(f"  {data['note']}"))
-        return Group(*parts)
-    summary: dict[str, Any] = {"credentials": data["credentials"], "caller": data["caller"]}
-    if report.caller is not None:
-        summary["identity side"] = report.identity_source
-    parts.append(auto_table(summary))
-    if report.queues:
-        parts.append(auto_table([_queue_summary(queue) for queue in data["queues"]]))
-    for queue in report.queues:
-        rows = [row for row in report.permissions if row.queue == queue.name]
-        if rows:
-            parts.extend(_permissions(queue.name, rows))
-    for warning in report.warnings:
-        parts.append(Text(f"warning: {warning}", style="yellow"))
-    for error in report.errors:
-        parts.append(Text(f"error: {error}", style="red"))
-    return Group(*parts)
-
-
-def _queue_summary(queue: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "queue": f"{queue['name']} ({queue['role']})",
-        "exists": queue["exists"],
-        "answers": queue["answered"],
-        "policy": queue["policy"],
-        "kms key": queue["kms_key"],
-        "error": queue["error"],
-    }
-
-
-_DECISION_STYLE = {"allowed": "green", "indeterminate": "yellow"}
-
-
-def _permissions(queue: str, rows: list[PermissionRow]) -> list[Any]:
-    """A narrow table of decisions, then why: the deciding statements and notes per action."""
-    table = Table(title=f"{queue}: permissions")
-    for column in ("action", "queue policy", "identity", "decision"):
-        table.add_column(column)
-    reasons: list[Padding] = []
-    for row in rows:
-        action = row.action.removeprefix("sqs:")
-        table.add_row(
-            action,
-            row.queue_policy,
-            row.identity,
-            Text(row.decision, style=_DECISION_STYLE.get(row.decision, "red")),
-        )
-        why = ", ".join(row.statements) or "no statement applies"
-        text = Text(f"{action}: {why}" + (f"; {row.note}" if row.note else ""))
-        reasons.append(Padding(text, (0, 0, 0, 2)))
-    return [table, *reasons]
