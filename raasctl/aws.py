@@ -24,7 +24,8 @@ from botocore.exceptions import ProfileNotFound
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.config import AwsConfig
 from raasctl.errors import ConfigError
-from raasctl.logs import event, register_secret
+from raasctl.logs import event
+from raasctl.redaction import register_secret
 from raasctl.secrets import SSM_PREFIX_VAR
 
 _CLIENT_CONFIG = botocore.config.Config(

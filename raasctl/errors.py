@@ -5,6 +5,7 @@ Exit codes (DESIGN.md): 0 success; 1 runtime failure; 2 usage or configuration e
 """
 
 from raasctl.codes import ErrorCode
+from raasctl.redaction import redact
 
 
 class RaasctlError(Exception):
@@ -14,6 +15,9 @@ class RaasctlError(Exception):
     default_code = ErrorCode.AWS_FAILED
 
     def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
+        # Scrubbed at birth: an error's text is shown, logged, and stored (a run's error, a
+        # DLQ reason), and a service may have echoed a secret into it.
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code

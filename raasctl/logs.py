@@ -1,7 +1,7 @@
 """Structured logging: every event has a stable code, the env and its context fields.
 
 Text on a terminal, JSON lines otherwise (crontab, CI). A redaction filter removes every
-secret value the process has resolved, wherever it would appear.
+secret value the process has resolved (`raasctl.redaction`), wherever it would appear.
 """
 
 from __future__ import annotations
@@ -9,38 +9,17 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import threading
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from raasctl.codes import ErrorCode, InfoCode
+from raasctl.redaction import redact
 
 LOGGER_NAME = "raasctl"
-REDACTED = "***"
 logger = logging.getLogger(LOGGER_NAME)
 
-_secrets: set[str] = set()
-_secrets_lock = threading.Lock()
 _context: dict[str, Any] = {}
 _json_lines = False
-
-
-def register_secret(value: str) -> None:
-    """Every resolved secret is registered here so no log line can carry it."""
-    if value and len(value) >= 4:  # shorter values would redact ordinary words
-        with _secrets_lock:
-            _secrets.add(value)
-
-
-def redact(text: str) -> str:
-    if not _secrets:
-        return text
-    with _secrets_lock:
-        values = sorted(_secrets, key=len, reverse=True)
-    for value in values:
-        if value in text:
-            text = text.replace(value, REDACTED)
-    return text
 
 
 def failure(code: ErrorCode, message: str, /, **fields: Any) -> None:

@@ -35,6 +35,7 @@ from raasctl.producer import (
 )
 from raasctl.protection import refuse_protected
 from raasctl.queues.base import Queue
+from raasctl.redaction import redact
 from raasctl.runs import finish_if_complete
 from raasctl.sources.base import Prompts, ReportEntry, Source
 from raasctl.sources.stream import iter_report_file
@@ -319,7 +320,7 @@ def _record_failure(
 ) -> None:
     """A run that stopped early keeps what got through as its total and says why, so it
     completes (as failed) once the worker has handled that, instead of staying enqueueing."""
-    reason = str(exc) or type(exc).__name__
+    reason = redact(str(exc)) or type(exc).__name__  # stored: never a secret in it
     try:
         record = state.finish_enqueue(
             run_id,

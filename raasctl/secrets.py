@@ -11,7 +11,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from raasctl.codes import ErrorCode
 from raasctl.errors import ConfigError, RaasctlError, RuntimeFailure
-from raasctl.logs import register_secret
+from raasctl.redaction import register_secret
 
 SSM_PREFIX_VAR = "SSM_ENVIRONMENT_PREFIX"
 

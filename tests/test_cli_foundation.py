@@ -208,7 +208,8 @@ def test_ssm_reference_uses_the_environment_prefix(
 
 def test_redaction_filter_covers_logs_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
     from raasctl.codes import InfoCode
-    from raasctl.logs import configure, event, register_secret
+    from raasctl.logs import configure, event
+    from raasctl.redaction import register_secret
 
     configure(0, json_lines=True)
     register_secret(SECRET)

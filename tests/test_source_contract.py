@@ -29,7 +29,7 @@ from raasctl.codes import ErrorCode
 from raasctl.dates import report_window
 from raasctl.errors import SourceError
 from raasctl.jobs import JOBS
-from raasctl.sources.base import Source
+from raasctl.sources.base import ReportEntry, Source, Unreadable
 from raasctl.sources.fixtures import FixtureSource
 from raasctl.sources.workday import WorkdaySource
 
@@ -52,7 +52,7 @@ class Harness:
     def serve(self, cron: str, body: bytes) -> None:
         self.serve_chunks(cron, JOBS[cron].report, lambda: [body])
 
-    def entries(self, cron: str) -> Iterator[dict[str, Any]]:
+    def entries(self, cron: str) -> Iterator[ReportEntry]:
         return self.source.entries(cron, JOBS[cron].report, PROMPTS)
 
     def named(self, cron: str) -> str:
@@ -303,7 +303,6 @@ def test_a_large_report_streams_in_flat_memory(harness: Harness) -> None:
         (b'"Report_Entry"', 0, "is not a JSON report"),
         (b'{"error": "invalid request"}', 0, "has no Report_Entry (keys: error)"),
         (b'{"Report_Entry": {"Deposit_ID": "D"}}', 0, "Report_Entry is not an array (dict)"),
-        (b'{"Report_Entry": [{"Deposit_ID": "D"}, 42]}', 1, "entry 2 is not an object (int)"),
         (b'{"Report_Entry": [{"Deposit_ID": "D"}, {"Depos', 1, "not valid JSON after 1 entries"),
         (b'{"Report_Entry": []} trailing', 0, "not valid JSON after 0 entries"),
         (b"<html><body><h1>Gateway</h1></body></html>", 0, None),  # see sees_markup
@@ -316,7 +315,6 @@ def test_a_large_report_streams_in_flat_memory(harness: Harness) -> None:
         "string",
         "no-entries",
         "entries-object",
-        "entry-not-object",
         "cut-off",
         "trailing",
         "html",
@@ -343,6 +341,29 @@ def test_a_body_that_is_not_a_report_is_report_invalid_naming_it(
         assert expected in text
     else:
         assert message in text
+
+
+def test_a_bad_entry_is_unreadable_and_the_entries_after_it_come_through(
+    harness: Harness,
+) -> None:
+    body = (
+        b'{"Report_Entry": [{"Invoice_ID": "I-1"}, 42, {"Invoice_ID": "I-2", "n": '
+        + b"9" * 5000
+        + b'}, {"Invoice_ID": "I-3", "deep": '
+        + b"[" * 100
+        + b"]" * 100
+        + b'}, {"Invoice_ID": "I-4"}]}'
+    )
+    harness.serve("clientBillPaidStatus", body)
+
+    entries = list(harness.entries("clientBillPaidStatus"))
+
+    assert entries[0] == {"Invoice_ID": "I-1"} and entries[4] == {"Invoice_ID": "I-4"}
+    assert [e.reason for e in entries[1:4] if isinstance(e, Unreadable)] == [
+        "entry is not an object (int)",
+        "entry has a number with too many digits",
+        "entry is nested deeper than 64 levels",
+    ]
 
 
 @pytest.mark.parametrize(

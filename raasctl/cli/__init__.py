@@ -24,7 +24,8 @@ from raasctl.cli.context import AppContext
 from raasctl.cli.options import FORMATS, env_option
 from raasctl.codes import ErrorCode
 from raasctl.errors import RaasctlError
-from raasctl.logs import configure, failure, redact, set_context
+from raasctl.logs import configure, failure, set_context
+from raasctl.redaction import redact
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

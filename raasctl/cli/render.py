@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from raasctl.cli.context import AppContext
+from raasctl.redaction import redact
 
 Justify = Literal["left", "center", "right"]
 Overflow = Literal["fold", "crop", "ellipsis", "ignore"]
@@ -73,15 +74,16 @@ def cell(value: Any) -> str | Text:
     if value is None:
         return "-"
     if isinstance(value, list | tuple):
-        return ", ".join(str(v) for v in value) or "-"
-    return str(value)
+        return redact(", ".join(str(v) for v in value)) or "-"
+    return redact(str(value))
 
 
 def emit(app: AppContext, data: Any, *, table: RenderableType | None = None) -> None:
     """Results go to stdout: `data` as JSON with --format json, otherwise `table` (usually a
     TableSpec) or a table made from `data` by `auto_table`."""
     if app.json:
-        click.echo(json.dumps(data, indent=2, default=str))
+        # The JSON-escaped form of every secret is registered too.
+        click.echo(redact(json.dumps(data, indent=2, default=str)))
         return
     console = Console(file=sys.stdout, soft_wrap=True)
     console.print(table if table is not None else auto_table(data))

@@ -22,6 +22,7 @@ from raasctl.codes import ErrorCode, InfoCode
 from raasctl.envelope import Envelope, canonical_json
 from raasctl.errors import SinkError
 from raasctl.logs import event
+from raasctl.redaction import register_secret, shorten
 from raasctl.sinks.base import Applied, Sink
 
 POOL_SIZE = 64  # connections kept per host: enough for every worker slot to hold one
@@ -75,6 +76,7 @@ class HttpSink(Sink):
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
+        register_secret(token)
         self.max_retry_after_s = max_retry_after_s
         self.timeout = (min(CONNECT_TIMEOUT_S, timeout_s), timeout_s)
         self._own_session = session is None
@@ -149,19 +151,15 @@ class HttpSink(Sink):
             self.session.close()
 
     def _excerpt(self, response: requests.Response) -> str:
-        text = re.sub(r"\s+", " ", response.text[: BODY_EXCERPT_CHARS * 2]).strip()
-        if not text:
-            return ""
-        if len(text) > BODY_EXCERPT_CHARS:
-            text = text[:BODY_EXCERPT_CHARS] + "…"
-        return f": {text}"
+        # Scrubbed before it is cut, so no piece of an echoed token survives the cut.
+        text = re.sub(r"\s+", " ", response.text[: BODY_EXCERPT_CHARS * 4]).strip()
+        return f": {shorten(text, BODY_EXCERPT_CHARS)}" if text else ""
 
     def _error(
         self, message: str, retryable: bool, retry_after_s: float | None = None
     ) -> SinkError:
-        # A server may echo the request (headers included) in its error body.
-        if self._token:
-            message = message.replace(self._token, "***")
+        # A server may echo the request (headers included) in its error body: SinkError
+        # scrubs every registered secret, the token among them.
         return SinkError(message, retryable=retryable, retry_after_s=retry_after_s)
 
 
@@ -169,7 +167,7 @@ def _reason(exc: requests.RequestException) -> str:
     """urllib3's reason ("Failed to establish a new connection: ... refused") rather than its
     "Max retries exceeded" wrapper, which reads as if the sink had retried."""
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return str(reason or exc)[:BODY_EXCERPT_CHARS]
+    return shorten(str(reason or exc), BODY_EXCERPT_CHARS)
 
 
 def _without_query(url: str) -> str:

@@ -36,7 +36,8 @@ from raasctl.config import BasicAuth, OAuthAuth
 from raasctl.config import WorkdaySource as WorkdaySourceConfig
 from raasctl.dates import prompt_params
 from raasctl.errors import SourceError
-from raasctl.logs import event, register_secret
+from raasctl.logs import event
+from raasctl.redaction import register_secret, shorten
 from raasctl.sources.base import Prompts, ReportEntry, Source
 from raasctl.sources.stream import CHUNK_BYTES, HEAD_BYTES, ReportStream, parse_entries
 
@@ -196,12 +197,19 @@ class WorkdaySource(Source):
     def _auth(self) -> AuthBase:
         auth = self.config.auth
         if isinstance(auth, BasicAuth):
-            return _basic(self._resolve(auth.username), self._resolve(auth.password))
+            return _basic(self._resolve(auth.username), self._secret_value(auth.password))
         return _BearerAuth(self._access_token())
 
     def _resolve(self, value: str) -> str:
         # Usernames and client ids may be written plainly; everything else is a reference.
         return self._secret(value) if value.startswith(("env:", "ssm:")) else value
+
+    def _secret_value(self, value: str) -> str:
+        """A password, client secret or refresh token: scrubbed from every output, whoever
+        resolved it."""
+        resolved = self._resolve(value)
+        register_secret(resolved)
+        return resolved
 
     # ------------------------------------------------------------ OAuth
 
@@ -215,8 +223,8 @@ class WorkdaySource(Source):
         auth = self.config.auth
         assert isinstance(auth, OAuthAuth)
         if self._refresh_token is None:
-            self._refresh_token = self._resolve(auth.refresh_token)
-        client = _basic(self._resolve(auth.client_id), self._resolve(auth.client_secret))
+            self._refresh_token = self._secret_value(auth.refresh_token)
+        client = _basic(self._resolve(auth.client_id), self._secret_value(auth.client_secret))
         form = {"grant_type": "refresh_token", "refresh_token": self._refresh_token}
         response = self._request(
             "POST", self.token_url, "the OAuth token", data=form, auth=client, authorize=False
@@ -383,8 +391,8 @@ def describe_transport_error(exc: Exception) -> str:
 
 
 def _one_line(text: str, limit: int = ERROR_DETAIL_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """One line, scrubbed of secrets before it is cut to `limit`."""
+    return shorten(" ".join(text.split()), limit)
 
 
 def soap_fault_text(body: bytes) -> str | None:
