@@ -48,8 +48,10 @@ def environment_problems(
             if missing:
                 problems.append(f"{where}.source.path: no report file for {', '.join(missing)}")
     queue = env.queue
-    if queue.kind == "sqs" and queue.dlq_url and (
-        queue.url.endswith(".fifo") != queue.dlq_url.endswith(".fifo")
+    if (
+        queue.kind == "sqs"
+        and queue.dlq_url
+        and (queue.url.endswith(".fifo") != queue.dlq_url.endswith(".fifo"))
     ):
         problems.append(f"{where}.queue.dlq_url: a FIFO queue needs a FIFO DLQ and vice versa")
     if env.protected and not env.deployed:

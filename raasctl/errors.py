@@ -13,10 +13,14 @@ class RaasctlError(Exception):
     exit_code = 1
     default_code = ErrorCode.AWS_FAILED
 
-    def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: ErrorCode | None = None, exit_code: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
+        if exit_code is not None:  # e.g. a QueueError for missing credentials exits 2
+            self.exit_code = exit_code
 
     def __str__(self) -> str:
         return self.message
@@ -70,7 +74,8 @@ class SinkError(RuntimeFailure):
         retryable: bool,
         retry_after_s: float | None = None,
         code: ErrorCode | None = None,
+        exit_code: int | None = None,
     ) -> None:
-        super().__init__(message, code=code)
+        super().__init__(message, code=code, exit_code=exit_code)
         self.retryable = retryable
         self.retry_after_s = retry_after_s

@@ -65,6 +65,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from raasctl.aws_errors import UNFIXABLE_CODES
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.config import CRON_NAMES
 from raasctl.envelope import Envelope, EnvelopeError
@@ -88,16 +89,6 @@ MAX_CONSECUTIVE_ERRORS = 10
 COMPLETION_CHECK_S = 5.0
 # How long a handled message may wait for others to share its delete batch and count update.
 SETTLE_INTERVAL_S = 0.05
-# Errors that no pause and retry can mend: the worker stops at once with them (exit 1) instead
-# of retrying for minutes. Transient ones (unreachable, throttled, generic) are retried.
-UNFIXABLE_CODES = frozenset(
-    {
-        ErrorCode.QUEUE_NOT_FOUND,
-        ErrorCode.ACCESS_DENIED,
-        ErrorCode.CREDENTIALS_MISSING,
-        ErrorCode.CREDENTIALS_INVALID,
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -972,7 +963,7 @@ class Worker:
 
 
 def unfixable(exc: RaasctlError) -> bool:
-    """An error that retrying after a pause cannot mend (see UNFIXABLE_CODES)."""
+    """An error that retrying after a pause cannot mend (see raasctl/aws_errors.py)."""
     return isinstance(exc, ConfigError) or exc.code in UNFIXABLE_CODES
 
 

@@ -5,7 +5,8 @@ refused before sending), the RedrivePolicy (maxReceiveCount, and the DLQ when `d
 not configured) and the queue's ARN (for redrive). The client is built by the caller (region,
 endpoint_url, credentials and botocore's own retries come from configuration).
 
-Every botocore failure becomes a one-line QueueError in one place, `queue_error()`.
+Every botocore failure becomes a one-line QueueError in one place, `queue_error()`, which
+asks the project's one classifier (raasctl/aws_errors.py) what it means.
 """
 
 from __future__ import annotations
@@ -21,16 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import ClientError
 
+from raasctl.aws_errors import AWS_FAILURES, classify
 from raasctl.codes import ErrorCode
 from raasctl.errors import QueueError
 from raasctl.queues.base import (
@@ -56,32 +50,6 @@ MAX_MESSAGE_ATTRIBUTES = 10
 REASON_ATTRIBUTE = "reason"
 _REASON_MAX_CHARS = 1000
 
-_NOT_FOUND = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
-_DENIED = frozenset(
-    {
-        "AccessDenied",
-        "AccessDeniedException",
-        "KMS.AccessDeniedException",
-        "InvalidClientTokenId",
-        "UnrecognizedClientException",
-        "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "InvalidSecurity",
-        "RequestExpired",
-    }
-)
-_THROTTLED = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "RequestThrottled",
-        "AWS.SimpleQueueService.RequestThrottled",
-        "OverLimit",
-        "KmsThrottled",
-        "AWS.SimpleQueueService.PurgeQueueInProgress",
-        "PurgeQueueInProgress",
-    }
-)
 # A receipt handle from an earlier receive, or of a message already deleted.
 _STALE_RECEIPT = frozenset(
     {
@@ -105,49 +73,14 @@ _MOVE_UNSUPPORTED = frozenset(
     }
 )
 _DEDUP_ID_OK = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]+$")
-_UNREACHABLE = (
-    EndpointConnectionError,
-    ConnectTimeoutError,
-    ReadTimeoutError,
-    ConnectionClosedError,
-)
 
 
 def queue_error(exc: Exception, *, action: str, queue: str) -> QueueError:
-    """The one translation of botocore failures into QueueError (one line, with a code).
+    """A botocore failure as a one-line QueueError (raasctl/aws_errors.py classifies it).
 
     `action` is the IAM action (`sqs:SendMessage`), so access problems say what to grant.
     """
-    if isinstance(exc, _UNREACHABLE):
-        return QueueError(
-            _one_line(f"cannot reach SQS for {action} on {queue}: {exc}"),
-            code=ErrorCode.QUEUE_UNREACHABLE,
-        )
-    if isinstance(exc, NoCredentialsError):
-        return QueueError(
-            f"no AWS credentials for {action} on {queue}", code=ErrorCode.CREDENTIALS_MISSING
-        )
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        detail = _one_line(f"{code}: {error.get('Message', '')}".rstrip(": "))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in _NOT_FOUND:
-            return QueueError(
-                f"queue {queue} does not exist ({action}: {detail})",
-                code=ErrorCode.QUEUE_NOT_FOUND,
-            )
-        if code in _DENIED or status == 403 or code == "403":
-            return QueueError(
-                f"access denied: {action} on {queue} ({detail})", code=ErrorCode.ACCESS_DENIED
-            )
-        if code in _THROTTLED:
-            return QueueError(
-                f"SQS throttled {action} on {queue} ({detail}); try again later",
-                code=ErrorCode.QUEUE_THROTTLED,
-            )
-        return QueueError(f"{action} on {queue} failed: {detail}", code=ErrorCode.QUEUE_FAILED)
-    return QueueError(_one_line(f"{action} on {queue} failed: {exc}"), code=ErrorCode.QUEUE_FAILED)
+    return classify(exc, service="sqs", action=action, resource=queue).error(QueueError)
 
 
 def _one_line(text: str) -> str:
@@ -273,7 +206,7 @@ class SqsQueue(Queue):
     def _call(self, action: str, queue: str, method: Callable[..., Any], **params: Any) -> Any:
         try:
             return method(**params)
-        except (ClientError, BotoCoreError) as exc:
+        except AWS_FAILURES as exc:
             raise queue_error(exc, action=action, queue=queue) from exc
 
     def _require_dlq(self) -> str:
@@ -468,7 +401,7 @@ class SqsQueue(Queue):
             if exc.response.get("Error", {}).get("Code") in _STALE_RECEIPT:
                 return
             raise queue_error(exc, action="sqs:ChangeMessageVisibility", queue=self.url) from exc
-        except BotoCoreError as exc:
+        except AWS_FAILURES as exc:
             raise queue_error(exc, action="sqs:ChangeMessageVisibility", queue=self.url) from exc
 
     def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
@@ -588,7 +521,7 @@ class SqsQueue(Queue):
             if str(error.get("Code", "")) in _MOVE_UNSUPPORTED or status >= 500:
                 return RedriveResult(moved=self._move_back(dlq))
             raise queue_error(exc, action="sqs:StartMessageMoveTask", queue=dlq) from exc
-        except BotoCoreError as exc:
+        except AWS_FAILURES as exc:
             raise queue_error(exc, action="sqs:StartMessageMoveTask", queue=dlq) from exc
         return RedriveResult(moved=None, task_handle=response.get("TaskHandle"))
 
