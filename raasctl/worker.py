@@ -424,7 +424,7 @@ class Worker:
             asked_at = self._clock()
             try:
                 if not self._receive_limit_read:
-                    self._receive_limit = self.queue.max_receive_count
+                    self._receive_limit = self.queue.max_receive_count()
                     self._receive_limit_read = True
                 messages = self.queue.receive(
                     tokens, self._wait_time_s(), visibility_timeout_s=options.visibility_timeout_s
@@ -977,7 +977,7 @@ def check_cron_filter(queue: Queue, crons: frozenset[str]) -> None:
     """
     if not crons:
         return
-    limit = queue.max_receive_count
+    limit = queue.max_receive_count()
     if limit is None:
         return
     raise UsageError(

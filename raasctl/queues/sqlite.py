@@ -31,8 +31,6 @@ from raasctl.codes import ErrorCode
 from raasctl.errors import QueueError
 from raasctl.queues.base import (
     DEFAULT_MAX_MESSAGE_BYTES,
-    MAX_BATCH,
-    BatchFailure,
     BatchResult,
     OutgoingMessage,
     PeekedMessage,
@@ -40,7 +38,11 @@ from raasctl.queues.base import (
     QueueDepth,
     ReceivedMessage,
     RedriveResult,
+    check_receive,
+    check_visibility,
     message_bytes,
+    queue_dedup_id,
+    refusal,
     reject_oversized,
 )
 from raasctl.sqlite import BUSY_TIMEOUT_S, Database, current_pid
@@ -136,7 +138,6 @@ _MERGE = (
     " OR queue_dedup_ids.digest_tail = excluded.digest_tail"
 )
 
-MAX_VISIBILITY_TIMEOUT_S = 43200
 # Ids appended to queue_dedup_recent before they are merged into queue_dedup_ids (see
 # _SCHEMA): the more, the fewer pages a merge touches per id, and the more memory each
 # queue's copy of the recent ids takes (about 200 bytes an id).
@@ -168,14 +169,19 @@ class SqliteQueue(Queue):
         self.path = Path(path)
         self.name = str(self.path)
         self.fifo = fifo
-        self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
-        self.max_receive_count = max_receive_count
+        self._max_receive_count = max_receive_count
         self.visibility_timeout_s = visibility_timeout_s
         self.dedup_window_s = dedup_window_s
         self._clock = clock
         self._db = Database(self.path, _SCHEMA, busy_timeout_s=busy_timeout_s)
         self._dedup = _DedupWindow(dedup_window_s, dedup_merge_rows)
         self._new_id_source()
+
+    def max_message_bytes(self) -> int:
+        return DEFAULT_MAX_MESSAGE_BYTES
+
+    def max_receive_count(self) -> int:
+        return self._max_receive_count
 
     # ------------------------------------------------------------------ connections
 
@@ -214,8 +220,9 @@ class SqliteQueue(Queue):
         return f"{self._id_prefix}{next(self._id_counter):012x}"
 
     def send_batch(self, messages: Sequence[OutgoingMessage]) -> BatchResult:
-        if not _within_size(messages, self.max_message_bytes):
-            reject_oversized(messages, self.max_message_bytes, self.name)  # names the message
+        limit = DEFAULT_MAX_MESSAGE_BYTES
+        if not _within_size(messages, limit):
+            reject_oversized(messages, limit, self.name)  # names the message
         if self._id_pid != current_pid():  # a forked child must not repeat its parent's ids
             self._new_id_source()
         result = BatchResult()
@@ -244,12 +251,12 @@ class SqliteQueue(Queue):
         accepted: list[tuple[int, OutgoingMessage, int, int]] = []
         for index in range(start, end):
             message = messages[index]
-            failure = _fifo_failure(index, message)
+            failure = refusal(index, message, fifo=True)
             if failure is not None:
                 result.failed.append(failure)
             else:
                 assert message.dedup_id is not None
-                accepted.append((index, message, *_digest(message.dedup_id)))
+                accepted.append((index, message, *_digest(queue_dedup_id(message.dedup_id))))
         if not accepted:
             return
         expires_at = now + self.dedup_window_s
@@ -297,12 +304,10 @@ class SqliteQueue(Queue):
     def receive(
         self, max_messages: int, wait_time_s: float, visibility_timeout_s: int | None = None
     ) -> list[ReceivedMessage]:
-        if not 1 <= max_messages <= MAX_BATCH:
-            raise ValueError(f"max_messages must be 1-{MAX_BATCH}, not {max_messages}")
+        check_receive(max_messages, wait_time_s, visibility_timeout_s)
         timeout = visibility_timeout_s
         if timeout is None:
             timeout = self.visibility_timeout_s
-        _check_visibility(timeout)
         # The wait is measured on the monotonic clock, visibility on the (injectable) queue
         # clock: a test's frozen clock must not make a long poll last forever.
         deadline = time.monotonic() + max(0.0, wait_time_s)
@@ -333,19 +338,19 @@ class SqliteQueue(Queue):
         with self._write("receive from") as conn:
             while len(claimed) < max_messages:
                 rows = conn.execute(_CLAIMABLE, (now, max_messages - len(claimed))).fetchall()
-                exhausted = [row for row in rows if row[5] >= self.max_receive_count]
+                exhausted = [row for row in rows if row[5] >= self._max_receive_count]
                 if exhausted:
                     self._dead_letter_rows(
                         conn,
                         [row[0] for row in exhausted],
-                        f"received {self.max_receive_count} times (max_receive_count)",
+                        f"received {self._max_receive_count} times (max_receive_count)",
                         now,
                     )
                 updates = []
                 # One call to the OS's random source for the whole claim, 16 hex digits each.
                 tokens = secrets.token_hex(8 * len(rows))
                 for n, (seq, message_id, body, group, attributes, count) in enumerate(rows):
-                    if count >= self.max_receive_count:
+                    if count >= self._max_receive_count:
                         continue
                     token = tokens[16 * n : 16 * n + 16]
                     updates.append((now + visibility_timeout_s, token, seq))
@@ -411,7 +416,7 @@ class SqliteQueue(Queue):
             self._promote(conn, {row[0] for row in rows})
 
     def change_visibility(self, receipt_handle: str, timeout_s: int) -> None:
-        _check_visibility(timeout_s)
+        check_visibility(timeout_s)
         parsed = _parse_receipt(receipt_handle)
         if parsed is None:
             return
@@ -603,22 +608,6 @@ class _DedupWindow:
             self._next_sweep = now + max(1.0, self.window_s / 5)
 
 
-def _fifo_failure(index: int, message: OutgoingMessage) -> BatchFailure | None:
-    """What SQS answers for an entry a FIFO queue without content-based dedup refuses."""
-    if not message.group_id:
-        return BatchFailure(
-            index, "MissingParameter", "a FIFO queue needs a MessageGroupId", sender_fault=True
-        )
-    if not message.dedup_id:
-        return BatchFailure(
-            index,
-            "InvalidParameterValue",
-            "a FIFO queue needs a MessageDeduplicationId",
-            sender_fault=True,
-        )
-    return None
-
-
 def _within_size(messages: Sequence[OutgoingMessage], limit: int) -> bool:
     """`reject_oversized` would pass: the same sizes, counted faster for the common case of
     messages that share one attributes mapping (a run's)."""
@@ -664,8 +653,3 @@ def _parse_receipt(handle: str) -> tuple[int, str] | None:
     if not seq.isdigit() or not token:
         return None
     return int(seq), token
-
-
-def _check_visibility(timeout_s: int) -> None:
-    if not 0 <= timeout_s <= MAX_VISIBILITY_TIMEOUT_S:
-        raise ValueError(f"visibility timeout must be 0-{MAX_VISIBILITY_TIMEOUT_S} s")

@@ -11,10 +11,8 @@ asks the project's one classifier (raasctl/aws_errors.py) what it means.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,7 +28,6 @@ from raasctl.errors import QueueError
 from raasctl.queues.base import (
     DEFAULT_MAX_MESSAGE_BYTES,
     MAX_BATCH,
-    MAX_DEDUP_ID_CHARS,
     BatchFailure,
     BatchResult,
     OutgoingMessage,
@@ -39,7 +36,11 @@ from raasctl.queues.base import (
     QueueDepth,
     ReceivedMessage,
     RedriveResult,
+    check_receive,
+    check_visibility,
     message_bytes,
+    queue_dedup_id,
+    refusal,
     reject_oversized,
 )
 
@@ -72,7 +73,6 @@ _MOVE_UNSUPPORTED = frozenset(
         "AWS.SimpleQueueService.UnsupportedOperation",
     }
 )
-_DEDUP_ID_OK = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]+$")
 
 
 def queue_error(exc: Exception, *, action: str, queue: str) -> QueueError:
@@ -85,13 +85,6 @@ def queue_error(exc: Exception, *, action: str, queue: str) -> QueueError:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-def safe_dedup_id(dedup_id: str) -> str:
-    """SQS takes up to 128 characters of alphanumerics and punctuation: hash anything else."""
-    if len(dedup_id) <= MAX_DEDUP_ID_CHARS and _DEDUP_ID_OK.match(dedup_id):
-        return dedup_id
-    return hashlib.sha256(dedup_id.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -141,16 +134,14 @@ class SqsQueue(Queue):
 
     # ------------------------------------------------------------------ lazy settings
 
-    @property
-    def max_message_bytes(self) -> int:  # type: ignore[override]
+    def max_message_bytes(self) -> int:
         return self._settings().max_message_bytes
 
-    @property
-    def max_receive_count(self) -> int | None:  # type: ignore[override]
+    def max_receive_count(self) -> int | None:
         return self._settings().max_receive_count
 
-    @property
     def dlq_url(self) -> str | None:
+        """The configured DLQ, else the RedrivePolicy's target (its URL looked up once)."""
         with self._lock:
             if self._dlq_resolved:
                 return self._dlq_url
@@ -210,7 +201,7 @@ class SqsQueue(Queue):
             raise queue_error(exc, action=action, queue=queue) from exc
 
     def _require_dlq(self) -> str:
-        url = self.dlq_url
+        url = self.dlq_url()
         if url is None:
             raise QueueError(
                 f"queue {self.url} has no DLQ (set queue.dlq_url or a RedrivePolicy)",
@@ -225,16 +216,17 @@ class SqsQueue(Queue):
 
         SQS does not say when it dropped a duplicate, so duplicates count as sent here.
         """
-        reject_oversized(messages, self.max_message_bytes, self.url)
+        max_bytes = self.max_message_bytes()
+        reject_oversized(messages, max_bytes, self.url)
         result = BatchResult()
         entries: list[tuple[int, dict[str, Any], int]] = []
         for index, message in enumerate(messages):
-            failure = self._refusal(index, message)
+            failure = refusal(index, message, fifo=self.fifo)
             if failure is not None:
                 result.failed.append(failure)
             else:
                 entries.append((index, self._entry(index, message), message_bytes(message)))
-        requests = _split(entries, min(self.max_message_bytes, MAX_BATCH_BYTES))
+        requests = _split(entries, min(max_bytes, MAX_BATCH_BYTES))
         if len(requests) > 1 and self._parallel_safe(messages, requests):
             workers = min(len(requests), self.max_parallel_batches)
             with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -248,21 +240,6 @@ class SqsQueue(Queue):
         result.failed.sort(key=lambda failure: failure.index)
         return result
 
-    def _refusal(self, index: int, message: OutgoingMessage) -> BatchFailure | None:
-        """What SQS would refuse per entry, refused here without a call (never retried)."""
-        if self.fifo and not message.group_id:
-            return BatchFailure(
-                index, "MissingParameter", "a FIFO queue needs a MessageGroupId", True
-            )
-        if self.fifo and not message.dedup_id:
-            return BatchFailure(
-                index,
-                "InvalidParameterValue",
-                "a FIFO queue needs a MessageDeduplicationId",
-                True,
-            )
-        return None
-
     def _entry(self, index: int, message: OutgoingMessage) -> dict[str, Any]:
         entry: dict[str, Any] = {"Id": str(index), "MessageBody": message.body}
         if message.attributes:
@@ -270,7 +247,7 @@ class SqsQueue(Queue):
         if self.fifo:
             assert message.group_id is not None and message.dedup_id is not None
             entry["MessageGroupId"] = message.group_id
-            entry["MessageDeduplicationId"] = safe_dedup_id(message.dedup_id)
+            entry["MessageDeduplicationId"] = queue_dedup_id(message.dedup_id)
         return entry
 
     def _parallel_safe(
@@ -334,8 +311,7 @@ class SqsQueue(Queue):
     def receive(
         self, max_messages: int, wait_time_s: float, visibility_timeout_s: int | None = None
     ) -> list[ReceivedMessage]:
-        if not 1 <= max_messages <= MAX_BATCH:
-            raise ValueError(f"max_messages must be 1-{MAX_BATCH}, not {max_messages}")
+        check_receive(max_messages, wait_time_s, visibility_timeout_s)
         timeout = visibility_timeout_s
         if timeout is None:
             timeout = self.visibility_timeout_s
@@ -392,6 +368,7 @@ class SqsQueue(Queue):
                 )
 
     def change_visibility(self, receipt_handle: str, timeout_s: int) -> None:
+        check_visibility(timeout_s)
         try:
             self.client.change_message_visibility(
                 QueueUrl=self.url, ReceiptHandle=receipt_handle, VisibilityTimeout=timeout_s
@@ -420,7 +397,7 @@ class SqsQueue(Queue):
         }
         if dlq.endswith(".fifo"):
             params["MessageGroupId"] = message.group_id or message.message_id
-            params["MessageDeduplicationId"] = safe_dedup_id(message.message_id)
+            params["MessageDeduplicationId"] = queue_dedup_id(message.message_id)
         self._call("sqs:SendMessage", dlq, self.client.send_message, **params)
         self.delete([message.receipt_handle])
 
@@ -433,7 +410,7 @@ class SqsQueue(Queue):
             "ApproximateNumberOfMessagesDelayed",
         ]
         main = self._queue_attributes(self.url, names)
-        dlq = self.dlq_url
+        dlq = self.dlq_url()
         dlq_visible = None
         if dlq is not None:
             dlq_visible = int(self._queue_attributes(dlq, names[:1]).get(names[0], 0))
