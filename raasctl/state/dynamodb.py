@@ -36,14 +36,10 @@ from raasctl.aws_errors import AWS_FAILURES, classify, error_detail
 from raasctl.codes import ErrorCode
 from raasctl.errors import StateError
 from raasctl.state.base import RunRecord, State
-from raasctl.state.sqlite import from_iso, to_iso
+from raasctl.state.records import run_from_fields, run_to_fields, to_iso
 
 RUNS_INDEX = "runs-by-created"
 _RUN_SK = "RUN"
-_COUNTERS = (
-    *("entries", "enqueued", "invalid", "duplicates"),
-    *("succeeded", "failed", "dead_lettered", "retries"),
-)
 _BATCH_GET_MAX = 100
 _BATCH_GET_ATTEMPTS = 5
 # Shown when the table is missing; names the documented way to create it.
@@ -100,26 +96,18 @@ class DynamoState(State):
         self.table = table
 
     def create_run(self, run: RunRecord) -> None:
-        created_at = to_iso(run.created_at)
+        stored = run_to_fields(run)
         item: dict[str, Any] = {
             "pk": _s(_run_pk(run.run_id)),
             "sk": _s(_RUN_SK),
             "gsi1pk": _s(_RUN_SK),
-            "gsi1sk": _s(f"{created_at}#{run.run_id}"),
-            "run_id": _s(run.run_id),
-            "cron": _s(run.cron),
-            "env": _s(run.env),
-            "mock": {"BOOL": run.mock},
-            "created_at": _s(created_at),
+            "gsi1sk": _s(f"{stored['created_at']}#{run.run_id}"),
         }
-        for name in _COUNTERS:
-            item[name] = _n(getattr(run, name))
-        if run.total is not None:
-            item["total"] = _n(run.total)
-        if run.started_at is not None:
-            item["started_at"] = _s(to_iso(run.started_at))
-        if run.finished_at is not None:
-            item["finished_at"] = _s(to_iso(run.finished_at))
+        # Unset fields are left out: DynamoDB has no empty attribute, and a missing one reads
+        # back as unset (see _to_record).
+        item.update(
+            {name: _attribute(value) for name, value in stored.items() if value is not None}
+        )
         with self._errors("dynamodb:PutItem"):
             if not self._put_once(item):
                 raise StateError(f"run {run.run_id} already exists")
@@ -408,33 +396,23 @@ def _n(value: int) -> dict[str, str]:
     return {"N": str(value)}
 
 
-def _int(item: dict[str, Any], name: str) -> int:
-    return int(item[name]["N"]) if name in item else 0
-
-
-def _str(item: dict[str, Any], name: str) -> str | None:
-    return item[name]["S"] if name in item else None
+def _attribute(value: str | int | bool) -> dict[str, Any]:
+    if isinstance(value, bool):  # before int: a bool is an int
+        return {"BOOL": value}
+    if isinstance(value, int):
+        return _n(value)
+    return _s(value)
 
 
 def _to_record(item: dict[str, Any]) -> RunRecord:
-    created_at = from_iso(_str(item, "created_at"))
-    assert created_at is not None
-    return RunRecord(
-        run_id=item["run_id"]["S"],
-        cron=item["cron"]["S"],
-        env=item["env"]["S"],
-        mock=item.get("mock", {}).get("BOOL", False),
-        created_at=created_at,
-        entries=_int(item, "entries"),
-        enqueued=_int(item, "enqueued"),
-        invalid=_int(item, "invalid"),
-        duplicates=_int(item, "duplicates"),
-        total=int(item["total"]["N"]) if "total" in item else None,
-        succeeded=_int(item, "succeeded"),
-        failed=_int(item, "failed"),
-        dead_lettered=_int(item, "dead_lettered"),
-        retries=_int(item, "retries"),
-        started_at=from_iso(_str(item, "started_at")),
-        finished_at=from_iso(_str(item, "finished_at")),
-        error=_str(item, "error"),
-    )
+    """The run from its item: each attribute's value (`S`, `N` or `BOOL`), decoded by the
+    shared codec."""
+    stored: dict[str, Any] = {}
+    for name, typed in item.items():
+        if "S" in typed:
+            stored[name] = typed["S"]
+        elif "N" in typed:
+            stored[name] = int(typed["N"])
+        elif "BOOL" in typed:
+            stored[name] = typed["BOOL"]
+    return run_from_fields(stored)
