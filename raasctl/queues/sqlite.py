@@ -10,17 +10,16 @@ ids are remembered for `dedup_window_s` from the first send, also after the mess
 deleted (SQS keeps 5 minutes; moto does not, which is why this matters here).
 
 The file is shared with the embedded state and sink adapters, so every table here is prefixed
-`queue_` or `dlq_`; raasctl/sqlite.py opens the connections for all three.
+`queue_` or `dlq_` (their migrations are in queues/sqlite_schema.py); raasctl/sqlite.py opens
+the connections for all three.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import secrets
 import sqlite3
-import struct
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,68 +40,11 @@ from raasctl.queues.base import (
     check_receive,
     check_visibility,
     message_bytes,
-    queue_dedup_id,
     refusal,
     reject_oversized,
 )
+from raasctl.queues.sqlite_schema import MIGRATIONS, dedup_digest
 from raasctl.sqlite import BUSY_TIMEOUT_S, Database, current_pid
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS queue_messages (
-    seq INTEGER PRIMARY KEY,            -- send order
-    message_id TEXT NOT NULL,
-    body TEXT NOT NULL,
-    group_id TEXT,                      -- NULL on a standard queue
-    attributes TEXT,                    -- JSON object, NULL when empty
-    sent_at REAL NOT NULL,
-    visible_at REAL NOT NULL,
-    receive_count INTEGER NOT NULL DEFAULT 0,
-    receipt TEXT,                       -- token of the latest receive, NULL before the first
-    is_head INTEGER NOT NULL            -- deliverable: always 1 on a standard queue
-);
--- Matches the receive query: deliverable messages, earliest visible first. Partial, so the
--- messages waiting behind their group's head cost nothing here.
-CREATE INDEX IF NOT EXISTS queue_messages_ready ON queue_messages (visible_at, seq)
-    WHERE is_head = 1;
-CREATE INDEX IF NOT EXISTS queue_messages_group ON queue_messages (group_id, seq);
--- Deduplication ids, as a 128-bit BLAKE2 digest in two 64-bit halves, the first half the
--- rowid. A digest lands at a random place in a B-tree, so inserting each one as it is sent
--- would dirty a page of this table (written to the WAL at every commit) per message, most of
--- the cost of a send. Instead, ids sent are appended to queue_dedup_recent, and every
--- DEDUP_MERGE_ROWS ids they move here in digest order, which touches each page once.
--- A different id whose first half is taken (about one pair in 10^19) is sent but not
--- recorded: at worst a resend of it is delivered twice, which at-least-once delivery allows;
--- no distinct message is ever dropped. (queue_dedup held the 16-byte digests before.)
-DROP TABLE IF EXISTS queue_dedup;
-CREATE TABLE IF NOT EXISTS queue_dedup_ids (
-    digest_head INTEGER PRIMARY KEY,
-    digest_tail INTEGER NOT NULL,
-    expires_at REAL NOT NULL
-);
--- Ids sent since the last merge, in send order. Every SqliteQueue keeps a copy in memory
--- (at most DEDUP_MERGE_ROWS), brought up to date at the start of each send transaction.
-CREATE TABLE IF NOT EXISTS queue_dedup_recent (
-    seq INTEGER PRIMARY KEY,
-    digest_head INTEGER NOT NULL,
-    digest_tail INTEGER NOT NULL,
-    expires_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS queue_dedup_merged (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    through_seq INTEGER NOT NULL        -- queue_dedup_recent rows up to here were merged
-);
-INSERT OR IGNORE INTO queue_dedup_merged VALUES (1, 0);
-CREATE TABLE IF NOT EXISTS dlq_messages (
-    seq INTEGER PRIMARY KEY,
-    message_id TEXT NOT NULL,
-    body TEXT NOT NULL,
-    group_id TEXT,
-    attributes TEXT,
-    sent_at REAL NOT NULL,
-    receive_count INTEGER NOT NULL,
-    dead_lettered_at REAL NOT NULL
-);
-"""
 
 _READY = "SELECT EXISTS (SELECT 1 FROM queue_messages WHERE is_head = 1 AND visible_at <= ?)"
 _CLAIMABLE = (
@@ -139,8 +81,8 @@ _MERGE = (
 )
 
 # Ids appended to queue_dedup_recent before they are merged into queue_dedup_ids (see
-# _SCHEMA): the more, the fewer pages a merge touches per id, and the more memory each
-# queue's copy of the recent ids takes (about 200 bytes an id).
+# queues/sqlite_schema.py): the more, the fewer pages a merge touches per id, and the more
+# memory each queue's copy of the recent ids takes (about 200 bytes an id).
 DEDUP_MERGE_ROWS = 50_000
 
 
@@ -173,7 +115,7 @@ class SqliteQueue(Queue):
         self.visibility_timeout_s = visibility_timeout_s
         self.dedup_window_s = dedup_window_s
         self._clock = clock
-        self._db = Database(self.path, _SCHEMA, busy_timeout_s=busy_timeout_s)
+        self._db = Database(self.path, MIGRATIONS, busy_timeout_s=busy_timeout_s)
         self._dedup = _DedupWindow(dedup_window_s, dedup_merge_rows)
         self._new_id_source()
 
@@ -256,7 +198,9 @@ class SqliteQueue(Queue):
                 result.failed.append(failure)
             else:
                 assert message.dedup_id is not None
-                accepted.append((index, message, *_digest(queue_dedup_id(message.dedup_id))))
+                # Any id is digested, so SQS's limits on an id's length and alphabet (which
+                # the SQS adapter meets by hashing, queue_dedup_id) do not arise here.
+                accepted.append((index, message, *dedup_digest(message.dedup_id)))
         if not accepted:
             return
         expires_at = now + self.dedup_window_s
@@ -271,7 +215,7 @@ class SqliteQueue(Queue):
                         # SQS accepts a duplicate send and drops it: not an error.
                         result.duplicates.append(index)
                         continue
-                    if known is None:  # otherwise another id holds the slot (see _SCHEMA)
+                    if known is None:  # else another id holds the slot (sqlite_schema.py)
                         live[head] = tail
                         fresh.append((head, tail))
                     group = message.group_id
@@ -525,7 +469,8 @@ class SqliteQueue(Queue):
 
 
 class _DedupWindow:
-    """The deduplication ids of one queue file, as one SqliteQueue sees them (see _SCHEMA).
+    """The deduplication ids of one queue file, as one SqliteQueue sees them (see
+    queues/sqlite_schema.py).
 
     Used only inside a send's write transaction, so no other writer changes the tables
     between `live` and `record`."""
@@ -637,15 +582,6 @@ def _attributes_json(
         cached = (attributes, json.dumps(dict(attributes)) if attributes else None)
         cache[id(attributes)] = cached
     return cached[1]
-
-
-_DIGEST_HALVES = struct.Struct(">qq")
-
-
-def _digest(dedup_id: str) -> tuple[int, int]:
-    """The two signed 64-bit halves of the id's 128-bit BLAKE2 digest (SQLite integers)."""
-    head, tail = _DIGEST_HALVES.unpack(hashlib.blake2b(dedup_id.encode(), digest_size=16).digest())
-    return head, tail
 
 
 def _parse_receipt(handle: str) -> tuple[int, str] | None:

@@ -17,13 +17,22 @@ from pathlib import Path
 
 from raasctl.codes import ErrorCode
 from raasctl.errors import StateError
+from raasctl.migrations import Migrations, add_column, execute_script, rebuild, without_rowid
 from raasctl.sqlite import Database
 from raasctl.state.base import RunRecord, State
 from raasctl.state.records import RUN_FIELDS, run_from_fields, run_to_fields, to_iso
 
 _IN_CHUNK = 500
 
-_SCHEMA = """
+MIGRATIONS = Migrations("state")
+
+
+@MIGRATIONS
+def m001_runs_applied_locks(conn: sqlite3.Connection) -> None:
+    """The first layout."""
+    execute_script(
+        conn,
+        """
 CREATE TABLE IF NOT EXISTS state_runs (
     run_id        TEXT PRIMARY KEY,
     cron          TEXT NOT NULL,
@@ -40,22 +49,40 @@ CREATE TABLE IF NOT EXISTS state_runs (
     dead_lettered INTEGER NOT NULL DEFAULT 0,
     retries       INTEGER NOT NULL DEFAULT 0,
     started_at    TEXT,
-    finished_at   TEXT,
-    error         TEXT
+    finished_at   TEXT
 );
 CREATE INDEX IF NOT EXISTS state_runs_created ON state_runs (created_at DESC, run_id DESC);
--- WITHOUT ROWID: one B-tree, so recording a key changes one page (see raasctl/sinks/sqlite.py).
 CREATE TABLE IF NOT EXISTS state_applied (
     key        TEXT PRIMARY KEY,
     run_id     TEXT NOT NULL,
     applied_at TEXT NOT NULL
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS state_locks (
     name       TEXT PRIMARY KEY,
     owner      TEXT NOT NULL,
     expires_at TEXT NOT NULL
 );
-"""
+""",
+    )
+
+
+@MIGRATIONS
+def m002_run_error(conn: sqlite3.Connection) -> None:
+    """Why enqueueing stopped early (RunRecord.error)."""
+    add_column(conn, "state_runs", "error TEXT")
+
+
+@MIGRATIONS
+def m003_applied_without_rowid(conn: sqlite3.Connection) -> None:
+    """One B-tree for the idempotency records, so recording a key changes one page (see
+    raasctl/sinks/sqlite.py)."""
+    if not without_rowid(conn, "state_applied"):
+        rebuild(
+            conn,
+            "state_applied",
+            "CREATE TABLE {table} (key TEXT PRIMARY KEY, run_id TEXT NOT NULL,"
+            " applied_at TEXT NOT NULL) WITHOUT ROWID",
+        )
 
 
 # The run's fields are state_runs' columns, named alike (raasctl/state/records.py).
@@ -86,7 +113,7 @@ def holds_state(conn: sqlite3.Connection) -> bool:
 class SqliteState(State):
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = Database(path, _SCHEMA, row_factory=sqlite3.Row)
+        self._db = Database(path, MIGRATIONS, row_factory=sqlite3.Row)
 
     def create_run(self, run: RunRecord) -> None:
         with self._errors():
