@@ -172,7 +172,7 @@ UNFIXABLE_CODES = frozenset(
 
 
 def is_unfixable(code: ErrorCode) -> bool:
-    """Whether an error with this code can be mended by waiting and retrying (it cannot)."""
+    """True for a code that waiting and retrying cannot mend (see UNFIXABLE_CODES)."""
     return code in UNFIXABLE_CODES
 
 
@@ -237,39 +237,45 @@ def classify(
     info = _SERVICES.get(service, _GENERIC)
     kind = category(exc)
     if action is None:
-        action = getattr(exc, "operation_name", None) or "call"
+        action = getattr(exc, "operation_name", None)
     label = _label(info, resource)
-    where = f"{action} on {label}" if label else action
+    # What was called on what, as far as known: "sqs:SendMessage on https://...".
+    call = " on ".join(part for part in (action, label) if part)
     detail = _detail(exc)
     if kind is Category.NOT_FOUND:
         text = info.not_found_text.format(label=label or "the resource")
-        message = f"{text} ({action}: {detail})"
+        message = f"{text} ({action}: {detail})" if action else f"{text} ({detail})"
         return _failure(kind, info.not_found, message, False, exit_code=info.not_found_exit)
     if kind is Category.ACCESS_DENIED:
-        return _failure(kind, ErrorCode.ACCESS_DENIED, f"access denied: {where} ({detail})", False)
+        message = f"access denied: {call or 'AWS call'} ({detail})"
+        return _failure(kind, ErrorCode.ACCESS_DENIED, message, False)
     if kind is Category.CREDENTIALS_MISSING:
         if isinstance(exc, NoRegionError):
-            message = f"no AWS region for {where}: set aws.region in the config"
+            message = f"no AWS region{_for(call)}: set aws.region in the config"
         else:
-            message = f"no AWS credentials found for {where} ({_CREDENTIALS_HINT})"
+            message = f"no AWS credentials found{_for(call)} ({_CREDENTIALS_HINT})"
         return _failure(kind, ErrorCode.CREDENTIALS_MISSING, message, False, exit_code=2)
     if kind is Category.CREDENTIALS_INVALID:
-        message = f"AWS credentials refused for {where}: {detail}"
+        message = f"AWS credentials refused{_for(call)}: {detail}"
         return _failure(kind, ErrorCode.CREDENTIALS_INVALID, message, False, exit_code=2)
     if kind is Category.THROTTLED:
-        message = f"{info.title} throttled {where} ({detail}); try again later"
+        message = f"{info.title} throttled {call or 'a call'} ({detail}); try again later"
         return _failure(kind, info.throttled, message, True)
     if kind is Category.UNREACHABLE:
-        message = f"cannot reach {info.title} for {where}: {exc}"
+        message = f"cannot reach {info.title}{_for(call)}: {exc}"
         return _failure(kind, info.unreachable, message, True)
+    failed = f"{call} failed" if label else f"AWS {action or 'call'} failed"
     if kind is Category.UNREADABLE:
-        message = f"{where} failed: the {info.title} endpoint sent a response botocore cannot read"
+        message = f"{failed}: the {info.title} endpoint sent a response botocore cannot read"
         return _failure(kind, info.failed, message, True)
-    status = _status(exc)
+    status = _status(exc) if isinstance(exc, ClientError) else None
     # A server-side failure may pass; a refused request (4xx) is refused again.
     retryable = status is None or status >= 500
-    prefix = f"{action} on {label}" if label else f"AWS {action}"
-    return _failure(kind, info.failed, f"{prefix} failed: {detail}", retryable)
+    return _failure(kind, info.failed, f"{failed}: {detail}", retryable)
+
+
+def _for(call: str) -> str:
+    return f" for {call}" if call else ""
 
 
 def _failure(

@@ -17,6 +17,7 @@ from botocore.exceptions import (
     NoRegionError,
     PartialCredentialsError,
     ReadTimeoutError,
+    WaiterError,
 )
 from botocore.parsers import ResponseParserError
 from click.testing import CliRunner
@@ -356,8 +357,14 @@ def test_without_a_resource_the_operation_names_the_call() -> None:
     )
     assert failure.code is ErrorCode.AWS_FAILED
     assert classify(NoCredentialsError(), service="aws").message.startswith(
-        "no AWS credentials found for call"
+        "no AWS credentials found (set a profile"
     )
+    assert classify(ResponseParserError("bad"), service="aws").message == (
+        "AWS call failed: the AWS endpoint sent a response botocore cannot read"
+    )
+    # A botocore failure that is neither an answer nor a known transport failure.
+    waited = classify(WaiterError("table_exists", "Max attempts exceeded", {}), service="aws")
+    assert (waited.code, waited.retryable) == (ErrorCode.AWS_FAILED, True)
 
 
 def test_the_category_needs_no_context_and_builds_no_exception() -> None:
