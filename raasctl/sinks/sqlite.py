@@ -11,7 +11,8 @@ apply does, and the worker's `record_applied` finds it there instead of committi
 (one commit per entry instead of two, where commits bound a worker's rate).
 
 Amounts are stored as TEXT holding the exact decimal (never a float); dates as the ISO
-strings the job mappers produce.
+strings the job mappers produce. The tables come from the migrations below, each applied once
+per file (raasctl/migrations.py).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ The same file holds the embedded queue and ledger, and the worker calls in from 
 and several processes; raasctl/sqlite.py gives each thread its own connection to the file in
 WAL mode. Every write here is one statement (autocommit, under the file's writer lock):
 counters change with `SET x = x + ?`, never read-modify-write in Python, and a lock is taken
-by one upsert.
+by one upsert. The tables come from the migrations below, each applied once per file
+(raasctl/migrations.py); a run's columns are named like RunRecord's fields (state/records.py).
 """
 
 from __future__ import annotations
