@@ -14,13 +14,17 @@ class RaasctlError(Exception):
     exit_code = 1
     default_code = ErrorCode.AWS_FAILED
 
-    def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: ErrorCode | None = None, exit_code: int | None = None
+    ) -> None:
         # Scrubbed at birth: an error's text is shown, logged, and stored (a run's error, a
         # DLQ reason), and a service may have echoed a secret into it.
         message = redact(message)
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
+        if exit_code is not None:  # e.g. a QueueError for missing credentials exits 2
+            self.exit_code = exit_code
 
     def __str__(self) -> str:
         return self.message
@@ -77,8 +81,9 @@ class SinkError(RuntimeFailure):
         retry_after_s: float | None = None,
         stops_worker: bool = False,
         code: ErrorCode | None = None,
+        exit_code: int | None = None,
     ) -> None:
-        super().__init__(message, code=code)
+        super().__init__(message, code=code, exit_code=exit_code)
         self.retryable = retryable
         self.retry_after_s = retry_after_s
         self.stops_worker = stops_worker

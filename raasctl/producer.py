@@ -234,7 +234,7 @@ class Producer:
     def _send_in_parallel(self, items: Iterable[Pending]) -> None:
         # A remote queue may fetch its limits lazily on the first send: read them once here,
         # or every sending thread would fetch them at the same time.
-        _ = self.queue.max_message_bytes
+        self.queue.max_message_bytes()
         # The pacer is shared by the sending threads.
         lock = threading.Lock()
         pacer = self.pacer

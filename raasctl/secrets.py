@@ -7,8 +7,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
+from raasctl.aws_errors import AWS_FAILURES, classify
 from raasctl.codes import ErrorCode
 from raasctl.errors import ConfigError, RaasctlError, RuntimeFailure
 from raasctl.redaction import register_secret
@@ -65,19 +64,9 @@ class SecretResolver:
     def _from_ssm(self, parameter: str) -> str:
         try:
             response = self._ssm_client().get_parameter(Name=parameter, WithDecryption=True)
-        except ClientError as exc:
-            error = exc.response.get("Error", {}).get("Code", "")
-            if error == "ParameterNotFound":
-                raise ConfigError(
-                    f"SSM parameter {parameter} not found", code=ErrorCode.SECRET_UNRESOLVED
-                ) from None
-            raise RuntimeFailure(
-                f"cannot read SSM parameter {parameter}: {error or 'error'}",
-                code=ErrorCode.ACCESS_DENIED if "AccessDenied" in error else ErrorCode.AWS_FAILED,
-            ) from None
-        except BotoCoreError as exc:
-            raise RuntimeFailure(
-                f"cannot read SSM parameter {parameter}: {type(exc).__name__}",
-                code=ErrorCode.AWS_FAILED,
-            ) from None
+        except AWS_FAILURES as exc:
+            failure = classify(exc, service="ssm", action="ssm:GetParameter", resource=parameter)
+            # A parameter that is not there is a reference to fix in the config (exit 2).
+            kind = ConfigError if failure.exit_code == 2 else RuntimeFailure
+            raise failure.error(kind) from None
         return str(response["Parameter"]["Value"])

@@ -13,7 +13,9 @@ because breaking it shows up as "database is locked" under load:
   connections switching a fresh file at once make one of them fail at once. The switch is
   serialised by a process-wide lock and retried on SQLITE_BUSY (for other processes) until
   the busy timeout has passed. Once the file is in WAL mode every new connection finds it so.
-- The schema is created in one `BEGIN IMMEDIATE` transaction.
+- The schema is brought up to date by each component's ordered, recorded migrations
+  (raasctl/migrations.py) in one `BEGIN IMMEDIATE` transaction; a file already current only
+  has its record read.
 - Every write of more than one statement runs in `transaction()` (`BEGIN IMMEDIATE`): the
   write lock is taken up front, where the busy timeout applies. A deferred transaction that
   reads and then writes would need an upgrade, which in WAL mode fails at once (SQLITE_BUSY)
@@ -37,6 +39,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from raasctl.migrations import Migrations, migrate
 
 BUSY_TIMEOUT_S = 30.0
 # The WAL is copied back into the database (a checkpoint, with an fsync of each file) once it
@@ -99,12 +103,14 @@ class Database:
     """One SQLite file and a schema: a connection per thread and process, in autocommit mode
     (each statement is its own transaction unless `transaction()` groups several).
 
+    `schema` is a component's Migrations, or (for a file of tables that never change, as in
+    tests) a script of `CREATE ... IF NOT EXISTS` statements run on first use.
     `busy_timeout_s` is read when a connection is opened; `row_factory` is set on each."""
 
     def __init__(
         self,
         path: Path,
-        schema: str,
+        schema: Migrations | str,
         *,
         busy_timeout_s: float = BUSY_TIMEOUT_S,
         row_factory: Callable[[sqlite3.Cursor, tuple[Any, ...]], Any] | None = None,
@@ -237,12 +243,15 @@ class Database:
         with self._writer():
             if self._schema_ready:
                 return
-            # executescript() would commit an open transaction first, so the whole script,
-            # BEGIN IMMEDIATE included, goes in one call.
-            try:
-                conn.executescript(f"BEGIN IMMEDIATE;\n{self.schema}\nCOMMIT;")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            if isinstance(self.schema, Migrations):
+                migrate(conn, self.schema)
+            else:
+                # executescript() would commit an open transaction first, so the whole
+                # script, BEGIN IMMEDIATE included, goes in one call.
+                try:
+                    conn.executescript(f"BEGIN IMMEDIATE;\n{self.schema}\nCOMMIT;")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
             self._schema_ready = True

@@ -180,7 +180,7 @@ def test_a_stale_receipt_handle_is_not_an_error(harness: Harness) -> None:
 
 def test_a_message_goes_to_the_dlq_after_max_receive_count(harness: Harness) -> None:
     queue = harness.queue
-    assert queue.max_receive_count == MAX_RECEIVES
+    assert queue.max_receive_count() == MAX_RECEIVES
     queue.send_batch([message("poison")])
     for attempt in range(1, MAX_RECEIVES + 1):
         [got] = queue.receive(1, 0)
@@ -318,12 +318,97 @@ def test_a_batch_partly_refused_sends_the_rest(harness: Harness) -> None:
     assert sorted(m.body for m in drain(queue)) == ["ok-0", "ok-2"]
 
 
+# What both adapters refuse, with the same error: checked in raasctl/queues/base.py.
+BAD_ENTRIES = [
+    (OutgoingMessage("no group", dedup_id="d1"), "MissingParameter", "MessageGroupId"),
+    (OutgoingMessage("empty group", group_id="", dedup_id="d2"), "MissingParameter", "Group"),
+    (
+        OutgoingMessage("long group", group_id="g" * 129, dedup_id="d3"),
+        "InvalidParameterValue",
+        "MessageGroupId must be 1-128",
+    ),
+    (
+        OutgoingMessage("spaced group", group_id="a group", dedup_id="d4"),
+        "InvalidParameterValue",
+        "MessageGroupId must be 1-128",
+    ),
+    (
+        OutgoingMessage("no dedup id", group_id="G3"),
+        "InvalidParameterValue",
+        "MessageDeduplicationId",
+    ),
+]
+
+
+@pytest.mark.parametrize(("entry", "code", "text"), BAD_ENTRIES, ids=lambda v: str(v)[:30])
+def test_both_adapters_refuse_a_bad_fifo_entry_alike(
+    harness: Harness, entry: OutgoingMessage, code: str, text: str
+) -> None:
+    result = harness.queue.send_batch([message("ok"), entry])
+
+    assert result.sent == [0]
+    [failure] = result.failed
+    assert (failure.index, failure.code, failure.sender_fault) == (1, code, True)
+    assert text in failure.message
+    assert [m.body for m in drain(harness.queue)] == ["ok"]
+
+
+def test_a_dedup_id_beyond_the_sqs_alphabet_or_length_deduplicates_alike(
+    harness: Harness,
+) -> None:
+    long_id = "clientDepositUpdate:" + "x" * 300
+    result = harness.queue.send_batch(
+        [
+            message("a", group="G1", dedup=long_id),
+            message("b", group="G2", dedup=long_id),
+            message("c", group="G3", dedup="has space"),
+            message("d", group="G4", dedup="has space"),
+        ]
+    )
+
+    assert not result.failed
+    assert sorted(m.body for m in drain(harness.queue)) == ["a", "c"]
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        ((0, 0), "max_messages must be 1-10, not 0"),
+        ((11, 0), "max_messages must be 1-10, not 11"),
+        ((1, -1), "wait_time_s must be 0 or more seconds, not -1"),
+        ((1, float("nan")), "wait_time_s must be 0 or more seconds, not nan"),
+        ((1, 0, -1), "visibility timeout must be 0-43200 s, not -1"),
+        ((1, 0, 43201), "visibility timeout must be 0-43200 s, not 43201"),
+    ],
+)
+def test_both_adapters_refuse_bad_receive_arguments_alike(
+    harness: Harness, args: tuple[Any, ...], text: str
+) -> None:
+    harness.queue.send_batch([message("kept")])
+
+    with pytest.raises(ValueError) as caught:
+        harness.queue.receive(*args)
+
+    assert str(caught.value) == text
+    assert harness.queue.depth().visible == 1  # nothing was received
+
+
+def test_both_adapters_refuse_a_visibility_change_out_of_range_alike(harness: Harness) -> None:
+    harness.queue.send_batch([message("a")])
+    [got] = harness.queue.receive(1, 0)
+
+    with pytest.raises(ValueError) as caught:
+        harness.queue.change_visibility(got.receipt_handle, 43201)
+
+    assert str(caught.value) == "visibility timeout must be 0-43200 s, not 43201"
+
+
 def test_a_body_over_the_size_limit_is_refused_before_anything_is_sent(
     harness: Harness,
 ) -> None:
     queue = harness.queue
     too_big = OutgoingMessage(
-        "x" * (queue.max_message_bytes + 1),
+        "x" * (queue.max_message_bytes() + 1),
         group_id="G",
         dedup_id="big",
         label="entry 7 (clientDepositUpdate:D-7)",

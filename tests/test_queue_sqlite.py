@@ -219,8 +219,8 @@ def test_ids_sharing_the_first_half_of_their_digest_are_both_sent(
 ) -> None:
     import raasctl.queues.sqlite as module
 
-    real = module._digest
-    monkeypatch.setattr(module, "_digest", lambda dedup_id: (7, real(dedup_id)[1]))
+    real = module.dedup_digest
+    monkeypatch.setattr(module, "dedup_digest", lambda dedup_id: (7, real(dedup_id)[1]))
     assert queue.send_batch([message("a"), message("b")]).sent == [0, 1]
     assert queue.send_batch([message("a again", dedup="d-a")]).duplicates == [0]
     assert sorted(m.body for m in drain(queue)) == ["a", "b"]

@@ -28,7 +28,8 @@ from moto.server import ThreadedMotoServer
 from raasctl.codes import ErrorCode
 from raasctl.errors import QueueError
 from raasctl.queues.base import OutgoingMessage
-from raasctl.queues.sqs import SqsQueue, queue_error, safe_dedup_id
+from raasctl.queues.base import queue_dedup_id as safe_dedup_id
+from raasctl.queues.sqs import SqsQueue, queue_error
 
 
 @dataclass
@@ -149,10 +150,10 @@ def test_settings_are_read_once_and_only_when_needed(env: Env) -> None:
 
     queue.send_batch([fifo_message("a")])
     queue.send_batch([fifo_message("b")])
-    assert queue.max_receive_count == 4
-    assert queue.max_message_bytes == 1024 * 1024
-    assert queue.dlq_url == env.dlq_url  # from the RedrivePolicy
-    assert queue.dlq_url == env.dlq_url
+    assert queue.max_receive_count() == 4
+    assert queue.max_message_bytes() == 1024 * 1024
+    assert queue.dlq_url() == env.dlq_url  # from the RedrivePolicy
+    assert queue.dlq_url() == env.dlq_url
     assert calls.count("GetQueueAttributes") == 1
     assert calls.count("GetQueueUrl") == 1
     assert calls.params("GetQueueUrl")[0]["QueueName"] == "raas-dlq.fifo"
@@ -162,14 +163,14 @@ def test_a_configured_dlq_url_is_used_as_given(env: Env) -> None:
     other = env.create("other-dlq.fifo", FifoQueue="true")
     calls = record_calls(env.client)
     queue = SqsQueue(env.client, env.fifo_url, dlq_url=other)
-    assert queue.dlq_url == other
+    assert queue.dlq_url() == other
     assert calls.count("GetQueueUrl") == 0
 
 
 def test_a_queue_without_a_dlq_has_no_receive_limit(env: Env) -> None:
     queue = SqsQueue(env.client, env.standard_url)
-    assert queue.max_receive_count is None
-    assert queue.dlq_url is None
+    assert queue.max_receive_count() is None
+    assert queue.dlq_url() is None
     assert queue.depth().dlq_visible is None
     queue.send_batch([OutgoingMessage("x")])
     [got] = queue.receive(1, 0)

@@ -197,8 +197,12 @@ class RecordingQueue(Queue):
     def __post_init__(self) -> None:
         self.name = self.inner.name
         self.fifo = self.inner.fifo
-        self.max_message_bytes = self.inner.max_message_bytes
-        self.max_receive_count = self.inner.max_receive_count
+
+    def max_message_bytes(self) -> int:
+        return self.inner.max_message_bytes()
+
+    def max_receive_count(self) -> int | None:
+        return self.inner.max_receive_count()
 
     def send_batch(self, messages: Any) -> Any:
         return self.inner.send_batch(messages)
@@ -799,7 +803,7 @@ def test_cron_filter_is_refused_on_a_queue_that_dead_letters_and_touches_nothing
     # The default max_receive_count: every release of another cron's message is a receive,
     # so a filtering worker would move them all to the DLQ after a few polls.
     queue = SqliteQueue(env.db, fifo=True)
-    assert queue.max_receive_count is not None
+    assert queue.max_receive_count() is not None
     enqueue(queue, env.state, [deposit(n) for n in range(2)])
     enqueue(queue, env.state, [{"invoice_id": "I-1"}], cron=PAID, run_id="run-2")
     sink = ScriptedSink(env.ledger)

@@ -191,6 +191,7 @@ def test_what_a_settled_message_counts_as_after_its_delete(
     ("error", "stops"),
     [
         (QueueError("gone", code=ErrorCode.QUEUE_NOT_FOUND), True),
+        (StateError("no table", code=ErrorCode.STATE_NOT_FOUND), True),
         (QueueError("denied", code=ErrorCode.ACCESS_DENIED), True),
         (QueueError("no keys", code=ErrorCode.CREDENTIALS_MISSING), True),
         (QueueError("bad keys", code=ErrorCode.CREDENTIALS_INVALID), True),

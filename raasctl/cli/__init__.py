@@ -7,19 +7,9 @@ import traceback
 from typing import Any
 
 import click
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    CredentialRetrievalError,
-    EndpointConnectionError,
-    InvalidConfigError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-)
-from botocore.parsers import ResponseParserError
 
 from raasctl import __version__
+from raasctl.aws_errors import AWS_FAILURES, classify
 from raasctl.cli.context import AppContext
 from raasctl.cli.options import FORMATS, env_option
 from raasctl.codes import ErrorCode
@@ -30,47 +20,16 @@ from raasctl.redaction import redact
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _botocore_failure(exc: Exception) -> tuple[ErrorCode, str, int]:
-    if isinstance(exc, NoCredentialsError):
-        return (
-            ErrorCode.CREDENTIALS_MISSING,
-            "no AWS credentials found (set a profile, "
-            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run on a machine with a role)",
-            2,
-        )
-    if isinstance(exc, NoRegionError):
-        return ErrorCode.CREDENTIALS_MISSING, "no AWS region: set aws.region in the config", 2
-    if isinstance(exc, PartialCredentialsError | CredentialRetrievalError | InvalidConfigError):
-        return ErrorCode.CREDENTIALS_INVALID, f"AWS credentials: {exc}", 2
-    if isinstance(exc, EndpointConnectionError):
-        return ErrorCode.AWS_FAILED, f"cannot reach {exc.kwargs.get('endpoint_url')}", 1
-    if not isinstance(exc, ClientError):
-        return ErrorCode.AWS_FAILED, f"AWS call failed: {exc}", 1
-    error = exc.response.get("Error", {})
-    operation = getattr(exc, "operation_name", "call")
-    code = (
-        ErrorCode.ACCESS_DENIED
-        if "AccessDenied" in str(error.get("Code"))
-        else ErrorCode.AWS_FAILED
-    )
-    return code, f"AWS {operation} failed: {error.get('Code')}: {error.get('Message')}", 1
-
-
 class RaasctlGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except RaasctlError as exc:
             _fail(ctx, exc.code, exc.message, exc.exit_code)
-        except (ClientError, BotoCoreError) as exc:
-            _fail(ctx, *_botocore_failure(exc))
-        except ResponseParserError:
-            _fail(
-                ctx,
-                ErrorCode.AWS_FAILED,
-                "the AWS endpoint sent a response botocore cannot read",
-                1,
-            )
+        except AWS_FAILURES as exc:
+            # A botocore failure no adapter translated: the service is not known here.
+            aws = classify(exc, service="aws")
+            _fail(ctx, aws.code, aws.message, aws.exit_code)
 
 
 def _fail(ctx: click.Context, code: ErrorCode, message: str, exit_code: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -12,6 +14,8 @@ from raasctl.errors import QueueError
 # SQS limits that both adapters honour.
 MAX_BATCH = 10
 MAX_DEDUP_ID_CHARS = 128
+MAX_GROUP_ID_CHARS = 128
+MAX_VISIBILITY_TIMEOUT_S = 43_200  # 12 hours
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024  # SQS allows up to 1 MiB
 
 
@@ -47,6 +51,70 @@ def reject_oversized(messages: Sequence[OutgoingMessage], limit: int, queue_name
                 f"of queue {queue_name}; nothing was sent",
                 code=ErrorCode.MESSAGE_TOO_LARGE,
             )
+
+
+def sqs_id_text(value: str, max_chars: int) -> bool:
+    """Whether `value` is 1-max_chars of SQS's alphabet for group and deduplication ids:
+    alphanumerics and punctuation, i.e. printable ASCII but the space. (String methods
+    rather than a regular expression: this runs for every message sent.)"""
+    return (
+        0 < len(value) <= max_chars and value.isascii() and value.isprintable() and " " not in value
+    )
+
+
+def queue_dedup_id(dedup_id: str) -> str:
+    """The id a queue deduplicates on: SQS takes up to 128 characters of alphanumerics and
+    punctuation, so anything else is replaced by its SHA-256 (the same in both adapters, so a
+    resend is a duplicate on either)."""
+    if sqs_id_text(dedup_id, MAX_DEDUP_ID_CHARS):
+        return dedup_id
+    return hashlib.sha256(dedup_id.encode()).hexdigest()
+
+
+def refusal(index: int, message: OutgoingMessage, *, fifo: bool) -> BatchFailure | None:
+    """What SQS answers for an entry it refuses whatever the queue's state (a sender fault,
+    never retried); both adapters refuse these before sending. A FIFO queue without
+    content-based deduplication needs a valid group id and a deduplication id."""
+    if not fifo:
+        return None
+    group = message.group_id
+    if not group:
+        return BatchFailure(
+            index, "MissingParameter", "a FIFO queue needs a MessageGroupId", sender_fault=True
+        )
+    if not sqs_id_text(group, MAX_GROUP_ID_CHARS):
+        return BatchFailure(
+            index,
+            "InvalidParameterValue",
+            f"MessageGroupId must be 1-{MAX_GROUP_ID_CHARS} alphanumerics or punctuation",
+            sender_fault=True,
+        )
+    if not message.dedup_id:
+        return BatchFailure(
+            index,
+            "InvalidParameterValue",
+            "a FIFO queue needs a MessageDeduplicationId",
+            sender_fault=True,
+        )
+    return None
+
+
+def check_receive(max_messages: int, wait_time_s: float, visibility_timeout_s: int | None) -> None:
+    """The arguments of `Queue.receive`, checked alike by both adapters (ValueError: a
+    programming error, not a queue failure)."""
+    if not 1 <= max_messages <= MAX_BATCH:
+        raise ValueError(f"max_messages must be 1-{MAX_BATCH}, not {max_messages}")
+    if not (math.isfinite(wait_time_s) and wait_time_s >= 0):
+        raise ValueError(f"wait_time_s must be 0 or more seconds, not {wait_time_s}")
+    if visibility_timeout_s is not None:
+        check_visibility(visibility_timeout_s)
+
+
+def check_visibility(timeout_s: int) -> None:
+    if not 0 <= timeout_s <= MAX_VISIBILITY_TIMEOUT_S:
+        raise ValueError(
+            f"visibility timeout must be 0-{MAX_VISIBILITY_TIMEOUT_S} s, not {timeout_s}"
+        )
 
 
 @dataclass(frozen=True)
@@ -108,25 +176,35 @@ class Queue(ABC):
     problems name the queue and the action.
     """
 
+    # Plain attributes cost nothing to read; settings a backend may have to fetch (SQS reads
+    # them with GetQueueAttributes) are methods, so that a call shows where it happens.
     name: str  # for messages: a queue URL or a file path
     fifo: bool
-    max_message_bytes: int
-    max_receive_count: int | None  # after this many receives a message goes to the DLQ
     # The most messages one send_batch call takes: SQS's 10 per SendMessageBatch; an adapter
     # whose natural batch is larger (one SQLite transaction) says so.
     max_batch_size: int = MAX_BATCH
 
     @abstractmethod
+    def max_message_bytes(self) -> int:
+        """The largest message the queue takes (body and attributes, see message_bytes)."""
+
+    @abstractmethod
+    def max_receive_count(self) -> int | None:
+        """After this many receives a message goes to the DLQ; None without a DLQ policy."""
+
+    @abstractmethod
     def send_batch(self, messages: Sequence[OutgoingMessage]) -> BatchResult:
         """Send at most max_batch_size messages; retry only the entries that failed (not
-        sender faults); return what finally failed. A body over max_message_bytes raises
-        QueueError naming the message's label before anything is sent."""
+        sender faults); return what finally failed. A body over max_message_bytes() raises
+        QueueError naming the message's label before anything is sent. Entries `refusal`
+        refuses are failed without being sent."""
 
     @abstractmethod
     def receive(
         self, max_messages: int, wait_time_s: float, visibility_timeout_s: int | None = None
     ) -> list[ReceivedMessage]:
-        """Up to max_messages (1-10), long-polling up to wait_time_s without busy-waiting."""
+        """Up to max_messages (1-10), long-polling up to wait_time_s without busy-waiting.
+        Arguments out of range raise ValueError (`check_receive`)."""
 
     @abstractmethod
     def delete(self, receipt_handles: Sequence[str]) -> None:

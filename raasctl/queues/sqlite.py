@@ -10,17 +10,16 @@ ids are remembered for `dedup_window_s` from the first send, also after the mess
 deleted (SQS keeps 5 minutes; moto does not, which is why this matters here).
 
 The file is shared with the embedded state and sink adapters, so every table here is prefixed
-`queue_` or `dlq_`; raasctl/sqlite.py opens the connections for all three.
+`queue_` or `dlq_` (their migrations are in queues/sqlite_schema.py); raasctl/sqlite.py opens
+the connections for all three.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import secrets
 import sqlite3
-import struct
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -31,8 +30,6 @@ from raasctl.codes import ErrorCode
 from raasctl.errors import QueueError
 from raasctl.queues.base import (
     DEFAULT_MAX_MESSAGE_BYTES,
-    MAX_BATCH,
-    BatchFailure,
     BatchResult,
     OutgoingMessage,
     PeekedMessage,
@@ -40,67 +37,15 @@ from raasctl.queues.base import (
     QueueDepth,
     ReceivedMessage,
     RedriveResult,
+    check_receive,
+    check_visibility,
     message_bytes,
+    refusal,
     reject_oversized,
 )
+from raasctl.queues.sqlite_dedup import DEDUP_MERGE_ROWS, DedupWindow
+from raasctl.queues.sqlite_schema import MIGRATIONS, dedup_digest
 from raasctl.sqlite import BUSY_TIMEOUT_S, Database, current_pid
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS queue_messages (
-    seq INTEGER PRIMARY KEY,            -- send order
-    message_id TEXT NOT NULL,
-    body TEXT NOT NULL,
-    group_id TEXT,                      -- NULL on a standard queue
-    attributes TEXT,                    -- JSON object, NULL when empty
-    sent_at REAL NOT NULL,
-    visible_at REAL NOT NULL,
-    receive_count INTEGER NOT NULL DEFAULT 0,
-    receipt TEXT,                       -- token of the latest receive, NULL before the first
-    is_head INTEGER NOT NULL            -- deliverable: always 1 on a standard queue
-);
--- Matches the receive query: deliverable messages, earliest visible first. Partial, so the
--- messages waiting behind their group's head cost nothing here.
-CREATE INDEX IF NOT EXISTS queue_messages_ready ON queue_messages (visible_at, seq)
-    WHERE is_head = 1;
-CREATE INDEX IF NOT EXISTS queue_messages_group ON queue_messages (group_id, seq);
--- Deduplication ids, as a 128-bit BLAKE2 digest in two 64-bit halves, the first half the
--- rowid. A digest lands at a random place in a B-tree, so inserting each one as it is sent
--- would dirty a page of this table (written to the WAL at every commit) per message, most of
--- the cost of a send. Instead, ids sent are appended to queue_dedup_recent, and every
--- DEDUP_MERGE_ROWS ids they move here in digest order, which touches each page once.
--- A different id whose first half is taken (about one pair in 10^19) is sent but not
--- recorded: at worst a resend of it is delivered twice, which at-least-once delivery allows;
--- no distinct message is ever dropped. (queue_dedup held the 16-byte digests before.)
-DROP TABLE IF EXISTS queue_dedup;
-CREATE TABLE IF NOT EXISTS queue_dedup_ids (
-    digest_head INTEGER PRIMARY KEY,
-    digest_tail INTEGER NOT NULL,
-    expires_at REAL NOT NULL
-);
--- Ids sent since the last merge, in send order. Every SqliteQueue keeps a copy in memory
--- (at most DEDUP_MERGE_ROWS), brought up to date at the start of each send transaction.
-CREATE TABLE IF NOT EXISTS queue_dedup_recent (
-    seq INTEGER PRIMARY KEY,
-    digest_head INTEGER NOT NULL,
-    digest_tail INTEGER NOT NULL,
-    expires_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS queue_dedup_merged (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    through_seq INTEGER NOT NULL        -- queue_dedup_recent rows up to here were merged
-);
-INSERT OR IGNORE INTO queue_dedup_merged VALUES (1, 0);
-CREATE TABLE IF NOT EXISTS dlq_messages (
-    seq INTEGER PRIMARY KEY,
-    message_id TEXT NOT NULL,
-    body TEXT NOT NULL,
-    group_id TEXT,
-    attributes TEXT,
-    sent_at REAL NOT NULL,
-    receive_count INTEGER NOT NULL,
-    dead_lettered_at REAL NOT NULL
-);
-"""
 
 _READY = "SELECT EXISTS (SELECT 1 FROM queue_messages WHERE is_head = 1 AND visible_at <= ?)"
 _CLAIMABLE = (
@@ -124,23 +69,6 @@ _PROMOTE = (
     "UPDATE queue_messages SET is_head = 1 WHERE seq ="
     " (SELECT MIN(seq) FROM queue_messages WHERE group_id = ?)"
 )
-
-# A log row wins over an expired digest with its head, and over its own id (a later send).
-_MERGE = (
-    "INSERT INTO queue_dedup_ids (digest_head, digest_tail, expires_at)"
-    " SELECT digest_head, digest_tail, expires_at FROM queue_dedup_recent"
-    " WHERE expires_at > :now ORDER BY digest_head, seq"
-    " ON CONFLICT (digest_head) DO UPDATE SET digest_tail = excluded.digest_tail,"
-    " expires_at = excluded.expires_at"
-    " WHERE queue_dedup_ids.expires_at <= :now"
-    " OR queue_dedup_ids.digest_tail = excluded.digest_tail"
-)
-
-MAX_VISIBILITY_TIMEOUT_S = 43200
-# Ids appended to queue_dedup_recent before they are merged into queue_dedup_ids (see
-# _SCHEMA): the more, the fewer pages a merge touches per id, and the more memory each
-# queue's copy of the recent ids takes (about 200 bytes an id).
-DEDUP_MERGE_ROWS = 50_000
 
 
 class SqliteQueue(Queue):
@@ -168,14 +96,19 @@ class SqliteQueue(Queue):
         self.path = Path(path)
         self.name = str(self.path)
         self.fifo = fifo
-        self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
-        self.max_receive_count = max_receive_count
+        self._max_receive_count = max_receive_count
         self.visibility_timeout_s = visibility_timeout_s
         self.dedup_window_s = dedup_window_s
         self._clock = clock
-        self._db = Database(self.path, _SCHEMA, busy_timeout_s=busy_timeout_s)
-        self._dedup = _DedupWindow(dedup_window_s, dedup_merge_rows)
+        self._db = Database(self.path, MIGRATIONS, busy_timeout_s=busy_timeout_s)
+        self._dedup = DedupWindow(dedup_window_s, dedup_merge_rows)
         self._new_id_source()
+
+    def max_message_bytes(self) -> int:
+        return DEFAULT_MAX_MESSAGE_BYTES
+
+    def max_receive_count(self) -> int:
+        return self._max_receive_count
 
     # ------------------------------------------------------------------ connections
 
@@ -214,8 +147,9 @@ class SqliteQueue(Queue):
         return f"{self._id_prefix}{next(self._id_counter):012x}"
 
     def send_batch(self, messages: Sequence[OutgoingMessage]) -> BatchResult:
-        if not _within_size(messages, self.max_message_bytes):
-            reject_oversized(messages, self.max_message_bytes, self.name)  # names the message
+        limit = DEFAULT_MAX_MESSAGE_BYTES
+        if not _within_size(messages, limit):
+            reject_oversized(messages, limit, self.name)  # names the message
         if self._id_pid != current_pid():  # a forked child must not repeat its parent's ids
             self._new_id_source()
         result = BatchResult()
@@ -244,12 +178,14 @@ class SqliteQueue(Queue):
         accepted: list[tuple[int, OutgoingMessage, int, int]] = []
         for index in range(start, end):
             message = messages[index]
-            failure = _fifo_failure(index, message)
+            failure = refusal(index, message, fifo=True)
             if failure is not None:
                 result.failed.append(failure)
             else:
                 assert message.dedup_id is not None
-                accepted.append((index, message, *_digest(message.dedup_id)))
+                # Any id is digested, so SQS's limits on an id's length and alphabet (which
+                # the SQS adapter meets by hashing, queue_dedup_id) do not arise here.
+                accepted.append((index, message, *dedup_digest(message.dedup_id)))
         if not accepted:
             return
         expires_at = now + self.dedup_window_s
@@ -264,7 +200,7 @@ class SqliteQueue(Queue):
                         # SQS accepts a duplicate send and drops it: not an error.
                         result.duplicates.append(index)
                         continue
-                    if known is None:  # otherwise another id holds the slot (see _SCHEMA)
+                    if known is None:  # else another id holds the slot (sqlite_schema.py)
                         live[head] = tail
                         fresh.append((head, tail))
                     group = message.group_id
@@ -297,12 +233,10 @@ class SqliteQueue(Queue):
     def receive(
         self, max_messages: int, wait_time_s: float, visibility_timeout_s: int | None = None
     ) -> list[ReceivedMessage]:
-        if not 1 <= max_messages <= MAX_BATCH:
-            raise ValueError(f"max_messages must be 1-{MAX_BATCH}, not {max_messages}")
+        check_receive(max_messages, wait_time_s, visibility_timeout_s)
         timeout = visibility_timeout_s
         if timeout is None:
             timeout = self.visibility_timeout_s
-        _check_visibility(timeout)
         # The wait is measured on the monotonic clock, visibility on the (injectable) queue
         # clock: a test's frozen clock must not make a long poll last forever.
         deadline = time.monotonic() + max(0.0, wait_time_s)
@@ -333,19 +267,19 @@ class SqliteQueue(Queue):
         with self._write("receive from") as conn:
             while len(claimed) < max_messages:
                 rows = conn.execute(_CLAIMABLE, (now, max_messages - len(claimed))).fetchall()
-                exhausted = [row for row in rows if row[5] >= self.max_receive_count]
+                exhausted = [row for row in rows if row[5] >= self._max_receive_count]
                 if exhausted:
                     self._dead_letter_rows(
                         conn,
                         [row[0] for row in exhausted],
-                        f"received {self.max_receive_count} times (max_receive_count)",
+                        f"received {self._max_receive_count} times (max_receive_count)",
                         now,
                     )
                 updates = []
                 # One call to the OS's random source for the whole claim, 16 hex digits each.
                 tokens = secrets.token_hex(8 * len(rows))
                 for n, (seq, message_id, body, group, attributes, count) in enumerate(rows):
-                    if count >= self.max_receive_count:
+                    if count >= self._max_receive_count:
                         continue
                     token = tokens[16 * n : 16 * n + 16]
                     updates.append((now + visibility_timeout_s, token, seq))
@@ -411,7 +345,7 @@ class SqliteQueue(Queue):
             self._promote(conn, {row[0] for row in rows})
 
     def change_visibility(self, receipt_handle: str, timeout_s: int) -> None:
-        _check_visibility(timeout_s)
+        check_visibility(timeout_s)
         parsed = _parse_receipt(receipt_handle)
         if parsed is None:
             return
@@ -519,106 +453,6 @@ class SqliteQueue(Queue):
         return RedriveResult(moved=len(rows))
 
 
-class _DedupWindow:
-    """The deduplication ids of one queue file, as one SqliteQueue sees them (see _SCHEMA).
-
-    Used only inside a send's write transaction, so no other writer changes the tables
-    between `live` and `record`."""
-
-    def __init__(self, window_s: float, merge_rows: int) -> None:
-        self.window_s = window_s
-        self.merge_rows = merge_rows
-        # A copy of queue_dedup_recent: digest head -> (tail, expires_at), and how far it goes.
-        self._recent: dict[int, tuple[int, float]] = {}
-        self._synced_seq = 0
-        self._merged_seq = -1  # the merge the copy follows; -1: none yet, load it all
-        self._next_sweep = 0.0
-
-    def forget(self) -> None:
-        """Drop the copy (after a rolled-back transaction): the next send loads it again."""
-        self._recent.clear()
-        self._merged_seq = -1
-
-    def live(self, conn: sqlite3.Connection, heads: list[int], now: float) -> dict[int, int]:
-        """Digest head -> tail of the ids sent within the window, among `heads`."""
-        self._sync(conn)
-        marks = ",".join("?" * len(heads))
-        live: dict[int, int] = dict(
-            conn.execute(
-                "SELECT digest_head, digest_tail FROM queue_dedup_ids"
-                f" WHERE digest_head IN ({marks}) AND expires_at > ?",
-                (*heads, now),
-            ).fetchall()
-        )
-        recent = self._recent
-        for head in heads:
-            entry = recent.get(head)
-            if entry is not None and entry[1] > now:
-                live[head] = entry[0]
-        return live
-
-    def record(
-        self,
-        conn: sqlite3.Connection,
-        digests: list[tuple[int, int]],
-        expires_at: float,
-        now: float,
-    ) -> None:
-        """Remember `digests` (head, tail) until `expires_at`; merge now and then."""
-        seq = self._synced_seq
-        rows = []
-        for head, tail in digests:
-            seq += 1
-            rows.append((seq, head, tail, expires_at))
-            self._recent[head] = (tail, expires_at)
-        conn.executemany("INSERT INTO queue_dedup_recent VALUES (?, ?, ?, ?)", rows)
-        self._synced_seq = seq
-        if len(self._recent) >= self.merge_rows or now >= self._next_sweep:
-            self._merge(conn, now)
-
-    def _sync(self, conn: sqlite3.Connection) -> None:
-        (merged,) = conn.execute("SELECT through_seq FROM queue_dedup_merged").fetchone()
-        if merged != self._merged_seq:  # merged by another queue (or never loaded)
-            self._recent.clear()
-            self._merged_seq = self._synced_seq = merged
-        rows = conn.execute(
-            "SELECT seq, digest_head, digest_tail, expires_at FROM queue_dedup_recent"
-            " WHERE seq > ? ORDER BY seq",
-            (self._synced_seq,),
-        ).fetchall()
-        for _, head, tail, expires_at in rows:
-            self._recent[head] = (tail, expires_at)
-        if rows:
-            self._synced_seq = rows[-1][0]
-
-    def _merge(self, conn: sqlite3.Connection, now: float) -> None:
-        conn.execute(_MERGE, {"now": now})
-        conn.execute("DELETE FROM queue_dedup_recent")
-        conn.execute("UPDATE queue_dedup_merged SET through_seq = ?", (self._synced_seq,))
-        self._recent.clear()
-        self._merged_seq = self._synced_seq
-        if now >= self._next_sweep:
-            # Expired digests are ignored anyway; sweeping now and then keeps the table small.
-            conn.execute("DELETE FROM queue_dedup_ids WHERE expires_at <= ?", (now,))
-            self._next_sweep = now + max(1.0, self.window_s / 5)
-
-
-def _fifo_failure(index: int, message: OutgoingMessage) -> BatchFailure | None:
-    """What SQS answers for an entry a FIFO queue without content-based dedup refuses."""
-    if not message.group_id:
-        return BatchFailure(
-            index, "MissingParameter", "a FIFO queue needs a MessageGroupId", sender_fault=True
-        )
-    if not message.dedup_id:
-        return BatchFailure(
-            index,
-            "InvalidParameterValue",
-            "a FIFO queue needs a MessageDeduplicationId",
-            sender_fault=True,
-        )
-    return None
-
-
 def _within_size(messages: Sequence[OutgoingMessage], limit: int) -> bool:
     """`reject_oversized` would pass: the same sizes, counted faster for the common case of
     messages that share one attributes mapping (a run's)."""
@@ -650,22 +484,8 @@ def _attributes_json(
     return cached[1]
 
 
-_DIGEST_HALVES = struct.Struct(">qq")
-
-
-def _digest(dedup_id: str) -> tuple[int, int]:
-    """The two signed 64-bit halves of the id's 128-bit BLAKE2 digest (SQLite integers)."""
-    head, tail = _DIGEST_HALVES.unpack(hashlib.blake2b(dedup_id.encode(), digest_size=16).digest())
-    return head, tail
-
-
 def _parse_receipt(handle: str) -> tuple[int, str] | None:
     seq, _, token = handle.partition(":")
     if not seq.isdigit() or not token:
         return None
     return int(seq), token
-
-
-def _check_visibility(timeout_s: int) -> None:
-    if not 0 <= timeout_s <= MAX_VISIBILITY_TIMEOUT_S:
-        raise ValueError(f"visibility timeout must be 0-{MAX_VISIBILITY_TIMEOUT_S} s")

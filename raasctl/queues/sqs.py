@@ -5,15 +5,14 @@ refused before sending), the RedrivePolicy (maxReceiveCount, and the DLQ when `d
 not configured) and the queue's ARN (for redrive). The client is built by the caller (region,
 endpoint_url, credentials and botocore's own retries come from configuration).
 
-Every botocore failure becomes a one-line QueueError in one place, `queue_error()`.
+Every botocore failure becomes a one-line QueueError in one place, `queue_error()`, which
+asks the project's one classifier (raasctl/aws_errors.py) what it means.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,22 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import ClientError
 
+from raasctl.aws_errors import AWS_FAILURES, classify
 from raasctl.codes import ErrorCode
 from raasctl.errors import QueueError
 from raasctl.queues.base import (
     DEFAULT_MAX_MESSAGE_BYTES,
     MAX_BATCH,
-    MAX_DEDUP_ID_CHARS,
     BatchFailure,
     BatchResult,
     OutgoingMessage,
@@ -45,7 +36,11 @@ from raasctl.queues.base import (
     QueueDepth,
     ReceivedMessage,
     RedriveResult,
+    check_receive,
+    check_visibility,
     message_bytes,
+    queue_dedup_id,
+    refusal,
     reject_oversized,
 )
 
@@ -56,32 +51,6 @@ MAX_MESSAGE_ATTRIBUTES = 10
 REASON_ATTRIBUTE = "reason"
 _REASON_MAX_CHARS = 1000
 
-_NOT_FOUND = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
-_DENIED = frozenset(
-    {
-        "AccessDenied",
-        "AccessDeniedException",
-        "KMS.AccessDeniedException",
-        "InvalidClientTokenId",
-        "UnrecognizedClientException",
-        "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "InvalidSecurity",
-        "RequestExpired",
-    }
-)
-_THROTTLED = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "RequestThrottled",
-        "AWS.SimpleQueueService.RequestThrottled",
-        "OverLimit",
-        "KmsThrottled",
-        "AWS.SimpleQueueService.PurgeQueueInProgress",
-        "PurgeQueueInProgress",
-    }
-)
 # A receipt handle from an earlier receive, or of a message already deleted.
 _STALE_RECEIPT = frozenset(
     {
@@ -104,61 +73,18 @@ _MOVE_UNSUPPORTED = frozenset(
         "AWS.SimpleQueueService.UnsupportedOperation",
     }
 )
-_DEDUP_ID_OK = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]+$")
-_UNREACHABLE = (
-    EndpointConnectionError,
-    ConnectTimeoutError,
-    ReadTimeoutError,
-    ConnectionClosedError,
-)
 
 
 def queue_error(exc: Exception, *, action: str, queue: str) -> QueueError:
-    """The one translation of botocore failures into QueueError (one line, with a code).
+    """A botocore failure as a one-line QueueError (raasctl/aws_errors.py classifies it).
 
     `action` is the IAM action (`sqs:SendMessage`), so access problems say what to grant.
     """
-    if isinstance(exc, _UNREACHABLE):
-        return QueueError(
-            _one_line(f"cannot reach SQS for {action} on {queue}: {exc}"),
-            code=ErrorCode.QUEUE_UNREACHABLE,
-        )
-    if isinstance(exc, NoCredentialsError):
-        return QueueError(
-            f"no AWS credentials for {action} on {queue}", code=ErrorCode.CREDENTIALS_MISSING
-        )
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        detail = _one_line(f"{code}: {error.get('Message', '')}".rstrip(": "))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in _NOT_FOUND:
-            return QueueError(
-                f"queue {queue} does not exist ({action}: {detail})",
-                code=ErrorCode.QUEUE_NOT_FOUND,
-            )
-        if code in _DENIED or status == 403 or code == "403":
-            return QueueError(
-                f"access denied: {action} on {queue} ({detail})", code=ErrorCode.ACCESS_DENIED
-            )
-        if code in _THROTTLED:
-            return QueueError(
-                f"SQS throttled {action} on {queue} ({detail}); try again later",
-                code=ErrorCode.QUEUE_THROTTLED,
-            )
-        return QueueError(f"{action} on {queue} failed: {detail}", code=ErrorCode.QUEUE_FAILED)
-    return QueueError(_one_line(f"{action} on {queue} failed: {exc}"), code=ErrorCode.QUEUE_FAILED)
+    return classify(exc, service="sqs", action=action, resource=queue).error(QueueError)
 
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-def safe_dedup_id(dedup_id: str) -> str:
-    """SQS takes up to 128 characters of alphanumerics and punctuation: hash anything else."""
-    if len(dedup_id) <= MAX_DEDUP_ID_CHARS and _DEDUP_ID_OK.match(dedup_id):
-        return dedup_id
-    return hashlib.sha256(dedup_id.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -208,16 +134,14 @@ class SqsQueue(Queue):
 
     # ------------------------------------------------------------------ lazy settings
 
-    @property
-    def max_message_bytes(self) -> int:  # type: ignore[override]
+    def max_message_bytes(self) -> int:
         return self._settings().max_message_bytes
 
-    @property
-    def max_receive_count(self) -> int | None:  # type: ignore[override]
+    def max_receive_count(self) -> int | None:
         return self._settings().max_receive_count
 
-    @property
     def dlq_url(self) -> str | None:
+        """The configured DLQ, else the RedrivePolicy's target (its URL looked up once)."""
         with self._lock:
             if self._dlq_resolved:
                 return self._dlq_url
@@ -273,11 +197,11 @@ class SqsQueue(Queue):
     def _call(self, action: str, queue: str, method: Callable[..., Any], **params: Any) -> Any:
         try:
             return method(**params)
-        except (ClientError, BotoCoreError) as exc:
+        except AWS_FAILURES as exc:
             raise queue_error(exc, action=action, queue=queue) from exc
 
     def _require_dlq(self) -> str:
-        url = self.dlq_url
+        url = self.dlq_url()
         if url is None:
             raise QueueError(
                 f"queue {self.url} has no DLQ (set queue.dlq_url or a RedrivePolicy)",
@@ -292,16 +216,17 @@ class SqsQueue(Queue):
 
         SQS does not say when it dropped a duplicate, so duplicates count as sent here.
         """
-        reject_oversized(messages, self.max_message_bytes, self.url)
+        max_bytes = self.max_message_bytes()
+        reject_oversized(messages, max_bytes, self.url)
         result = BatchResult()
         entries: list[tuple[int, dict[str, Any], int]] = []
         for index, message in enumerate(messages):
-            failure = self._refusal(index, message)
+            failure = refusal(index, message, fifo=self.fifo)
             if failure is not None:
                 result.failed.append(failure)
             else:
                 entries.append((index, self._entry(index, message), message_bytes(message)))
-        requests = _split(entries, min(self.max_message_bytes, MAX_BATCH_BYTES))
+        requests = _split(entries, min(max_bytes, MAX_BATCH_BYTES))
         if len(requests) > 1 and self._parallel_safe(messages, requests):
             workers = min(len(requests), self.max_parallel_batches)
             with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -315,21 +240,6 @@ class SqsQueue(Queue):
         result.failed.sort(key=lambda failure: failure.index)
         return result
 
-    def _refusal(self, index: int, message: OutgoingMessage) -> BatchFailure | None:
-        """What SQS would refuse per entry, refused here without a call (never retried)."""
-        if self.fifo and not message.group_id:
-            return BatchFailure(
-                index, "MissingParameter", "a FIFO queue needs a MessageGroupId", True
-            )
-        if self.fifo and not message.dedup_id:
-            return BatchFailure(
-                index,
-                "InvalidParameterValue",
-                "a FIFO queue needs a MessageDeduplicationId",
-                True,
-            )
-        return None
-
     def _entry(self, index: int, message: OutgoingMessage) -> dict[str, Any]:
         entry: dict[str, Any] = {"Id": str(index), "MessageBody": message.body}
         if message.attributes:
@@ -337,7 +247,7 @@ class SqsQueue(Queue):
         if self.fifo:
             assert message.group_id is not None and message.dedup_id is not None
             entry["MessageGroupId"] = message.group_id
-            entry["MessageDeduplicationId"] = safe_dedup_id(message.dedup_id)
+            entry["MessageDeduplicationId"] = queue_dedup_id(message.dedup_id)
         return entry
 
     def _parallel_safe(
@@ -401,8 +311,7 @@ class SqsQueue(Queue):
     def receive(
         self, max_messages: int, wait_time_s: float, visibility_timeout_s: int | None = None
     ) -> list[ReceivedMessage]:
-        if not 1 <= max_messages <= MAX_BATCH:
-            raise ValueError(f"max_messages must be 1-{MAX_BATCH}, not {max_messages}")
+        check_receive(max_messages, wait_time_s, visibility_timeout_s)
         timeout = visibility_timeout_s
         if timeout is None:
             timeout = self.visibility_timeout_s
@@ -459,6 +368,7 @@ class SqsQueue(Queue):
                 )
 
     def change_visibility(self, receipt_handle: str, timeout_s: int) -> None:
+        check_visibility(timeout_s)
         try:
             self.client.change_message_visibility(
                 QueueUrl=self.url, ReceiptHandle=receipt_handle, VisibilityTimeout=timeout_s
@@ -468,7 +378,7 @@ class SqsQueue(Queue):
             if exc.response.get("Error", {}).get("Code") in _STALE_RECEIPT:
                 return
             raise queue_error(exc, action="sqs:ChangeMessageVisibility", queue=self.url) from exc
-        except BotoCoreError as exc:
+        except AWS_FAILURES as exc:
             raise queue_error(exc, action="sqs:ChangeMessageVisibility", queue=self.url) from exc
 
     def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
@@ -487,7 +397,7 @@ class SqsQueue(Queue):
         }
         if dlq.endswith(".fifo"):
             params["MessageGroupId"] = message.group_id or message.message_id
-            params["MessageDeduplicationId"] = safe_dedup_id(message.message_id)
+            params["MessageDeduplicationId"] = queue_dedup_id(message.message_id)
         self._call("sqs:SendMessage", dlq, self.client.send_message, **params)
         self.delete([message.receipt_handle])
 
@@ -500,7 +410,7 @@ class SqsQueue(Queue):
             "ApproximateNumberOfMessagesDelayed",
         ]
         main = self._queue_attributes(self.url, names)
-        dlq = self.dlq_url
+        dlq = self.dlq_url()
         dlq_visible = None
         if dlq is not None:
             dlq_visible = int(self._queue_attributes(dlq, names[:1]).get(names[0], 0))
@@ -588,7 +498,7 @@ class SqsQueue(Queue):
             if str(error.get("Code", "")) in _MOVE_UNSUPPORTED or status >= 500:
                 return RedriveResult(moved=self._move_back(dlq))
             raise queue_error(exc, action="sqs:StartMessageMoveTask", queue=dlq) from exc
-        except BotoCoreError as exc:
+        except AWS_FAILURES as exc:
             raise queue_error(exc, action="sqs:StartMessageMoveTask", queue=dlq) from exc
         return RedriveResult(moved=None, task_handle=response.get("TaskHandle"))
 

@@ -11,7 +11,8 @@ apply does, and the worker's `record_applied` finds it there instead of committi
 (one commit per entry instead of two, where commits bound a worker's rate).
 
 Amounts are stored as TEXT holding the exact decimal (never a float); dates as the ISO
-strings the job mappers produce.
+strings the job mappers produce. The tables come from the migrations below, each applied once
+per file (raasctl/migrations.py).
 """
 
 from __future__ import annotations
@@ -28,15 +29,14 @@ from typing import Any
 
 from raasctl.envelope import Envelope
 from raasctl.errors import SinkError
+from raasctl.migrations import Migrations, execute_script, rebuild, table_exists, without_rowid
 from raasctl.sinks.base import Applied, Sink
 from raasctl.sqlite import Database
 from raasctl.state.sqlite import holds_state, record_applied_in
 
-# Each table is keyed by its record id (or entry key) WITHOUT ROWID: one B-tree per table, so
-# an apply writes three pages to the WAL (the record, its application, the state's idempotency
-# record) where rowid tables, each with an index on its key, made it seven.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS ledger_client_deposits (
+MIGRATIONS = Migrations("ledger")
+
+_DEPOSITS_COLUMNS = """
     deposit_id        TEXT PRIMARY KEY,
     deposit_reference TEXT,
     customer          TEXT,
@@ -50,8 +50,8 @@ CREATE TABLE IF NOT EXISTS ledger_client_deposits (
     run_id            TEXT NOT NULL,
     entry_key         TEXT NOT NULL,
     updated_at        TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS ledger_client_bills (
+"""
+_BILLS_COLUMNS = """
     invoice_id     TEXT PRIMARY KEY,
     invoice_number TEXT,
     customer_id    TEXT,
@@ -63,8 +63,8 @@ CREATE TABLE IF NOT EXISTS ledger_client_bills (
     run_id         TEXT NOT NULL,
     entry_key      TEXT NOT NULL,
     updated_at     TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS ledger_lsp_bills (
+"""
+_LSP_BILLS_COLUMNS = """
     supplier_invoice_id TEXT PRIMARY KEY,
     payment_id          TEXT,
     supplier            TEXT,
@@ -79,10 +79,8 @@ CREATE TABLE IF NOT EXISTS ledger_lsp_bills (
     run_id              TEXT NOT NULL,
     entry_key           TEXT NOT NULL,
     updated_at          TEXT NOT NULL
-) WITHOUT ROWID;
--- (Files made before keep their first layout, with an `id INTEGER PRIMARY KEY AUTOINCREMENT`
--- column here; every statement below works on both.)
-CREATE TABLE IF NOT EXISTS ledger_applications (
+"""
+_APPLICATIONS_COLUMNS = """
     entry_key  TEXT PRIMARY KEY,
     cron       TEXT NOT NULL,
     table_name TEXT NOT NULL,
@@ -90,8 +88,48 @@ CREATE TABLE IF NOT EXISTS ledger_applications (
     run_id     TEXT NOT NULL,
     mock       INTEGER NOT NULL,
     applied_at TEXT NOT NULL
-) WITHOUT ROWID;
 """
+
+
+@MIGRATIONS
+def m001_records_and_applications(conn: sqlite3.Connection) -> None:
+    """The first layout: rowid tables, and an `id` column numbering the applications."""
+    execute_script(
+        conn,
+        f"""
+CREATE TABLE IF NOT EXISTS ledger_client_deposits ({_DEPOSITS_COLUMNS});
+CREATE TABLE IF NOT EXISTS ledger_client_bills ({_BILLS_COLUMNS});
+CREATE TABLE IF NOT EXISTS ledger_lsp_bills ({_LSP_BILLS_COLUMNS});
+CREATE TABLE IF NOT EXISTS ledger_applications (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    entry_key  TEXT NOT NULL UNIQUE,
+    cron       TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    record_id  TEXT NOT NULL,
+    run_id     TEXT NOT NULL,
+    mock       INTEGER NOT NULL,
+    applied_at TEXT NOT NULL
+);
+""",
+    )
+
+
+@MIGRATIONS
+def m002_without_rowid(conn: sqlite3.Connection) -> None:
+    """Each table keyed by its record id (or entry key) WITHOUT ROWID: one B-tree per table,
+    so an apply writes three pages to the WAL (the record, its application, the state's
+    idempotency record) where rowid tables, each with an index on its key, made it seven.
+    The applications lose their `id` (nothing read it); every row is kept."""
+    for table, table_columns in (
+        ("ledger_client_deposits", _DEPOSITS_COLUMNS),
+        ("ledger_client_bills", _BILLS_COLUMNS),
+        ("ledger_lsp_bills", _LSP_BILLS_COLUMNS),
+        ("ledger_applications", _APPLICATIONS_COLUMNS),
+    ):
+        if not without_rowid(conn, table):
+            rebuild(conn, table, f"CREATE TABLE {{table}} ({table_columns}) WITHOUT ROWID")
+    if table_exists(conn, "sqlite_sequence"):  # AUTOINCREMENT's counter, no longer used
+        conn.execute("DELETE FROM sqlite_sequence WHERE name = 'ledger_applications'")
 
 
 def _text(value: Any) -> str | None:
@@ -206,7 +244,7 @@ TABLES_BY_CRON: dict[str, _Table] = {
 class SqliteLedger(Sink):
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = Database(path, _SCHEMA)
+        self._db = Database(path, MIGRATIONS)
         self._holds_state: bool | None = None  # known at the first apply
 
     def apply(self, envelope: Envelope) -> Applied:

@@ -30,19 +30,16 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import ClientError
 
+from raasctl.aws_errors import AWS_FAILURES, classify, error_detail
 from raasctl.codes import ErrorCode
 from raasctl.errors import StateError
 from raasctl.state.base import RunRecord, State
-from raasctl.state.sqlite import from_iso, to_iso
+from raasctl.state.records import run_from_fields, run_to_fields, to_iso
 
 RUNS_INDEX = "runs-by-created"
 _RUN_SK = "RUN"
-_COUNTERS = (
-    *("entries", "enqueued", "invalid", "duplicates"),
-    *("succeeded", "failed", "dead_lettered", "retries"),
-)
 _BATCH_GET_MAX = 100
 _BATCH_GET_ATTEMPTS = 5
 # Shown when the table is missing; names the documented way to create it.
@@ -80,15 +77,15 @@ def create_table(client: Any, table: str) -> None:
         )
     except ClientError as exc:
         if _code(exc) != "ResourceInUseException":
-            raise _state_error(exc, table) from exc
-    except BotoCoreError as exc:
-        raise _state_error(exc, table) from exc
+            raise _state_error(exc, table, "dynamodb:CreateTable") from exc
+    except AWS_FAILURES as exc:
+        raise _state_error(exc, table, "dynamodb:CreateTable") from exc
     try:
         client.get_waiter("table_exists").wait(
             TableName=table, WaiterConfig={"Delay": 2, "MaxAttempts": 60}
         )
-    except (BotoCoreError, ClientError) as exc:
-        raise _state_error(exc, table) from exc
+    except AWS_FAILURES as exc:
+        raise _state_error(exc, table, "dynamodb:DescribeTable") from exc
 
 
 class DynamoState(State):
@@ -99,27 +96,19 @@ class DynamoState(State):
         self.table = table
 
     def create_run(self, run: RunRecord) -> None:
-        created_at = to_iso(run.created_at)
+        stored = run_to_fields(run)
         item: dict[str, Any] = {
             "pk": _s(_run_pk(run.run_id)),
             "sk": _s(_RUN_SK),
             "gsi1pk": _s(_RUN_SK),
-            "gsi1sk": _s(f"{created_at}#{run.run_id}"),
-            "run_id": _s(run.run_id),
-            "cron": _s(run.cron),
-            "env": _s(run.env),
-            "mock": {"BOOL": run.mock},
-            "created_at": _s(created_at),
+            "gsi1sk": _s(f"{stored['created_at']}#{run.run_id}"),
         }
-        for name in _COUNTERS:
-            item[name] = _n(getattr(run, name))
-        if run.total is not None:
-            item["total"] = _n(run.total)
-        if run.started_at is not None:
-            item["started_at"] = _s(to_iso(run.started_at))
-        if run.finished_at is not None:
-            item["finished_at"] = _s(to_iso(run.finished_at))
-        with self._errors():
+        # Unset fields are left out: DynamoDB has no empty attribute, and a missing one reads
+        # back as unset (see _to_record).
+        item.update(
+            {name: _attribute(value) for name, value in stored.items() if value is not None}
+        )
+        with self._errors("dynamodb:PutItem"):
             if not self._put_once(item):
                 raise StateError(f"run {run.run_id} already exists")
 
@@ -175,7 +164,7 @@ class DynamoState(State):
 
     def mark_finished(self, run_id: str, now: datetime) -> bool:
         """False also for an unknown run: nothing was set."""
-        with self._errors():
+        with self._errors("dynamodb:UpdateItem"):
             try:
                 self.client.update_item(
                     TableName=self.table,
@@ -193,7 +182,7 @@ class DynamoState(State):
         return True
 
     def get_run(self, run_id: str) -> RunRecord | None:
-        with self._errors():
+        with self._errors("dynamodb:GetItem"):
             response = self.client.get_item(
                 TableName=self.table, Key=_key(_run_pk(run_id), _RUN_SK), ConsistentRead=True
             )
@@ -214,7 +203,7 @@ class DynamoState(State):
             request["ExpressionAttributeValues"][":cron"] = _s(cron)
         else:
             request["Limit"] = limit
-        with self._errors():
+        with self._errors("dynamodb:Query"):
             while len(keys) < limit:
                 page = self.client.query(**request)
                 keys.extend({"pk": item["pk"], "sk": item["sk"]} for item in page["Items"])
@@ -224,7 +213,7 @@ class DynamoState(State):
             return self._get_runs(keys[:limit])
 
     def is_applied(self, key: str) -> bool:
-        with self._errors():
+        with self._errors("dynamodb:GetItem"):
             response = self.client.get_item(
                 TableName=self.table,
                 Key=_key(f"KEY#{key}", "KEY"),
@@ -246,7 +235,7 @@ class DynamoState(State):
             "run_id": _s(run_id),
             "applied_at": _s(to_iso(now)),
         }
-        with self._errors():
+        with self._errors("dynamodb:PutItem"):
             return self._put_once(item)
 
     def acquire_lock(self, name: str, owner: str, ttl_s: int, now: datetime) -> bool:
@@ -256,7 +245,7 @@ class DynamoState(State):
             "owner": _s(owner),
             "expires_at": _s(to_iso(now + timedelta(seconds=ttl_s))),
         }
-        with self._errors():
+        with self._errors("dynamodb:PutItem"):
             try:
                 self.client.put_item(
                     TableName=self.table,
@@ -276,7 +265,7 @@ class DynamoState(State):
 
     def release_lock(self, name: str, owner: str) -> None:
         """Releasing a lock another owner holds (say, after ours expired) leaves it alone."""
-        with self._errors():
+        with self._errors("dynamodb:DeleteItem"):
             try:
                 self.client.delete_item(
                     TableName=self.table,
@@ -320,7 +309,7 @@ class DynamoState(State):
         }
         if names:
             request["ExpressionAttributeNames"] = names
-        with self._errors():
+        with self._errors("dynamodb:UpdateItem"):
             try:
                 response = self.client.update_item(**request)
             except ClientError as exc:
@@ -341,7 +330,7 @@ class DynamoState(State):
     ) -> list[dict[str, Any]]:
         """The items that exist among `keys` (in no particular order), read consistently."""
         items: list[dict[str, Any]] = []
-        with self._errors():
+        with self._errors("dynamodb:BatchGetItem"):
             for start in range(0, len(keys), _BATCH_GET_MAX):
                 request: dict[str, Any] = {
                     "Keys": keys[start : start + _BATCH_GET_MAX],
@@ -363,37 +352,28 @@ class DynamoState(State):
         return items
 
     @contextmanager
-    def _errors(self) -> Iterator[None]:
+    def _errors(self, action: str) -> Iterator[None]:
         try:
             yield
-        except ClientError as exc:
-            raise _state_error(exc, self.table) from exc
-        except BotoCoreError as exc:
-            raise _state_error(exc, self.table) from exc
+        except AWS_FAILURES as exc:
+            raise _state_error(exc, self.table, action) from exc
 
 
-def _state_error(exc: ClientError | BotoCoreError, table: str) -> StateError:
-    if isinstance(exc, NoCredentialsError):
-        return StateError(
-            f"DynamoDB table {table}: no AWS credentials found",
-            code=ErrorCode.CREDENTIALS_MISSING,
-        )
-    if isinstance(exc, BotoCoreError):
-        return StateError(f"DynamoDB table {table}: {exc}")
-    code = _code(exc)
-    message = exc.response.get("Error", {}).get("Message", "") or code
-    if code == "ResourceNotFoundException":
-        return StateError(f"DynamoDB table {table} does not exist: {CREATE_TABLE_HINT}")
+def _state_error(exc: BaseException, table: str, action: str) -> StateError:
+    """A botocore failure as a one-line StateError (raasctl/aws_errors.py classifies it)."""
+    code, message = error_detail(exc)
     if code == "ValidationException" and "index" in message:
         return StateError(
             f"DynamoDB table {table} has no index {RUNS_INDEX}: it was not made by"
             f" create_table; {message}"
         )
-    if code in ("AccessDeniedException", "UnrecognizedClientException"):
-        return StateError(
-            f"DynamoDB table {table}: access denied: {message}", code=ErrorCode.ACCESS_DENIED
-        )
-    return StateError(f"DynamoDB table {table}: {code}: {message}")
+    if isinstance(exc, ClientError):  # the call that failed, where several share a block
+        action = f"dynamodb:{exc.operation_name}"
+    failure = classify(exc, service="dynamodb", action=action, resource=table)
+    error = failure.error(StateError)
+    if failure.code is ErrorCode.STATE_NOT_FOUND:
+        error.message = f"{failure.message}: {CREATE_TABLE_HINT}"
+    return error
 
 
 def _code(exc: ClientError) -> str:
@@ -416,33 +396,23 @@ def _n(value: int) -> dict[str, str]:
     return {"N": str(value)}
 
 
-def _int(item: dict[str, Any], name: str) -> int:
-    return int(item[name]["N"]) if name in item else 0
-
-
-def _str(item: dict[str, Any], name: str) -> str | None:
-    return item[name]["S"] if name in item else None
+def _attribute(value: str | int | bool) -> dict[str, Any]:
+    if isinstance(value, bool):  # before int: a bool is an int
+        return {"BOOL": value}
+    if isinstance(value, int):
+        return _n(value)
+    return _s(value)
 
 
 def _to_record(item: dict[str, Any]) -> RunRecord:
-    created_at = from_iso(_str(item, "created_at"))
-    assert created_at is not None
-    return RunRecord(
-        run_id=item["run_id"]["S"],
-        cron=item["cron"]["S"],
-        env=item["env"]["S"],
-        mock=item.get("mock", {}).get("BOOL", False),
-        created_at=created_at,
-        entries=_int(item, "entries"),
-        enqueued=_int(item, "enqueued"),
-        invalid=_int(item, "invalid"),
-        duplicates=_int(item, "duplicates"),
-        total=int(item["total"]["N"]) if "total" in item else None,
-        succeeded=_int(item, "succeeded"),
-        failed=_int(item, "failed"),
-        dead_lettered=_int(item, "dead_lettered"),
-        retries=_int(item, "retries"),
-        started_at=from_iso(_str(item, "started_at")),
-        finished_at=from_iso(_str(item, "finished_at")),
-        error=_str(item, "error"),
-    )
+    """The run from its item: each attribute's value (`S`, `N` or `BOOL`), decoded by the
+    shared codec."""
+    stored: dict[str, Any] = {}
+    for name, typed in item.items():
+        if "S" in typed:
+            stored[name] = typed["S"]
+        elif "N" in typed:
+            stored[name] = int(typed["N"])
+        elif "BOOL" in typed:
+            stored[name] = typed["BOOL"]
+    return run_from_fields(stored)

@@ -4,7 +4,8 @@ The same file holds the embedded queue and ledger, and the worker calls in from 
 and several processes; raasctl/sqlite.py gives each thread its own connection to the file in
 WAL mode. Every write here is one statement (autocommit, under the file's writer lock):
 counters change with `SET x = x + ?`, never read-modify-write in Python, and a lock is taken
-by one upsert.
+by one upsert. The tables come from the migrations below, each applied once per file
+(raasctl/migrations.py); a run's columns are named like RunRecord's fields (state/records.py).
 """
 
 from __future__ import annotations
@@ -17,12 +18,22 @@ from pathlib import Path
 
 from raasctl.codes import ErrorCode
 from raasctl.errors import StateError
+from raasctl.migrations import Migrations, add_column, execute_script, rebuild, without_rowid
 from raasctl.sqlite import Database
 from raasctl.state.base import RunRecord, State
+from raasctl.state.records import RUN_FIELDS, run_from_fields, run_to_fields, to_iso
 
 _IN_CHUNK = 500
 
-_SCHEMA = """
+MIGRATIONS = Migrations("state")
+
+
+@MIGRATIONS
+def m001_runs_applied_locks(conn: sqlite3.Connection) -> None:
+    """The first layout."""
+    execute_script(
+        conn,
+        """
 CREATE TABLE IF NOT EXISTS state_runs (
     run_id        TEXT PRIMARY KEY,
     cron          TEXT NOT NULL,
@@ -39,24 +50,47 @@ CREATE TABLE IF NOT EXISTS state_runs (
     dead_lettered INTEGER NOT NULL DEFAULT 0,
     retries       INTEGER NOT NULL DEFAULT 0,
     started_at    TEXT,
-    finished_at   TEXT,
-    error         TEXT
+    finished_at   TEXT
 );
 CREATE INDEX IF NOT EXISTS state_runs_created ON state_runs (created_at DESC, run_id DESC);
--- WITHOUT ROWID: one B-tree, so recording a key changes one page (see raasctl/sinks/sqlite.py).
 CREATE TABLE IF NOT EXISTS state_applied (
     key        TEXT PRIMARY KEY,
     run_id     TEXT NOT NULL,
     applied_at TEXT NOT NULL
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS state_locks (
     name       TEXT PRIMARY KEY,
     owner      TEXT NOT NULL,
     expires_at TEXT NOT NULL
 );
-"""
+""",
+    )
 
 
+@MIGRATIONS
+def m002_run_error(conn: sqlite3.Connection) -> None:
+    """Why enqueueing stopped early (RunRecord.error)."""
+    add_column(conn, "state_runs", "error TEXT")
+
+
+@MIGRATIONS
+def m003_applied_without_rowid(conn: sqlite3.Connection) -> None:
+    """One B-tree for the idempotency records, so recording a key changes one page (see
+    raasctl/sinks/sqlite.py)."""
+    if not without_rowid(conn, "state_applied"):
+        rebuild(
+            conn,
+            "state_applied",
+            "CREATE TABLE {table} (key TEXT PRIMARY KEY, run_id TEXT NOT NULL,"
+            " applied_at TEXT NOT NULL) WITHOUT ROWID",
+        )
+
+
+# The run's fields are state_runs' columns, named alike (raasctl/state/records.py).
+_INSERT_RUN = (
+    f"INSERT INTO state_runs ({', '.join(RUN_FIELDS)})"
+    f" VALUES ({', '.join('?' for _ in RUN_FIELDS)})"
+)
 _RECORD_APPLIED = (
     "INSERT INTO state_applied (key, run_id, applied_at) VALUES (?, ?, ?)"
     " ON CONFLICT (key) DO NOTHING"
@@ -77,50 +111,15 @@ def holds_state(conn: sqlite3.Connection) -> bool:
     return row is not None
 
 
-def to_iso(value: datetime) -> str:
-    """UTC with a fixed layout, so stored strings sort and compare like the instants they name.
-    A naive datetime is taken to be UTC already."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def from_iso(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value).astimezone(UTC)
-
-
 class SqliteState(State):
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = Database(path, _SCHEMA, row_factory=sqlite3.Row)
+        self._db = Database(path, MIGRATIONS, row_factory=sqlite3.Row)
 
     def create_run(self, run: RunRecord) -> None:
         with self._errors():
             try:
-                self._write(
-                    "INSERT INTO state_runs (run_id, cron, env, mock, created_at, entries,"
-                    " enqueued, invalid, duplicates, total, succeeded, failed, dead_lettered,"
-                    " retries, started_at, finished_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        run.run_id,
-                        run.cron,
-                        run.env,
-                        int(run.mock),
-                        to_iso(run.created_at),
-                        run.entries,
-                        run.enqueued,
-                        run.invalid,
-                        run.duplicates,
-                        run.total,
-                        run.succeeded,
-                        run.failed,
-                        run.dead_lettered,
-                        run.retries,
-                        None if run.started_at is None else to_iso(run.started_at),
-                        None if run.finished_at is None else to_iso(run.finished_at),
-                    ),
-                )
+                self._write(_INSERT_RUN, tuple(run_to_fields(run).values()))
             except sqlite3.IntegrityError:
                 raise StateError(f"run {run.run_id} already exists") from None
 
@@ -272,24 +271,4 @@ def _record(rows: list[sqlite3.Row], run_id: str) -> RunRecord:
 
 
 def _to_record(row: sqlite3.Row) -> RunRecord:
-    created_at = from_iso(row["created_at"])
-    assert created_at is not None
-    return RunRecord(
-        run_id=row["run_id"],
-        cron=row["cron"],
-        env=row["env"],
-        mock=bool(row["mock"]),
-        created_at=created_at,
-        entries=row["entries"],
-        enqueued=row["enqueued"],
-        invalid=row["invalid"],
-        duplicates=row["duplicates"],
-        total=row["total"],
-        succeeded=row["succeeded"],
-        failed=row["failed"],
-        dead_lettered=row["dead_lettered"],
-        retries=row["retries"],
-        started_at=from_iso(row["started_at"]),
-        finished_at=from_iso(row["finished_at"]),
-        error=row["error"],
-    )
+    return run_from_fields(dict(zip(row.keys(), row, strict=True)))

@@ -258,7 +258,7 @@ def check_cron_filter(queue: Queue, crons: frozenset[str]) -> None:
     """
     if not crons:
         return
-    limit = queue.max_receive_count
+    limit = queue.max_receive_count()
     if limit is None:
         return
     raise UsageError(

@@ -36,23 +36,13 @@ import math
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from raasctl.codes import ErrorCode
+from raasctl.aws_errors import is_unfixable
 from raasctl.errors import ConfigError, RaasctlError
 
 MAX_VISIBILITY_S = 43_200  # SQS's limit: 12 hours
 # After this many handler errors in a row (a queue or state service failing, not a sink) the
 # worker stops instead of cycling every message through its visibility timeout.
 MAX_CONSECUTIVE_ERRORS = 10
-# Errors that no pause and retry can mend: the worker stops at once with them (exit 1) instead
-# of retrying for minutes. Transient ones (unreachable, throttled, generic) are retried.
-UNFIXABLE_CODES = frozenset(
-    {
-        ErrorCode.QUEUE_NOT_FOUND,
-        ErrorCode.ACCESS_DENIED,
-        ErrorCode.CREDENTIALS_MISSING,
-        ErrorCode.CREDENTIALS_INVALID,
-    }
-)
 
 
 class Outcome(StrEnum):
@@ -193,8 +183,11 @@ def count_after_delete(
 
 
 def unfixable(exc: RaasctlError) -> bool:
-    """An error that retrying after a pause cannot mend (see UNFIXABLE_CODES)."""
-    return isinstance(exc, ConfigError) or exc.code in UNFIXABLE_CODES
+    """An error that retrying after a pause cannot mend (a missing queue or state table,
+    denied access, no or bad credentials, a configuration error): the worker stops at once
+    with it (exit 1 or 2) instead of retrying for minutes. Transient ones (unreachable,
+    throttled, generic) are retried."""
+    return isinstance(exc, ConfigError) or is_unfixable(exc.code)
 
 
 def stops_worker(exc: RaasctlError, errors_in_a_row: int) -> bool:

@@ -84,7 +84,7 @@ class Poller:
             asked_at = self._clock()
             try:
                 if not self.limit.known:
-                    self.limit.set(self.queue.max_receive_count)
+                    self.limit.set(self.queue.max_receive_count())
                 messages = self.queue.receive(
                     tokens, self._wait_time_s(), visibility_timeout_s=options.visibility_timeout_s
                 )
