@@ -106,7 +106,7 @@ def peek_messages(runtime: Runtime, limit: int, *, dlq: bool = False) -> Peeked:
 def purge_queue(runtime: Runtime, *, dlq: bool = False, allow_protected: bool = False) -> Purged:
     """Delete every message of the queue (or its DLQ). PROTECTED_ENV unless allowed."""
     which = "DLQ" if dlq else "queue"
-    refuse_protected(runtime.env_name, runtime.env, "queue purge", allow_protected=allow_protected)
+    refuse_protected(runtime, "queue purge", allow_protected=allow_protected)
     with _open(runtime) as port:
         purged = port.purge(dlq=dlq)
         name = port.name
@@ -117,9 +117,7 @@ def purge_queue(runtime: Runtime, *, dlq: bool = False, allow_protected: bool = 
 def redrive_queue(runtime: Runtime, *, allow_protected: bool = False) -> Redriven:
     """Move every DLQ message back to the queue, receive count reset. PROTECTED_ENV unless
     allowed."""
-    refuse_protected(
-        runtime.env_name, runtime.env, "queue redrive", allow_protected=allow_protected
-    )
+    refuse_protected(runtime, "queue redrive", allow_protected=allow_protected)
     with _open(runtime) as port:
         result = port.redrive()
         name = port.name

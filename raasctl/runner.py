@@ -34,7 +34,7 @@ from raasctl.producer import (
     enqueued_at,
 )
 from raasctl.protection import refuse_protected
-from raasctl.queues.base import Queue
+from raasctl.queues.base import OutgoingMessage, Queue, message_bytes
 from raasctl.redaction import redact
 from raasctl.runs import finish_if_complete
 from raasctl.sources.base import Prompts, ReportEntry, Source
@@ -175,6 +175,17 @@ class _LockKeeper:
         self._refreshed = self._clock()
 
 
+def _oversized(message: OutgoingMessage, limit: int, position: int) -> EntryInvalid | None:
+    """An entry whose message the queue would refuse (over its MaximumMessageSize) is one
+    invalid entry; the rest of the report goes on."""
+    size = message_bytes(message)
+    if size <= limit:
+        return None
+    return EntryInvalid(
+        position, None, f"its message is {size} bytes, over the queue's limit of {limit} bytes"
+    )
+
+
 def _log_invalid(cron: str, run_id: str | None, invalid: EntryInvalid) -> None:
     event(
         ErrorCode.ENTRY_INVALID,
@@ -269,18 +280,24 @@ def _run_locked(
         entries = _Counter(source.entries(cron, report, prompts))
         keeper = _LockKeeper(state, lock, run_id, clock)
         writer = MessageWriter(cron, run_id)  # never mock=True: that is enqueue_mock's
+        limit = queue.max_message_bytes()
 
         def pending() -> Iterator[Pending]:
             nonlocal invalid
             for item in map_report(job, entries, settings.columns):
                 keeper.tick()
-                if isinstance(item, EntryInvalid):
-                    invalid += 1
-                    _log_invalid(cron, run_id, item)
-                    continue
-                label = f"entry {entries.count} ({item.key})"
-                message = writer.message(item.key, item.entity_id, item.payload_json, label=label)
-                yield Pending(item.key, message)
+                if not isinstance(item, EntryInvalid):
+                    label = f"entry {entries.count} ({item.key})"
+                    message = writer.message(
+                        item.key, item.entity_id, item.payload_json, label=label
+                    )
+                    too_large = _oversized(message, limit, entries.count)
+                    if too_large is None:
+                        yield Pending(item.key, message)
+                        continue
+                    item = too_large
+                invalid += 1
+                _log_invalid(cron, run_id, item)
 
         producer = Producer(queue, state, max_in_flight=max_in_flight(runtime))
         counts = producer.send(pending())
@@ -395,8 +412,23 @@ def load_mock_seed(job: Job, fixture: Path, columns: Mapping[str, str]) -> list[
     return seed
 
 
+def _check_mock_sizes(
+    fixture: Path, seed: list[MappedPayload], cron: str, run_id: str, copies: int, limit: int
+) -> None:
+    """A seed payload whose copies would be over the queue's message size is refused with
+    the fixture's other errors (exit 2, before anything is sent). The last copy has the
+    longest key, so its message is the largest."""
+    last = list(mock_messages(cron, run_id, seed, copies, first=copies - 1))
+    for position, pending in enumerate(last, start=1):
+        invalid = _oversized(pending.message, limit, position)
+        if invalid is not None:
+            raise ConfigError(
+                f"mock fixture {fixture}: payload {invalid}", code=ErrorCode.FIXTURE_INVALID
+            )
+
+
 def mock_messages(
-    cron: str, run_id: str, seed: list[MappedPayload], copies: int
+    cron: str, run_id: str, seed: list[MappedPayload], copies: int, *, first: int = 0
 ) -> Iterator[Pending]:
     """`copies` × the seed's payloads, made as they are sent (memory does not grow with copies).
 
@@ -406,7 +438,7 @@ def mock_messages(
     load test would measure that queue limit instead of the worker.
     """
     writer = MessageWriter(cron, run_id, mock=True)
-    for n in range(copies):
+    for n in range(first, copies):
         at = enqueued_at()
         for item in seed:
             key = mock_key(item.key, run_id, n)
@@ -433,7 +465,7 @@ def enqueue_mock(
     """Enqueue `copies` load-test copies of every fixture payload as one mock run.
 
     A protected environment (prod) is refused with PROTECTED_ENV unless `allow_protected`."""
-    refuse_protected(runtime.env_name, runtime.env, "enqueue-mock", allow_protected=allow_protected)
+    refuse_protected(runtime, "enqueue-mock", allow_protected=allow_protected)
     if copies < 1:
         raise ConfigError("--copies must be at least 1", code=ErrorCode.USAGE)
     now = now or datetime.now(UTC)
@@ -446,6 +478,7 @@ def enqueue_mock(
     queue: Queue | None = None
     try:
         queue = runtime.queue()
+        _check_mock_sizes(fixture, seed, cron, run_id, copies, queue.max_message_bytes())
         state.create_run(
             RunRecord(run_id=run_id, cron=cron, env=runtime.env_name, mock=True, created_at=now)
         )

@@ -13,6 +13,7 @@ import sys
 import tracemalloc
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,3 +173,57 @@ def test_a_report_file_with_a_5000_digit_integer_does_not_crash_the_process(
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['dict', 'Unreadable', 'dict']"
     assert next(iter_report_file(path)) == {**GOOD, "Deposit_ID": "D-1"}
+
+
+# ---------------------------------------------------------------- through `raasctl run`
+
+
+def _fixture_env(folder: Path, entries: list[str]) -> Path:
+    raas = folder / "raas"
+    raas.mkdir()
+    (raas / "clientDepositUpdate.json").write_bytes(report(*entries))
+    config = folder / "raasctl.yaml"
+    config.write_text(
+        "default_env: t\n"
+        "environments:\n"
+        "  t:\n"
+        f"    source: {{kind: fixtures, path: {raas}}}\n"
+        "    queue: {kind: sqlite}\n"
+        "    state: {kind: sqlite}\n"
+        "    sink: {kind: sqlite}\n",
+        encoding="utf-8",
+    )
+    return config
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (
+            json.dumps({"Deposit_ID": "D-big", "Deposit_Reference": "x" * 1_100_000}),
+            "over the queue's limit",
+        ),
+        ("42", "entry is not an object (int)"),
+        ('{"Deposit_ID": "D-huge", "Deposit_Amount": ' + "9" * 5000 + "}", "too many digits"),
+    ],
+    ids=["over-the-message-size", "bare-value", "5000-digit-integer"],
+)
+def test_one_hostile_entry_in_2000_is_invalid_and_the_other_1999_are_enqueued(
+    runner: Any, tmp_path: Path, bad: str, reason: str
+) -> None:
+    from raasctl.cli import main
+
+    entries = [good(n) for n in range(1, 2001)]
+    entries[1200] = bad  # entry 1201
+    config = _fixture_env(tmp_path, entries)
+
+    result = runner.invoke(
+        main, ["--config", str(config), "--format", "json", "run", "clientDepositUpdate"]
+    )
+
+    assert result.exit_code == 3, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["entries"], summary["enqueued"], summary["invalid"]) == (2000, 1999, 1)
+    invalid = [line for line in result.stderr.splitlines() if "RAAS_ENTRY_INVALID" in line]
+    assert len(invalid) == 1 and "entry 1201" in invalid[0] and reason in invalid[0]
+    assert "Traceback" not in result.stderr

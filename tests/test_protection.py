@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from raasctl.codes import ErrorCode
-from raasctl.config import EnvironmentConfig, load_config
+from raasctl.config import Config, EnvironmentConfig, load_config
 from raasctl.errors import ConfigError
-from raasctl.protection import ProtectedEnvironment, refuse_protected
+from raasctl.protection import ProtectedEnvironment, protection, refuse_protected
 from raasctl.queue_admin import purge_queue, queue_status, redrive_queue
 from raasctl.queues.base import OutgoingMessage
 from raasctl.runner import enqueue_mock
@@ -57,15 +57,78 @@ def depth(runtime: Runtime) -> tuple[int, int | None]:
     return found.visible, found.dlq_visible
 
 
+def runtime_of(config: Config, name: str) -> Runtime:
+    return Runtime(config, name, config.environments[name])
+
+
 def test_the_guard_refuses_only_a_protected_environment_without_the_flag() -> None:
-    refuse_protected("dev", EnvironmentConfig(), "queue purge", allow_protected=False)
-    protected = EnvironmentConfig(protected=True)
-    refuse_protected("prod", protected, "queue purge", allow_protected=True)
+    config = Config(
+        default_env="dev",
+        environments={"dev": EnvironmentConfig(), "prod": EnvironmentConfig(protected=True)},
+    )
+    refuse_protected(runtime_of(config, "dev"), "queue purge", allow_protected=False)
+    refuse_protected(runtime_of(config, "prod"), "queue purge", allow_protected=True)
     with pytest.raises(ProtectedEnvironment) as refused:
-        refuse_protected("prod", protected, "queue purge", allow_protected=False)
+        refuse_protected(runtime_of(config, "prod"), "queue purge", allow_protected=False)
     assert isinstance(refused.value, ConfigError) and refused.value.exit_code == 2
     assert refused.value.code == ErrorCode.PROTECTED_ENV
     assert "prod" in refused.value.message and "queue purge" in refused.value.message
+
+
+PROD_URL = "https://sqs.us-east-1.amazonaws.com/111122223333/raas-cron-jobs-prod.fifo"
+
+
+@pytest.mark.parametrize(
+    ("alias_queue", "shared"),
+    [
+        ({"kind": "sqs", "url": PROD_URL}, True),
+        ({"kind": "sqs", "url": PROD_URL + "/"}, True),
+        ({"kind": "sqs", "url": PROD_URL.replace("prod", "staging")}, False),
+    ],
+)
+def test_protection_follows_the_queue_not_the_name(alias_queue: dict, shared: bool) -> None:
+    config = Config.model_validate(
+        {
+            "default_env": "prod",
+            "environments": {
+                "prod": {
+                    "protected": True,
+                    "deployed": True,
+                    "queue": {"kind": "sqs", "url": PROD_URL},
+                },
+                "alias": {"queue": alias_queue},
+            },
+        }
+    )
+    alias = runtime_of(config, "alias")
+    assert (protection(config, "alias", alias.env) is not None) is shared
+    if shared:
+        with pytest.raises(
+            ProtectedEnvironment, match="uses the queue of protected environment prod"
+        ):
+            refuse_protected(alias, "queue purge", allow_protected=False)
+    else:
+        refuse_protected(alias, "queue purge", allow_protected=False)
+
+
+def test_two_environments_on_one_sqlite_file_share_its_protection(tmp_path: Path) -> None:
+    db = tmp_path / "prod.db"
+    config = Config.model_validate(
+        {
+            "default_env": "prod",
+            "environments": {
+                "prod": {
+                    "protected": True,
+                    "deployed": True,
+                    "queue": {"kind": "sqlite", "path": str(db)},
+                },
+                "copy": {"queue": {"kind": "sqlite", "path": str(tmp_path / "." / "prod.db")}},
+                "other": {"queue": {"kind": "sqlite"}},
+            },
+        }
+    )
+    assert protection(config, "copy", config.environments["copy"]) is not None
+    assert protection(config, "other", config.environments["other"]) is None
 
 
 def test_a_programmatic_mock_enqueue_is_refused_on_a_protected_environment(

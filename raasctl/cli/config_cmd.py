@@ -14,6 +14,7 @@ from raasctl.cli.render import emit
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.config import CRON_NAMES
 from raasctl.logs import event, failure
+from raasctl.protection import protection
 
 
 @click.group()
@@ -71,11 +72,22 @@ def validate(app: AppContext, all_envs: bool, resolve_secrets: bool) -> None:
     warnings = schedule_warnings(loaded.config, datetime.now(UTC))
     for warning in warnings:
         event(InfoCode.SCHEDULE_OVERLAP, warning, level=logging.WARNING)
+    protected = {
+        name: why
+        for name in names
+        if (why := protection(loaded.config, name, app.runtime_for(name).env)) is not None
+    }
+    for name, why in protected.items():
+        if not app.runtime_for(name).env.protected:  # protected by another's queue
+            warning = f"environment {name} is protected: {why}"
+            warnings.append(warning)
+            event(InfoCode.PROTECTED_BY_QUEUE, warning, level=logging.WARNING)
     valid = not any(problems.values())
     data = {
         "file": str(loaded.path) if loaded.path else None,
         "valid": valid,
         "environments": {name: found or "ok" for name, found in problems.items()},
+        "protected": protected,
         "warnings": warnings,
     }
     emit(app, data)

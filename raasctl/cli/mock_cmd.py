@@ -18,7 +18,7 @@ from raasctl.cli.options import (
 from raasctl.cli.render import auto_table, emit, progress_bar
 from raasctl.codes import ErrorCode
 from raasctl.errors import ConfigError
-from raasctl.protection import refuse_protected
+from raasctl.protection import protection, refuse_protected
 from raasctl.runner import enqueue_mock
 
 
@@ -82,10 +82,10 @@ def _confirm_protected(app: AppContext, *, allow_protected: bool, yes: bool) -> 
     """Load-test payloads stay out of production: on a protected environment
     --allow-protected must be confirmed too (a prompt on a terminal, else --yes)."""
     runtime = app.runtime
-    if not runtime.env.protected:
+    if protection(runtime.config, runtime.env_name, runtime.env) is None:
         return
     name = runtime.env_name
-    refuse_protected(name, runtime.env, "enqueue-mock", allow_protected=allow_protected)
+    refuse_protected(runtime, "enqueue-mock", allow_protected=allow_protected)
     if yes:
         return
     if not stdin_is_terminal():

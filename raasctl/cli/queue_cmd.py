@@ -116,9 +116,7 @@ def _confirm(app: AppContext, command: str, effect: str, yes: bool, allow_protec
     """Destructive: --yes always. The protected check comes first, so a refused environment
     says so rather than asking for --yes; the operation checks it again itself."""
     runtime = app.runtime
-    refuse_protected(
-        runtime.env_name, runtime.env, f"queue {command}", allow_protected=allow_protected
-    )
+    refuse_protected(runtime, f"queue {command}", allow_protected=allow_protected)
     if not yes:
         raise UsageError(
             f"queue {command} {effect} of environment {runtime.env_name}: confirm with --yes"
