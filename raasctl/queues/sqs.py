@@ -43,6 +43,7 @@ from raasctl.queues.base import (
     refusal,
     reject_oversized,
 )
+from raasctl.redaction import shorten
 
 # SQS allows at most 1 MiB in one batch request, whatever the queue's message size.
 MAX_BATCH_BYTES = 1024 * 1024
@@ -389,7 +390,10 @@ class SqsQueue(Queue):
         dlq = self._require_dlq()
         kept = {k: v for k, v in message.attributes.items() if k != REASON_ATTRIBUTE}
         attributes = dict(list(kept.items())[: MAX_MESSAGE_ATTRIBUTES - 1])
-        attributes[REASON_ATTRIBUTE] = _one_line(reason)[:_REASON_MAX_CHARS] or "unspecified"
+        # Scrubbed before it is cut: no piece of a secret survives in the DLQ.
+        attributes[REASON_ATTRIBUTE] = (
+            shorten(_one_line(reason), _REASON_MAX_CHARS) or "unspecified"
+        )
         params: dict[str, Any] = {
             "QueueUrl": dlq,
             "MessageBody": message.body,

@@ -15,6 +15,7 @@ from raasctl.errors import RaasctlError, SinkError
 from raasctl.logs import event
 from raasctl.queues.base import Queue, ReceivedMessage
 from raasctl.ratelimit import RateLimiter
+from raasctl.redaction import shorten
 from raasctl.sinks.base import Sink
 from raasctl.state.base import State
 from raasctl.worker.decision import (
@@ -33,6 +34,7 @@ from raasctl.worker.messages import Held, Settled, envelope_fields
 from raasctl.worker.results import Tally
 
 SettleFn = Callable[[Settled], None]
+MAX_REASON_CHARS = 1000  # a DLQ reason: scrubbed of secrets, then cut
 
 
 class ReceiveLimit:
@@ -232,7 +234,7 @@ class Handler:
             self.releaser.release(message, envelope, verdict.reason)
             return
         if action is Action.DEAD_LETTER:
-            self.queue.dead_letter(message, verdict.reason)
+            self.queue.dead_letter(message, shorten(verdict.reason, MAX_REASON_CHARS))
             event(
                 InfoCode.MESSAGE_DEAD_LETTERED,
                 f"sent to the DLQ: {verdict.reason}",
