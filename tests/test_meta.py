@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import click
@@ -55,3 +56,14 @@ def test_ci_checks_format_lint_and_types_before_the_readmes_tests() -> None:
     assert steps.index("mypy") < steps.index("python -m pytest -q")
     # The README's test command is the one CI runs.
     assert "&& python -m pytest -q\n" in README
+
+
+def test_no_module_is_over_600_lines_and_no_class_over_400() -> None:
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        name = path.relative_to(ROOT)
+        assert len(text.splitlines()) <= 600, f"{name} is over 600 lines"
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                assert length <= 400, f"{name}: class {node.name} is {length} lines"

@@ -228,7 +228,7 @@ class SqsQueue(Queue):
             else:
                 entries.append((index, self._entry(index, message), message_bytes(message)))
         requests = _split(entries, min(max_bytes, MAX_BATCH_BYTES))
-        if len(requests) > 1 and self._parallel_safe(messages, requests):
+        if len(requests) > 1 and (not self.fifo or _groups_in_one_request(requests)):
             workers = min(len(requests), self.max_parallel_batches)
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 outcomes = list(pool.map(self._send_request, requests))
@@ -250,20 +250,6 @@ class SqsQueue(Queue):
             entry["MessageGroupId"] = message.group_id
             entry["MessageDeduplicationId"] = queue_dedup_id(message.dedup_id)
         return entry
-
-    def _parallel_safe(
-        self, messages: Sequence[OutgoingMessage], requests: list[list[dict[str, Any]]]
-    ) -> bool:
-        if not self.fifo:
-            return True
-        # Order inside a group is the order of sending: a group split over two requests
-        # must have them sent one after the other.
-        owner: dict[str, int] = {}
-        for number, request in enumerate(requests):
-            for entry in request:
-                if owner.setdefault(entry["MessageGroupId"], number) != number:
-                    return False
-        return True
 
     def _send_request(self, request: list[dict[str, Any]]) -> tuple[list[int], list[BatchFailure]]:
         return self._batch_call(
@@ -495,53 +481,67 @@ class SqsQueue(Queue):
                 SourceArn=dlq_arn, DestinationArn=source_arn
             )
         except NotImplementedError:  # moto in-process
-            return RedriveResult(moved=self._move_back(dlq))
+            return RedriveResult(moved=_move_back(self, dlq))
         except ClientError as exc:
             error = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
             if str(error.get("Code", "")) in _MOVE_UNSUPPORTED or status >= 500:
-                return RedriveResult(moved=self._move_back(dlq))
+                return RedriveResult(moved=_move_back(self, dlq))
             raise queue_error(exc, action="sqs:StartMessageMoveTask", queue=dlq) from exc
         except AWS_FAILURES as exc:
             raise queue_error(exc, action="sqs:StartMessageMoveTask", queue=dlq) from exc
         return RedriveResult(moved=None, task_handle=response.get("TaskHandle"))
 
-    def _move_back(self, dlq: str) -> int:
-        moved = 0
-        while True:
-            response = self._call(
-                "sqs:ReceiveMessage",
-                dlq,
-                self.client.receive_message,
-                QueueUrl=dlq,
-                MaxNumberOfMessages=MAX_BATCH,
-                WaitTimeSeconds=self.redrive_wait_s,
-                VisibilityTimeout=max(60, self.visibility_timeout_s),
-                MessageAttributeNames=["All"],
-                **self._system_attributes("MessageGroupId"),
-            )
-            batch: list[dict[str, Any]] = response.get("Messages", [])
-            if not batch:
-                return moved
-            request = []
-            for number, raw in enumerate(batch):
-                attributes = _attribute_strings(raw.get("MessageAttributes", {}))
-                attributes.pop(REASON_ATTRIBUTE, None)
-                entry: dict[str, Any] = {"Id": str(number), "MessageBody": raw["Body"]}
-                if attributes:
-                    entry["MessageAttributes"] = _attribute_values(attributes)
-                if self.fifo:
-                    group = raw.get("Attributes", {}).get("MessageGroupId")
-                    entry["MessageGroupId"] = group or raw["MessageId"]
-                    # The DLQ message id: resending after an interrupted move is a duplicate.
-                    entry["MessageDeduplicationId"] = f"redrive-{raw['MessageId']}"
-                request.append(entry)
-            sent, _ = self._batch_call(
-                "sqs:SendMessage", self.url, self.client.send_message_batch, request
-            )
-            # Whatever was not sent stays in the DLQ (visible again after the timeout).
-            self._delete(dlq, [batch[number]["ReceiptHandle"] for number in sent])
-            moved += len(sent)
+
+def _move_back(queue: SqsQueue, dlq: str) -> int:
+    """The receive-send-delete redrive, where StartMessageMoveTask is not available: the
+    DLQ's messages are sent back without their reason, then deleted from the DLQ."""
+    moved = 0
+    while True:
+        response = queue._call(
+            "sqs:ReceiveMessage",
+            dlq,
+            queue.client.receive_message,
+            QueueUrl=dlq,
+            MaxNumberOfMessages=MAX_BATCH,
+            WaitTimeSeconds=queue.redrive_wait_s,
+            VisibilityTimeout=max(60, queue.visibility_timeout_s),
+            MessageAttributeNames=["All"],
+            **queue._system_attributes("MessageGroupId"),
+        )
+        batch: list[dict[str, Any]] = response.get("Messages", [])
+        if not batch:
+            return moved
+        request = []
+        for number, raw in enumerate(batch):
+            attributes = _attribute_strings(raw.get("MessageAttributes", {}))
+            attributes.pop(REASON_ATTRIBUTE, None)
+            entry: dict[str, Any] = {"Id": str(number), "MessageBody": raw["Body"]}
+            if attributes:
+                entry["MessageAttributes"] = _attribute_values(attributes)
+            if queue.fifo:
+                group = raw.get("Attributes", {}).get("MessageGroupId")
+                entry["MessageGroupId"] = group or raw["MessageId"]
+                # The DLQ message id: resending after an interrupted move is a duplicate.
+                entry["MessageDeduplicationId"] = f"redrive-{raw['MessageId']}"
+            request.append(entry)
+        sent, _ = queue._batch_call(
+            "sqs:SendMessage", queue.url, queue.client.send_message_batch, request
+        )
+        # Whatever was not sent stays in the DLQ (visible again after the timeout).
+        queue._delete(dlq, [batch[number]["ReceiptHandle"] for number in sent])
+        moved += len(sent)
+
+
+def _groups_in_one_request(requests: list[list[dict[str, Any]]]) -> bool:
+    """True when no FIFO message group is split over two requests: order inside a group is
+    the order of sending, so a split group's requests must go one after the other."""
+    owner: dict[str, int] = {}
+    for number, request in enumerate(requests):
+        for entry in request:
+            if owner.setdefault(entry["MessageGroupId"], number) != number:
+                return False
+    return True
 
 
 def _split(
