@@ -3,9 +3,44 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
+
+
+class EntryStatus(StrEnum):
+    """An entry's outcome in its run (the names are the run's counters)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # retries exhausted: the queue's redrive policy moves it to the DLQ
+    DEAD_LETTERED = "dead_lettered"  # permanent failure: sent to the DLQ at once
+    SUPERSEDED = "superseded"  # older than the version already applied for its record
+
+
+# Which outcomes a new one replaces: an outcome only moves forward, so recording one twice
+# never counts twice, and a redriven entry moves from failed or dead_lettered to succeeded
+# (or superseded). A failed entry may still be dead-lettered (a later receive found it
+# permanent). Succeeded and superseded are final.
+REPLACES: Mapping[EntryStatus, frozenset[EntryStatus]] = {
+    EntryStatus.SUCCEEDED: frozenset({EntryStatus.FAILED, EntryStatus.DEAD_LETTERED}),
+    EntryStatus.SUPERSEDED: frozenset({EntryStatus.FAILED, EntryStatus.DEAD_LETTERED}),
+    EntryStatus.DEAD_LETTERED: frozenset({EntryStatus.FAILED}),
+    EntryStatus.FAILED: frozenset(),
+}
+
+
+def transition(old: EntryStatus | None, new: EntryStatus) -> bool:
+    """Whether recording `new` over `old` (None: no outcome yet) changes anything."""
+    return old is None or old in REPLACES[new]
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    name: str
+    owner: str  # the run that holds it
+    holder: str  # "host:pid" of the process that holds it ("" when unknown)
+    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -26,19 +61,30 @@ class RunRecord:
     failed: int = 0  # retries exhausted: the queue's redrive policy moves it to the DLQ
     dead_lettered: int = 0  # permanent failure: sent to the DLQ at once
     retries: int = 0  # retryable failures that were given another attempt
+    superseded: int = 0  # older than the version already applied for their record
+    purged: int = 0  # removed by a queue purge before they were handled
     started_at: datetime | None = None  # first message processed
     finished_at: datetime | None = None  # all messages accounted for
     error: str | None = None  # why enqueueing stopped early (the total is what got through)
+    abandoned: bool = False  # its producer died mid-enqueue: the total is what got through
 
     @property
     def done(self) -> int:
-        return self.succeeded + self.failed + self.dead_lettered
+        return self.succeeded + self.failed + self.dead_lettered + self.superseded + self.purged
 
     @property
     def status(self) -> str:
-        if self.finished_at is not None:
-            return "failed" if self.failed or self.dead_lettered or self.error else "complete"
-        return "enqueueing" if self.total is None else "running"
+        """enqueueing, running, or a terminal state: abandoned, purged, failed (some entries
+        failed or were dead-lettered, or enqueueing stopped early) or complete. Derived from
+        the counters, so a redrive that applies a failed entry turns `failed` into
+        `complete`."""
+        if self.finished_at is None:
+            return "enqueueing" if self.total is None else "running"
+        if self.abandoned:
+            return "abandoned"
+        if self.purged:
+            return "purged"
+        return "failed" if self.failed or self.dead_lettered or self.error else "complete"
 
 
 class State(ABC):
@@ -77,9 +123,46 @@ class State(ABC):
         record after the update."""
 
     @abstractmethod
-    def mark_finished(self, run_id: str, now: datetime) -> bool:
+    def record_outcomes(
+        self, run_id: str, outcomes: Mapping[str, EntryStatus], now: datetime
+    ) -> RunRecord | None:
+        """Record each entry's outcome (entry key -> status), atomically with the run's
+        counters: a first outcome adds one to its counter; one that replaces another
+        (`transition`) moves one from the old counter to the new; any other changes nothing,
+        so recording an outcome twice never counts twice. Sets started_at on the first.
+        Returns the run after the update, or None when the run is unknown."""
+
+    @abstractmethod
+    def outcome(self, run_id: str, key: str) -> EntryStatus | None:
+        """An entry's recorded outcome in a run, if any."""
+
+    @abstractmethod
+    def mark_finished(
+        self,
+        run_id: str,
+        now: datetime,
+        *,
+        total: int | None = None,
+        purged: int = 0,
+        abandoned: bool = False,
+    ) -> bool:
         """Set finished_at once; True only for the caller that set it (so RAAS_RUN_COMPLETE is
-        logged once however many workers see the last message)."""
+        logged once however many workers see the last message). A reconcile also sets the
+        total (an abandoned run's: what got through), the entries counted purged, and the
+        abandoned flag, in the same conditional write."""
+
+    @abstractmethod
+    def open_runs(self, *, limit: int = 200) -> list[RunRecord]:
+        """Runs not finished (enqueueing or running), oldest first."""
+
+    @abstractmethod
+    def applied_version(self, cron: str, entity_id: str) -> str | None:
+        """The newest version applied for a record (a cron's entity), if any."""
+
+    @abstractmethod
+    def record_version(self, cron: str, entity_id: str, version: str) -> None:
+        """Keep `version` as the record's applied version unless a newer one is there
+        (a conditional write: versions are ISO UTC timestamps and compare as text)."""
 
     @abstractmethod
     def get_run(self, run_id: str) -> RunRecord | None: ...
@@ -100,11 +183,22 @@ class State(ABC):
         """Write the idempotency record after a successful apply; False if it existed."""
 
     @abstractmethod
-    def acquire_lock(self, name: str, owner: str, ttl_s: int, now: datetime) -> bool:
-        """Take a named lock unless another owner holds an unexpired one."""
+    def acquire_lock(
+        self, name: str, owner: str, ttl_s: int, now: datetime, *, holder: str = ""
+    ) -> bool:
+        """Take a named lock unless another owner holds an unexpired one; the owner taking it
+        again renews it (a lease). `holder` names the process ("host:pid")."""
 
     @abstractmethod
     def release_lock(self, name: str, owner: str) -> None: ...
+
+    @abstractmethod
+    def lock_info(self, name: str) -> LockInfo | None:
+        """Who holds a named lock (expired or not), if anyone."""
+
+    @abstractmethod
+    def break_lock(self, name: str) -> bool:
+        """Remove a lock whoever holds it (an operator's unlock); True if there was one."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
