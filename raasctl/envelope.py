@@ -64,6 +64,11 @@ class Envelope:
     payload: dict[str, Any]
     mock: bool = False
     enqueued_at: str = ""
+    # The record this entry changes, and the version of it (the report run's time, ISO UTC):
+    # an entry older than the version already applied for its record is superseded. Empty in
+    # bodies written before versions existed (no version check then).
+    entity_id: str = ""
+    version: str = ""
 
     @classmethod
     def new(
@@ -75,22 +80,35 @@ class Envelope:
         payload: dict[str, Any],
         mock: bool = False,
         now: datetime | None = None,
+        entity_id: str = "",
+        version: str = "",
     ) -> Envelope:
         at = (now or datetime.now(UTC)).isoformat(timespec="milliseconds")
-        return cls(cron=cron, run_id=run_id, key=key, payload=payload, mock=mock, enqueued_at=at)
+        return cls(
+            cron=cron,
+            run_id=run_id,
+            key=key,
+            payload=payload,
+            mock=mock,
+            enqueued_at=at,
+            entity_id=entity_id,
+            version=version,
+        )
 
     def to_body(self) -> str:
-        return canonical_json(
-            {
-                "v": VERSION,
-                "cron": self.cron,
-                "run_id": self.run_id,
-                "key": self.key,
-                "payload": self.payload,
-                "mock": self.mock,
-                "enqueued_at": self.enqueued_at,
-            }
-        )
+        body: dict[str, Any] = {
+            "v": VERSION,
+            "cron": self.cron,
+            "run_id": self.run_id,
+            "key": self.key,
+            "payload": self.payload,
+            "mock": self.mock,
+            "enqueued_at": self.enqueued_at,
+        }
+        if self.version:
+            body["entity_id"] = self.entity_id
+            body["version"] = self.version
+        return canonical_json(body)
 
     def to_message(self, entity_id: str, *, label: str = "") -> OutgoingMessage:
         return OutgoingMessage(
@@ -125,6 +143,8 @@ class Envelope:
         if not isinstance(data["mock"], bool):
             raise EnvelopeError(f"envelope mock is not a boolean ({data['mock']!r})")
         texts = {name: data[name] for name in ("cron", "run_id", "key", "enqueued_at")}
+        for name in ("entity_id", "version"):  # optional: older bodies lack them
+            texts[name] = data.get(name, "")
         for name, value in texts.items():
             if not isinstance(value, str):
                 raise EnvelopeError(f"envelope {name} is not a string")
@@ -137,6 +157,8 @@ class Envelope:
             payload=data["payload"],
             mock=data["mock"],
             enqueued_at=texts["enqueued_at"],
+            entity_id=texts["entity_id"],
+            version=texts["version"],
         )
 
 

@@ -87,21 +87,35 @@ class MessageWriter:
     copies. At tens of thousands of messages a second this is most of the producer's work.
     """
 
-    def __init__(self, cron: str, run_id: str, *, mock: bool = False) -> None:
+    def __init__(
+        self,
+        cron: str,
+        run_id: str,
+        *,
+        mock: bool = False,
+        version: str = "",
+        epoch: str = "",
+    ) -> None:
+        # Deduplication ids change with each queue purge (`epoch`: the last purge's time), so
+        # a re-run after a purge enqueues the purged entries again instead of the queue
+        # dropping them as duplicates for the rest of its window.
+        self._epoch = f"#{epoch}" if epoch else ""
         self._head = f'{{"cron":{_json_string(cron)},"enqueued_at":'
         self._mock = ',"mock":true,"payload":' if mock else ',"mock":false,"payload":'
-        self._tail = f',"run_id":{_json_string(run_id)},"v":{VERSION}}}'
+        self._tail = f',"run_id":{_json_string(run_id)},"v":{VERSION}'
+        self._version = f',"version":{_json_string(version)}}}' if version else "}"
         # One attributes mapping for every message of the run; nothing mutates it.
         self._attributes = {"cron": cron, "run_id": run_id}
         # Mock copies share one enqueue time: encode it once.
         self._at: tuple[str, str] = ("", '""')
 
-    def body(self, key: str, payload_json: str, at: str) -> str:
+    def body(self, key: str, payload_json: str, at: str, entity_id: str = "") -> str:
         if at != self._at[0]:
             self._at = (at, _json_string(at))
+        entity = f',"entity_id":{_json_string(entity_id)}' if self._version != "}" else ""
         return (
-            f'{self._head}{self._at[1]},"key":{_json_string(key)}'
-            f"{self._mock}{payload_json}{self._tail}"
+            f'{self._head}{self._at[1]}{entity},"key":{_json_string(key)}'
+            f"{self._mock}{payload_json}{self._tail}{self._version}"
         )
 
     def message(
@@ -109,9 +123,9 @@ class MessageWriter:
     ) -> OutgoingMessage:
         """`payload_json` is `envelope.canonical_json(payload)`; `at` defaults to now."""
         return OutgoingMessage(
-            body=self.body(key, payload_json, at or enqueued_at()),
+            body=self.body(key, payload_json, at or enqueued_at(), entity_id),
             group_id=group_id(entity_id),
-            dedup_id=dedup_id(key),
+            dedup_id=dedup_id(key + self._epoch),
             attributes=self._attributes,
             label=label,
         )

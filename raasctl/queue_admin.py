@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from raasctl.codes import InfoCode
@@ -110,6 +111,15 @@ def purge_queue(runtime: Runtime, *, dlq: bool = False, allow_protected: bool = 
     with _open(runtime) as port:
         purged = port.purge(dlq=dlq)
         name = port.name
+    if not dlq:
+        # Runs whose entries were removed close as purged once the queue is empty (a purge of
+        # the DLQ removes only entries counted already), and new sends get new deduplication
+        # ids, so a re-run enqueues the purged entries again.
+        state = runtime.state()
+        try:
+            state.record_purge(runtime.env_name, datetime.now(UTC))
+        finally:
+            state.close()
     event(InfoCode.QUEUE_PURGED, f"{which} purged", queue=name, dlq=dlq, purged=purged)
     return Purged(runtime.env_name, dlq, purged)
 

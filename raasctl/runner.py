@@ -23,6 +23,7 @@ from raasctl.dates import report_window
 from raasctl.envelope import mock_key
 from raasctl.errors import ConfigError, RaasctlError, RuntimeFailure, SourceError
 from raasctl.jobs import JOBS, EntryInvalid, Job, MappedPayload, map_report
+from raasctl.leases import LEASE_S, Lease
 from raasctl.logs import event
 from raasctl.producer import (
     DEFAULT_MAX_IN_FLIGHT,
@@ -36,17 +37,15 @@ from raasctl.producer import (
 from raasctl.protection import refuse_protected
 from raasctl.queues.base import OutgoingMessage, Queue, message_bytes
 from raasctl.redaction import redact
-from raasctl.runs import finish_if_complete
+from raasctl.runs import finish_if_complete, mock_lock, run_lock
 from raasctl.sources.base import Prompts, ReportEntry, Source
 from raasctl.sources.stream import iter_report_file
 from raasctl.state.base import RunRecord, State
+from raasctl.state.records import to_iso
 
 if TYPE_CHECKING:
     from raasctl.runtime import Runtime
 
-LOCK_TTL_S = 3600
-# A long run extends its lock well before it expires, so no second run slips in.
-LOCK_REFRESH_S = LOCK_TTL_S / 4
 MOCK_FIXTURES = Path("fixtures/mock")
 DEFAULT_MOCK_FIXTURES = {"clientDepositUpdate": Path("fixtures/client_deposits.json")}
 
@@ -158,23 +157,6 @@ class _Counter:
             yield entry
 
 
-class _LockKeeper:
-    """Extends the run lock now and then while a long report streams."""
-
-    def __init__(self, state: State, name: str, owner: str, clock: Callable[[], float]) -> None:
-        self.state, self.name, self.owner, self._clock = state, name, owner, clock
-        self._refreshed = clock()
-
-    def tick(self) -> None:
-        if self._clock() - self._refreshed < LOCK_REFRESH_S:
-            return
-        if not self.state.acquire_lock(self.name, self.owner, LOCK_TTL_S, datetime.now(UTC)):
-            raise RuntimeFailure(
-                f"lost the run lock {self.name} to another run", code=ErrorCode.RUN_LOCKED
-            )
-        self._refreshed = self._clock()
-
-
 def _oversized(message: OutgoingMessage, limit: int, position: int) -> EntryInvalid | None:
     """An entry whose message the queue would refuse (over its MaximumMessageSize) is one
     invalid entry; the rest of the report goes on."""
@@ -221,7 +203,6 @@ def run_cron(
     since: Bound | None = None,
     until: Bound | None = None,
     now: datetime | None = None,
-    clock: Callable[[], float] = time.monotonic,
 ) -> RunSummary:
     """Fetch the cron's report and enqueue one message per payload. Raises RUN_LOCKED when
     another run of the cron holds the lock; invalid entries are logged and counted."""
@@ -229,21 +210,40 @@ def run_cron(
     job, settings = job_for(runtime, cron)
     prompts = run_window(settings, now, since, until)
     run_id = new_run_id(cron, now)
-    lock = f"run:{runtime.env_name}:{cron}"
+    lock = run_lock(runtime.env_name, cron)
     state = runtime.state()
     try:
-        if not state.acquire_lock(lock, run_id, LOCK_TTL_S, now):
-            raise RuntimeFailure(
-                f"another {cron} run holds the lock {lock} in environment {runtime.env_name}; "
-                f"wait for it to finish (the lock expires after {LOCK_TTL_S // 60} minutes)",
-                code=ErrorCode.RUN_LOCKED,
-            )
+        # A lease, renewed while the run lives: a killed run frees it within LEASE_S.
+        lease = Lease(state, lock, run_id)
+        if not lease.acquire():
+            raise _locked(state, lock, cron, runtime.env_name)
         try:
-            return _run_locked(runtime, state, job, settings, run_id, prompts, now, lock, clock)
+            return _run_locked(runtime, state, job, settings, run_id, prompts, now, lease)
         finally:
-            state.release_lock(lock, run_id)
+            lease.release()
     finally:
         state.close()
+
+
+def _epoch(state: State, runtime: Runtime) -> str:
+    """The deduplication epoch: the time of the environment's last queue purge, if any."""
+    purged_at = state.last_purge(runtime.env_name)
+    return "" if purged_at is None else to_iso(purged_at)
+
+
+def _locked(state: State, lock: str, cron: str, env: str) -> RuntimeFailure:
+    info = state.lock_info(lock)
+    held = (
+        f" by run {info.owner} ({info.holder or 'unknown process'}) until "
+        f"{info.expires_at:%H:%M:%S} UTC"
+        if info is not None
+        else ""
+    )
+    return RuntimeFailure(
+        f"another {cron} run holds the lock {lock} in environment {env}{held}; it frees "
+        f"itself within {LEASE_S} s of that run ending (or: raasctl runs unlock {cron})",
+        code=ErrorCode.RUN_LOCKED,
+    )
 
 
 def _run_locked(
@@ -254,8 +254,7 @@ def _run_locked(
     run_id: str,
     prompts: Prompts,
     now: datetime,
-    lock: str,
-    clock: Callable[[], float],
+    lease: Lease,
 ) -> RunSummary:
     cron = job.name
     state.create_run(
@@ -278,14 +277,17 @@ def _run_locked(
         source = runtime.source()
         queue = runtime.queue()
         entries = _Counter(source.entries(cron, report, prompts))
-        keeper = _LockKeeper(state, lock, run_id, clock)
-        writer = MessageWriter(cron, run_id)  # never mock=True: that is enqueue_mock's
+        # never mock=True: that is enqueue_mock's. The run's time versions its records.
+        writer = MessageWriter(cron, run_id, version=to_iso(now), epoch=_epoch(state, runtime))
         limit = queue.max_message_bytes()
 
         def pending() -> Iterator[Pending]:
             nonlocal invalid
             for item in map_report(job, entries, settings.columns):
-                keeper.tick()
+                if lease.lost.is_set():
+                    raise RuntimeFailure(
+                        f"lost the run lock {lease.name} to another run", code=ErrorCode.RUN_LOCKED
+                    )
                 if not isinstance(item, EntryInvalid):
                     label = f"entry {entries.count} ({item.key})"
                     message = writer.message(
@@ -428,7 +430,14 @@ def _check_mock_sizes(
 
 
 def mock_messages(
-    cron: str, run_id: str, seed: list[MappedPayload], copies: int, *, first: int = 0
+    cron: str,
+    run_id: str,
+    seed: list[MappedPayload],
+    copies: int,
+    *,
+    first: int = 0,
+    version: str = "",
+    epoch: str = "",
 ) -> Iterator[Pending]:
     """`copies` × the seed's payloads, made as they are sent (memory does not grow with copies).
 
@@ -437,7 +446,7 @@ def mock_messages(
     at a time, so copies sharing their entity's group would run one after another and the
     load test would measure that queue limit instead of the worker.
     """
-    writer = MessageWriter(cron, run_id, mock=True)
+    writer = MessageWriter(cron, run_id, mock=True, version=version, epoch=epoch)
     for n in range(first, copies):
         at = enqueued_at()
         for item in seed:
@@ -476,9 +485,13 @@ def enqueue_mock(
     run_id = new_run_id(cron, now)
     state = runtime.state()
     queue: Queue | None = None
+    # The run's own lease, renewed while it enqueues: a reconcile tells a live producer from
+    # a killed one by it.
+    lease = Lease(state, mock_lock(runtime.env_name, run_id), run_id)
     try:
         queue = runtime.queue()
         _check_mock_sizes(fixture, seed, cron, run_id, copies, queue.max_message_bytes())
+        lease.acquire()
         state.create_run(
             RunRecord(run_id=run_id, cron=cron, env=runtime.env_name, mock=True, created_at=now)
         )
@@ -494,7 +507,10 @@ def enqueue_mock(
         )
         started = clock()
         try:
-            counts = producer.send(mock_messages(cron, run_id, seed, copies))
+            messages = mock_messages(
+                cron, run_id, seed, copies, version=to_iso(now), epoch=_epoch(state, runtime)
+            )
+            counts = producer.send(messages)
         except BaseException as exc:
             if isinstance(exc, RaasctlError):
                 _note_progress(exc, producer.counts, run_id)
@@ -520,5 +536,6 @@ def enqueue_mock(
         )
         _finish_if_done(state, record)
     finally:
+        lease.release()
         _close(queue, state)
     return MockSummary(run_id, cron, counts.enqueued, round(elapsed, 3), round(per_second, 1))

@@ -1,9 +1,17 @@
 """A run's end and its progress: the one place that decides a run is complete and logs
-RAAS_RUN_COMPLETE (the producer and the worker both call it), and the rate and ETA that
-`runs list|show` and the worker's progress report."""
+RAAS_RUN_COMPLETE (the producer and the worker both call it), the reconcile that closes runs
+nothing more will arrive for, and the rate and ETA that `runs list|show` report.
+
+Every run reaches a terminal state: `complete`, `failed` (entries failed or were
+dead-lettered, or enqueueing stopped early), `purged` (the queue was purged before its
+entries were handled: those count as purged) or `abandoned` (its producer died mid-enqueue:
+the total is what got through). Once the queue holds none of its messages (visible, in
+flight or delayed), `reconcile` closes a run that is still open.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -29,15 +37,96 @@ def finish_if_complete(state: State, run: RunRecord, now: datetime) -> bool:
         event(
             InfoCode.RUN_COMPLETE,
             f"{run.cron} run complete: {run.succeeded} of {run.total} succeeded",
-            cron=run.cron,
-            run_id=run.run_id,
-            total=run.total,
-            succeeded=run.succeeded,
-            failed=run.failed,
-            dead_lettered=run.dead_lettered,
-            retries=run.retries,
+            **_end_fields(run),
         )
     return True
+
+
+def _end_fields(run: RunRecord) -> dict[str, Any]:
+    """The fields RAAS_RUN_COMPLETE and RAAS_RUN_RECONCILED carry, wherever they are logged."""
+    return {
+        "cron": run.cron,
+        "run_id": run.run_id,
+        "total": run.total,
+        "succeeded": run.succeeded,
+        "failed": run.failed,
+        "dead_lettered": run.dead_lettered,
+        "superseded": run.superseded,
+        "purged": run.purged,
+        "retries": run.retries,
+    }
+
+
+def producer_lock(run: RunRecord) -> str:
+    """The lock a run's producer holds while it enqueues: the cron's run lock (one run of a
+    cron at a time), or a mock run's own."""
+    return mock_lock(run.env, run.run_id) if run.mock else run_lock(run.env, run.cron)
+
+
+def run_lock(env: str, cron: str) -> str:
+    return f"run:{env}:{cron}"
+
+
+def mock_lock(env: str, run_id: str) -> str:
+    return f"mock:{env}:{run_id}"
+
+
+def producer_alive(state: State, run: RunRecord, now: datetime) -> bool:
+    """Whether the run's producer still holds its lease (it renews it while it lives)."""
+    info = state.lock_info(producer_lock(run))
+    return info is not None and info.owner == run.run_id and info.expires_at > now
+
+
+def reconcile(
+    state: State, now: datetime, *, env: str | None = None, run_ids: Iterable[str] | None = None
+) -> list[RunRecord]:
+    """Close the open runs (of `env`, or these `run_ids`) that nothing more will arrive for;
+    call it only when the queue holds no message (visible, in flight or delayed). Returns the
+    runs it closed.
+
+    - all counted: finished (complete or failed, by its counters);
+    - still enqueueing and its producer's lease lapsed: abandoned, its total what got
+      through (everything that got through was handled: the queue is empty);
+    - running, some never handled, and the queue purged since it was made: those count as
+      purged;
+    - running, some never handled, no purge: failed, with the number that never arrived."""
+    if run_ids is None:
+        runs = [run for run in state.open_runs() if env is None or run.env == env]
+    else:
+        runs = [run for run in map(state.get_run, run_ids) if run is not None]
+    purged_at = {name: state.last_purge(name) for name in {run.env for run in runs}}
+    closed = []
+    for run in runs:
+        if run.finished_at is not None:
+            continue
+        if all_accounted_for(run):
+            if finish_if_complete(state, run, now):
+                closed.append(run)
+            continue
+        if run.total is None:
+            if producer_alive(state, run, now):
+                continue
+            changed = state.mark_finished(run.run_id, now, total=run.done, abandoned=True)
+            why = f"its producer stopped mid-enqueue; {run.done} messages got through"
+        else:
+            missing = run.total - run.done
+            last_purge = purged_at.get(run.env)
+            if last_purge is not None and last_purge >= run.created_at:
+                changed = state.mark_finished(run.run_id, now, purged=missing)
+                why = f"the queue was purged; {missing} entries count as purged"
+            else:
+                error = f"{missing} messages never arrived (the queue ran empty without them)"
+                changed = state.mark_finished(run.run_id, now, error=error)
+                why = error
+        if changed:
+            closed.append(run)
+            after = state.get_run(run.run_id) or run
+            event(
+                InfoCode.RUN_RECONCILED,
+                f"{run.cron} run closed as {after.status}: {why}",
+                **_end_fields(after),
+            )
+    return closed
 
 
 def run_progress(run: RunRecord, now: datetime) -> dict[str, Any]:
@@ -63,6 +152,8 @@ def run_progress(run: RunRecord, now: datetime) -> dict[str, Any]:
         "succeeded": run.succeeded,
         "failed": run.failed,
         "dead_lettered": run.dead_lettered,
+        "superseded": run.superseded,
+        "purged": run.purged,
         "retries": run.retries,
         "entries": run.entries,
         "enqueued": run.enqueued,

@@ -28,6 +28,7 @@ from raasctl.queues.base import OutgoingMessage, Queue, ReceivedMessage
 from raasctl.queues.sqlite import SqliteQueue
 from raasctl.queues.sqs import SqsQueue
 from raasctl.ratelimit import RateLimiter
+from raasctl.runs import run_lock
 from raasctl.sinks.base import Applied, Sink
 from raasctl.sinks.sqlite import SqliteLedger
 from raasctl.state.base import RunRecord
@@ -894,7 +895,7 @@ class NoHeartbeat(RecordingQueue):
         super().change_visibility(receipt_handle, timeout_s)
 
 
-def test_a_message_whose_visibility_ran_out_before_its_delete_is_not_counted_twice(
+def test_a_message_whose_visibility_ran_out_before_its_delete_is_counted_once(
     env: Env, events: list[logging.LogRecord]
 ) -> None:
     queue = SqliteQueue(env.db, fifo=False, max_receive_count=5, visibility_timeout_s=1)
@@ -916,13 +917,16 @@ def test_a_message_whose_visibility_ran_out_before_its_delete_is_not_counted_twi
     thread.join(10)
 
     first = out["result"]
-    assert first.succeeded == 0 and first.errors >= 1
+    assert first.succeeded == 1 and first.errors >= 1
     assert any("visibility timeout" in e["msg"] for e in coded(events, ErrorCode.QUEUE_FAILED))
     assert queue.depth().in_flight == 1  # not deleted: the other worker holds it
+    # The entry is applied, and its outcome is recorded once (issue: exact accounting): the
+    # count comes before the delete, and recording it again changes nothing.
     run = env.state.get_run("run-1")
-    assert run is not None and run.succeeded == 0
+    assert run is not None and (run.succeeded, run.done) == (1, 1)
 
-    # The other worker gives it back; the next worker finds it applied, deletes and counts it.
+    # The other worker gives it back; the next worker finds it applied and deletes it; the
+    # run still counts it once.
     queue.change_visibility(taken.receipt_handle, 0)
     second = run_worker(env, sink, queue=queue)
 
@@ -1119,6 +1123,9 @@ def test_run_completes_when_its_total_arrives_after_its_last_message(
 
     monkeypatch.setattr(RunsServed, "complete_open", counted)
     enqueue(env.queue, env.state, [deposit(n) for n in range(3)], finish=False)
+    # Its producer is alive (it holds the run lock's lease), so the empty queue does not make
+    # the run abandoned: it is only slow to say how many it sent.
+    assert env.state.acquire_lock(run_lock("test", DEPOSITS), "run-1", 60, datetime.now(UTC))
     worker = Worker(
         env.queue,
         env.state,

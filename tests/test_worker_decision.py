@@ -18,7 +18,6 @@ from raasctl.worker.decision import (
     Outcome,
     SinkOutcome,
     Verdict,
-    count_after_delete,
     decide,
     stops_worker,
     unfixable,
@@ -86,6 +85,21 @@ ROWS = [
         Verdict(Action.SKIP_APPLIED, Outcome.SUCCEEDED),
         id="applied before, last receive: deleted, succeeded",
     ),
+    pytest.param(
+        facts(superseded=True),
+        Verdict(Action.SKIP_SUPERSEDED, Outcome.SUPERSEDED),
+        id="a newer version of its record is applied: deleted, superseded",
+    ),
+    pytest.param(
+        facts(3, superseded=True),
+        Verdict(Action.SKIP_SUPERSEDED, Outcome.SUPERSEDED),
+        id="superseded on the last receive: deleted, superseded",
+    ),
+    pytest.param(
+        facts(applied=True, superseded=True),
+        Verdict(Action.SKIP_APPLIED, Outcome.SUCCEEDED),
+        id="applied itself and older than the record: it is in place, succeeded",
+    ),
     pytest.param(facts(), Verdict(Action.APPLY), id="not applied: apply"),
     pytest.param(
         facts(sink=APPLIED),
@@ -149,6 +163,7 @@ def test_precedence_error_over_problem_over_let_go_over_applied() -> None:
     ("action", "done_with"),
     [
         (Action.SKIP_APPLIED, True),
+        (Action.SKIP_SUPERSEDED, True),
         (Action.RECORD_APPLIED, True),
         (Action.DEAD_LETTER, True),
         (Action.APPLY, False),
@@ -162,29 +177,6 @@ def test_only_deleted_or_dead_lettered_messages_let_their_group_go_on(
     action: Action, done_with: bool
 ) -> None:
     assert Verdict(action).done_with is done_with
-
-
-@pytest.mark.parametrize(
-    ("deletes", "lapsed", "deleted", "last_receive", "counted"),
-    [
-        (False, False, True, False, Outcome.RETRY),  # nothing to delete: its own outcome
-        (True, False, True, False, Outcome.SUCCEEDED),  # deleted: counted
-        (True, True, True, False, None),  # visibility ran out first: another receiver counts it
-        (True, True, True, True, None),
-        (True, False, False, False, None),  # delete failed: it comes back and is counted then
-        (True, False, False, True, Outcome.FAILED),  # ... unless the queue dead-letters it next
-    ],
-)
-def test_what_a_settled_message_counts_as_after_its_delete(
-    deletes: bool, lapsed: bool, deleted: bool, last_receive: bool, counted: Outcome | None
-) -> None:
-    outcome = Outcome.RETRY if not deletes else Outcome.SUCCEEDED
-    assert (
-        count_after_delete(
-            outcome, deletes=deletes, lapsed=lapsed, deleted=deleted, last_receive=last_receive
-        )
-        is counted
-    )
 
 
 @pytest.mark.parametrize(

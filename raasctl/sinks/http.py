@@ -88,6 +88,8 @@ class HttpSink(Sink):
             "Authorization": f"Bearer {self._token}",
             "Idempotency-Key": _header_value(envelope.key),
             "X-Raasctl-Run-Id": _header_value(envelope.run_id),
+            # The record's version: the accounting service can refuse an older one too.
+            **({"X-Raasctl-Version": envelope.version} if envelope.version else {}),
             "Content-Type": "application/json",
             "Accept": "application/json",
             "User-Agent": f"raasctl/{__version__}",

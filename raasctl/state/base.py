@@ -145,11 +145,21 @@ class State(ABC):
         total: int | None = None,
         purged: int = 0,
         abandoned: bool = False,
+        error: str | None = None,
     ) -> bool:
         """Set finished_at once; True only for the caller that set it (so RAAS_RUN_COMPLETE is
         logged once however many workers see the last message). A reconcile also sets the
-        total (an abandoned run's: what got through), the entries counted purged, and the
-        abandoned flag, in the same conditional write."""
+        total (an abandoned run's: what got through), the entries counted purged, the
+        abandoned flag and an error (kept if one is there), in the same conditional write."""
+
+    @abstractmethod
+    def record_purge(self, env: str, now: datetime) -> None:
+        """Note that the environment's queue was purged now (reconcile counts the entries of
+        older runs that never came as purged)."""
+
+    @abstractmethod
+    def last_purge(self, env: str) -> datetime | None:
+        """When the environment's queue was last purged, if ever."""
 
     @abstractmethod
     def open_runs(self, *, limit: int = 200) -> list[RunRecord]:

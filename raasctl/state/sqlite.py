@@ -11,7 +11,8 @@ by one upsert. The tables come from the migrations below, each applied once per 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,8 +21,8 @@ from raasctl.codes import ErrorCode
 from raasctl.errors import StateError
 from raasctl.migrations import Migrations, add_column, execute_script, rebuild, without_rowid
 from raasctl.sqlite import Database
-from raasctl.state.base import RunRecord, State
-from raasctl.state.records import RUN_FIELDS, run_from_fields, run_to_fields, to_iso
+from raasctl.state.base import EntryStatus, LockInfo, RunRecord, State, transition
+from raasctl.state.records import RUN_FIELDS, from_iso, run_from_fields, run_to_fields, to_iso
 
 _IN_CHUNK = 500
 
@@ -84,6 +85,42 @@ def m003_applied_without_rowid(conn: sqlite3.Connection) -> None:
             "CREATE TABLE {table} (key TEXT PRIMARY KEY, run_id TEXT NOT NULL,"
             " applied_at TEXT NOT NULL) WITHOUT ROWID",
         )
+
+
+@MIGRATIONS
+def m004_outcomes_versions_lock_holders(conn: sqlite3.Connection) -> None:
+    """Per-entry outcomes (a run's counters move only with them), the newest version applied
+    per record, the superseded/purged counters and the abandoned flag, and who holds a lock."""
+    for column in (
+        "superseded INTEGER NOT NULL DEFAULT 0",
+        "purged INTEGER NOT NULL DEFAULT 0",
+        "abandoned INTEGER NOT NULL DEFAULT 0",
+    ):
+        add_column(conn, "state_runs", column)
+    add_column(conn, "state_locks", "holder TEXT NOT NULL DEFAULT ''")
+    execute_script(
+        conn,
+        """
+CREATE TABLE IF NOT EXISTS state_outcomes (
+    run_id     TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (run_id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state_versions (
+    cron      TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    version   TEXT NOT NULL,
+    PRIMARY KEY (cron, entity_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS state_runs_open ON state_runs (created_at) WHERE finished_at IS NULL;
+CREATE TABLE IF NOT EXISTS state_purges (
+    env       TEXT PRIMARY KEY,
+    purged_at TEXT NOT NULL
+);
+""",
+    )
 
 
 # The run's fields are state_runs' columns, named alike (raasctl/state/records.py).
@@ -162,14 +199,111 @@ class SqliteState(State):
             )
         return _record(rows, run_id)
 
-    def mark_finished(self, run_id: str, now: datetime) -> bool:
+    def record_outcomes(
+        self, run_id: str, outcomes: Mapping[str, EntryStatus], now: datetime
+    ) -> RunRecord | None:
+        at = to_iso(now)
+        keys = list(outcomes)
+        with self._errors(), self._db.transaction() as conn:
+            recorded = _outcomes_in(conn, run_id, keys)
+            delta: Counter[str] = Counter()
+            changed = []
+            for key, status in outcomes.items():
+                old = recorded.get(key)
+                if not transition(old, status):
+                    continue
+                changed.append((run_id, key, status.value, at))
+                delta[status.value] += 1
+                if old is not None:
+                    delta[old.value] -= 1
+            conn.executemany(
+                "INSERT INTO state_outcomes (run_id, key, status, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status,"
+                " updated_at = excluded.updated_at",
+                changed,
+            )
+            assignments = ", ".join(f"{name} = {name} + ?" for name in _OUTCOME_COUNTERS)
+            row = conn.execute(
+                f"UPDATE state_runs SET {assignments}, started_at = COALESCE(started_at, ?)"
+                " WHERE run_id = ? RETURNING *",
+                (*(delta[name] for name in _OUTCOME_COUNTERS), at, run_id),
+            ).fetchone()
+        return None if row is None else _to_record(row)
+
+    def outcome(self, run_id: str, key: str) -> EntryStatus | None:
+        with self._errors():
+            return _outcomes_in(self._db.connection(), run_id, [key]).get(key)
+
+    def mark_finished(
+        self,
+        run_id: str,
+        now: datetime,
+        *,
+        total: int | None = None,
+        purged: int = 0,
+        abandoned: bool = False,
+        error: str | None = None,
+    ) -> bool:
         """False also for an unknown run: nothing was set."""
         with self._errors():
             _, changed = self._write(
-                "UPDATE state_runs SET finished_at = ? WHERE run_id = ? AND finished_at IS NULL",
-                (to_iso(now), run_id),
+                "UPDATE state_runs SET finished_at = ?, total = COALESCE(?, total),"
+                " purged = purged + ?, abandoned = abandoned OR ?, error = COALESCE(error, ?)"
+                " WHERE run_id = ? AND finished_at IS NULL",
+                (to_iso(now), total, purged, abandoned, error, run_id),
             )
         return changed == 1
+
+    def record_purge(self, env: str, now: datetime) -> None:
+        with self._errors():
+            self._write(
+                "INSERT INTO state_purges (env, purged_at) VALUES (?, ?)"
+                " ON CONFLICT (env) DO UPDATE SET purged_at = excluded.purged_at",
+                (env, to_iso(now)),
+            )
+
+    def last_purge(self, env: str) -> datetime | None:
+        with self._errors():
+            row = (
+                self._db.connection()
+                .execute("SELECT purged_at FROM state_purges WHERE env = ?", (env,))
+                .fetchone()
+            )
+        return None if row is None else from_iso(row[0])
+
+    def open_runs(self, *, limit: int = 200) -> list[RunRecord]:
+        with self._errors():
+            rows = (
+                self._db.connection()
+                .execute(
+                    "SELECT * FROM state_runs WHERE finished_at IS NULL"
+                    " ORDER BY created_at, run_id LIMIT ?",
+                    (limit,),
+                )
+                .fetchall()
+            )
+        return [_to_record(row) for row in rows]
+
+    def applied_version(self, cron: str, entity_id: str) -> str | None:
+        with self._errors():
+            row = (
+                self._db.connection()
+                .execute(
+                    "SELECT version FROM state_versions WHERE cron = ? AND entity_id = ?",
+                    (cron, entity_id),
+                )
+                .fetchone()
+            )
+        return None if row is None else str(row[0])
+
+    def record_version(self, cron: str, entity_id: str, version: str) -> None:
+        with self._errors():
+            self._write(
+                "INSERT INTO state_versions (cron, entity_id, version) VALUES (?, ?, ?)"
+                " ON CONFLICT (cron, entity_id) DO UPDATE SET version = excluded.version"
+                " WHERE excluded.version > state_versions.version",
+                (cron, entity_id, version),
+            )
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._errors():
@@ -226,17 +360,19 @@ class SqliteState(State):
             _, changed = self._write(_RECORD_APPLIED, (key, run_id, to_iso(now)))
         return changed == 1
 
-    def acquire_lock(self, name: str, owner: str, ttl_s: int, now: datetime) -> bool:
+    def acquire_lock(
+        self, name: str, owner: str, ttl_s: int, now: datetime, *, holder: str = ""
+    ) -> bool:
         expires_at = to_iso(now + timedelta(seconds=ttl_s))
         with self._errors():
             # Insert, or take over a lock that is ours (re-entrant: extends it) or has expired;
             # an upsert whose WHERE fails changes no row, which is how "held by another" shows.
             _, changed = self._write(
-                "INSERT INTO state_locks (name, owner, expires_at) VALUES (?, ?, ?)"
+                "INSERT INTO state_locks (name, owner, expires_at, holder) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner,"
-                " expires_at = excluded.expires_at"
+                " expires_at = excluded.expires_at, holder = excluded.holder"
                 " WHERE state_locks.owner = excluded.owner OR state_locks.expires_at < ?",
-                (name, owner, expires_at, to_iso(now)),
+                (name, owner, expires_at, holder, to_iso(now)),
             )
         return changed == 1
 
@@ -244,6 +380,26 @@ class SqliteState(State):
         """Releasing a lock another owner holds (say, after ours expired) leaves it alone."""
         with self._errors():
             self._write("DELETE FROM state_locks WHERE name = ? AND owner = ?", (name, owner))
+
+    def lock_info(self, name: str) -> LockInfo | None:
+        with self._errors():
+            row = (
+                self._db.connection()
+                .execute(
+                    "SELECT owner, holder, expires_at FROM state_locks WHERE name = ?", (name,)
+                )
+                .fetchone()
+            )
+        if row is None:
+            return None
+        expires_at = from_iso(row["expires_at"])
+        assert expires_at is not None
+        return LockInfo(name, row["owner"], row["holder"], expires_at)
+
+    def break_lock(self, name: str) -> bool:
+        with self._errors():
+            _, changed = self._write("DELETE FROM state_locks WHERE name = ?", (name,))
+        return changed == 1
 
     def close(self) -> None:
         self._db.close()
@@ -262,6 +418,24 @@ class SqliteState(State):
             yield
         except sqlite3.Error as exc:
             raise StateError(f"SQLite state {self.path}: {exc}") from exc
+
+
+_OUTCOME_COUNTERS = tuple(status.value for status in EntryStatus)
+
+
+def _outcomes_in(
+    conn: sqlite3.Connection, run_id: str, keys: Sequence[str]
+) -> dict[str, EntryStatus]:
+    found: dict[str, EntryStatus] = {}
+    for start in range(0, len(keys), _IN_CHUNK):
+        chunk = keys[start : start + _IN_CHUNK]
+        marks = ", ".join("?" for _ in chunk)
+        for key, status in conn.execute(
+            f"SELECT key, status FROM state_outcomes WHERE run_id = ? AND key IN ({marks})",
+            (run_id, *chunk),
+        ):
+            found[key] = EntryStatus(status)
+    return found
 
 
 def _record(rows: list[sqlite3.Row], run_id: str) -> RunRecord:

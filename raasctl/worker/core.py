@@ -57,7 +57,9 @@ if TYPE_CHECKING:
 
 class Worker:
     """`run()` blocks until a stop condition; `stop()` may be called from a signal handler or
-    another thread. Clocks, the rate limiter and the progress callback are injectable."""
+    another thread. Clocks, the rate limiter and the progress callback are injectable; `env`
+    names the environment whose open runs are reconciled when the queue runs empty (None:
+    every open run in `state`)."""
 
     def __init__(
         self,
@@ -71,6 +73,7 @@ class Worker:
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_stats: Callable[[WorkerStats], None] | None = None,
+        env: str | None = None,
     ) -> None:
         self.queue = queue
         self.options = options
@@ -79,7 +82,7 @@ class Worker:
         self._started = clock()
         self.lifecycle = Lifecycle()
         self.tally = Tally()
-        self.runs = RunsServed(state, now)
+        self.runs = RunsServed(state, now, env=env)
         limit = ReceiveLimit()
         self.settler = Settler(queue, self.runs, self.tally, self.lifecycle, clock)
         self.releaser = Releaser(queue, self.lifecycle, self.tally, limit, self.settler.settle)
@@ -284,7 +287,7 @@ def open_worker(
     try:
         state = runtime.state()
         sink = runtime.sink()
-        yield Worker(queue, state, sink, options, on_stats=on_stats)
+        yield Worker(queue, state, sink, options, on_stats=on_stats, env=runtime.env_name)
     finally:
         for resource in (sink, state, queue):
             if resource is not None:

@@ -14,6 +14,7 @@ start was due (a stop may have come first), and after the sink call.
 |   first, an earlier one of its group not done) |                                 |              |
 |   ... on its last allowed receive              | FAIL_LAST_RECEIVE, visibility 0 | failed       |
 | its key was applied already                    | SKIP_APPLIED (delete)           | succeeded    |
+| older than the version applied for its record  | SKIP_SUPERSEDED (delete)        | superseded   |
 | not applied, the sink not called yet           | APPLY                           | -            |
 | the sink applied it (or had: HTTP 409)         | RECORD_APPLIED (record, delete) | succeeded    |
 | the sink cannot apply anything (it moved: 3xx) | as let go (RELEASE), and the    | -            |
@@ -26,8 +27,9 @@ start was due (a stop may have come first), and after the sink call.
 being deleted is moved to the DLQ by the queue on its next receive, and the worker never sees
 it again, so it is counted as failed now and its run still completes.
 
-After the batched delete, `count_after_delete` decides whether a handled message is counted
-(see its docstring).
+Counting comes before the delete: the per-entry outcome records in State make counting the
+same entry twice a no-op, so a crash between the two, a delete that fails, or a receipt that
+lapsed can never lose or double a count.
 """
 
 from __future__ import annotations
@@ -52,11 +54,13 @@ class Outcome(StrEnum):
     RETRY = "retries"
     FAILED = "failed"
     DEAD_LETTERED = "dead_lettered"
+    SUPERSEDED = "superseded"
 
 
 class Action(StrEnum):
     APPLY = "apply"  # call the sink, then decide again with its outcome
     SKIP_APPLIED = "skip_applied"  # applied before: delete without applying
+    SKIP_SUPERSEDED = "skip_superseded"  # a newer version of its record is applied: delete
     RECORD_APPLIED = "record_applied"  # the sink applied it: idempotency record, then delete
     RETRY = "retry"  # visible again after `visibility_s`
     DEAD_LETTER = "dead_letter"  # to the DLQ now, with `reason`
@@ -94,6 +98,7 @@ class Facts:
     problem: str | None = None  # why the body is not a usable envelope
     let_go: str | None = None  # why it is let go unhandled (another cron's, a stop, its group)
     applied: bool = False  # State has its key's idempotency record
+    superseded: bool = False  # a newer version of its record has been applied
     sink: SinkOutcome | None = None  # None: the sink was not called (yet)
     error: str | None = None  # a queue or state call failed while handling it
     backoff: Backoff = Backoff()
@@ -113,7 +118,12 @@ class Verdict:
     @property
     def done_with(self) -> bool:
         """Deleted or in the DLQ: the next message of its group may go on."""
-        return self.action in (Action.SKIP_APPLIED, Action.RECORD_APPLIED, Action.DEAD_LETTER)
+        return self.action in (
+            Action.SKIP_APPLIED,
+            Action.SKIP_SUPERSEDED,
+            Action.RECORD_APPLIED,
+            Action.DEAD_LETTER,
+        )
 
 
 def decide(facts: Facts) -> Verdict:
@@ -131,6 +141,8 @@ def decide(facts: Facts) -> Verdict:
         return Verdict(Action.RELEASE, visibility_s=0, reason=facts.let_go)
     if facts.applied:
         return Verdict(Action.SKIP_APPLIED, Outcome.SUCCEEDED)
+    if facts.superseded:
+        return Verdict(Action.SKIP_SUPERSEDED, Outcome.SUPERSEDED)
     sink = facts.sink
     if sink is None:
         return Verdict(Action.APPLY)
@@ -159,27 +171,6 @@ def backoff_s(
     if retry_after_s is not None:
         delay = max(delay, retry_after_s)
     return min(MAX_VISIBILITY_S, math.ceil(delay))
-
-
-def count_after_delete(
-    outcome: Outcome, *, deletes: bool, lapsed: bool, deleted: bool, last_receive: bool
-) -> Outcome | None:
-    """What a handled message counts as once its delete (if it `deletes`) was tried.
-
-    - Its visibility ran out before the delete (`lapsed`: the heartbeat could not extend it):
-      the queue may have given it to another receiver, and then the delete does nothing and
-      says nothing, so it is not counted here (the receiver that has it counts it).
-    - The delete failed: not counted, since it comes back, is found applied and is deleted
-      then; but on its last allowed receive it goes to the DLQ instead, so it counts failed.
-    - Otherwise its outcome.
-    """
-    if not deletes:
-        return outcome
-    if lapsed:
-        return None
-    if not deleted:
-        return Outcome.FAILED if last_receive else None
-    return outcome
 
 
 def unfixable(exc: RaasctlError) -> bool:

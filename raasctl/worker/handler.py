@@ -17,7 +17,7 @@ from raasctl.queues.base import Queue, ReceivedMessage
 from raasctl.ratelimit import RateLimiter
 from raasctl.redaction import shorten
 from raasctl.sinks.base import Sink
-from raasctl.state.base import State
+from raasctl.state.base import EntryStatus, State
 from raasctl.worker.decision import (
     APPLIED,
     Action,
@@ -115,7 +115,8 @@ class Releaser:
             **envelope_fields(envelope),
         )
         run_id = envelope.run_id if envelope else message.attributes.get("run_id")
-        self.settle(Settled(Outcome.FAILED, run_id))
+        key = envelope.key if envelope else f"message:{message.message_id}"
+        self.settle(Settled(Outcome.FAILED, run_id, key))
 
 
 class Handler:
@@ -185,10 +186,20 @@ class Handler:
         facts = self._facts(held)
         envelope = held.envelope
         if envelope is not None and facts.problem is None:
-            facts = replace(facts, applied=self.state.is_applied(envelope.key))
+            applied = self.state.is_applied(envelope.key)
+            facts = replace(
+                facts, applied=applied, superseded=not applied and self._older(envelope)
+            )
         verdict = decide(facts)
         if verdict.action is Action.APPLY:
             assert envelope is not None  # decide() applies only valid envelopes
+            if facts.last_receive:
+                # Counted failed before the sink call, replaced on success: a crash during
+                # the call leaves the run's counts agreeing with the DLQ, which is where the
+                # queue moves the message next.
+                self.state.record_outcomes(
+                    envelope.run_id, {envelope.key: EntryStatus.FAILED}, self._now()
+                )
             # The start the rate limit counts is the call to the downstream. It waits about
             # one interval at most, since the token was taken before the receive.
             if self.limiter.begin(self.lifecycle.abandoning):
@@ -211,18 +222,38 @@ class Handler:
         self._carry_out(held, verdict)
         return verdict
 
+    def _older(self, envelope: Envelope) -> bool:
+        """Whether a newer version of the entry's record has been applied already."""
+        if not envelope.version or not envelope.entity_id:
+            return False
+        applied = self.state.applied_version(envelope.cron, envelope.entity_id)
+        return applied is not None and envelope.version < applied
+
     def _carry_out(self, held: Held, verdict: Verdict) -> None:
         message, envelope = held.message, held.envelope
         action = verdict.action
-        if action in (Action.SKIP_APPLIED, Action.RECORD_APPLIED):
-            assert envelope is not None
+        if action in (Action.SKIP_APPLIED, Action.RECORD_APPLIED, Action.SKIP_SUPERSEDED):
+            assert envelope is not None and verdict.outcome is not None
             if action is Action.RECORD_APPLIED:
                 self.state.record_applied(envelope.key, envelope.run_id, self._now())
+                if envelope.version and envelope.entity_id:
+                    self.state.record_version(envelope.cron, envelope.entity_id, envelope.version)
+            elif action is Action.SKIP_SUPERSEDED:
+                event(
+                    InfoCode.ENTRY_SUPERSEDED,
+                    f"not applied: a newer version of {envelope.entity_id} is applied "
+                    f"(this one is {envelope.version})",
+                    message_id=message.message_id,
+                    entity_id=envelope.entity_id,
+                    version=envelope.version,
+                    **envelope_fields(envelope),
+                )
             held.settle()  # the heartbeat keeps off from here, so extended_at is final
             self.settle(
                 Settled(
-                    Outcome.SUCCEEDED,
+                    verdict.outcome,
                     envelope.run_id,
+                    envelope.key,
                     message.receipt_handle,
                     visible_until=held.extended_at + self.visibility_timeout_s,
                     last_receive=self._facts(held).last_receive,
@@ -269,7 +300,7 @@ class Handler:
         else:  # pragma: no cover - decide() gives no other verdict here
             raise AssertionError(f"unexpected verdict {verdict}")
         assert verdict.outcome is not None
-        self.settle(Settled(verdict.outcome, held.run_id))
+        self.settle(Settled(verdict.outcome, held.run_id, held.key))
 
     def _failed(self, held: Held, exc: RaasctlError) -> None:
         """The queue or state failed mid-way: the message comes back after its visibility

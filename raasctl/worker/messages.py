@@ -30,6 +30,13 @@ class Held:
             return self.envelope.run_id
         return self.message.attributes.get("run_id")
 
+    @property
+    def key(self) -> str:
+        """The entry's key; a body that is no envelope is known by its message id."""
+        if self.envelope is not None:
+            return self.envelope.key
+        return f"message:{self.message.message_id}"
+
     def settle(self) -> None:
         """From here on the handler owns the message's fate; the heartbeat keeps off."""
         with self.lock:
@@ -42,6 +49,7 @@ class Settled:
 
     outcome: Outcome
     run_id: str | None
+    key: str  # the entry's key (a body that is no envelope: "message:<message id>")
     receipt_handle: str | None = None
     visible_until: float = math.inf  # after this the receipt handle may be stale
     last_receive: bool = False  # the queue moves it to the DLQ if it is not deleted now

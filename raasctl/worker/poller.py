@@ -135,7 +135,7 @@ class Poller:
             return
         if not self._empty_logged:
             self._empty_logged = True
-            self.runs.complete_open()
+            self.runs.reconcile()
             event(InfoCode.QUEUE_EMPTY, "queue is empty", queue=self.queue.name)
         if self.options.until_empty:
             self.lifecycle.stop(StopReason.QUEUE_EMPTY)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 
 from raasctl.codes import ErrorCode
 from raasctl.errors import StateError
 from raasctl.logs import event
-from raasctl.runs import finish_if_complete
-from raasctl.state.base import RunRecord, State
+from raasctl.runs import finish_if_complete, reconcile
+from raasctl.state.base import EntryStatus, RunRecord, State
+from raasctl.worker.decision import Outcome
+from raasctl.worker.messages import Settled
 
 
 class RunsServed:
@@ -21,8 +22,11 @@ class RunsServed:
     message was counted, at the next `complete_open` (the queue ran empty, a periodic check,
     the end)."""
 
-    def __init__(self, state: State, now: Callable[[], datetime]) -> None:
+    def __init__(
+        self, state: State, now: Callable[[], datetime], *, env: str | None = None
+    ) -> None:
         self.state = state
+        self.env = env  # the environment whose open runs `reconcile` closes (None: all)
         self._now = now
         self._lock = threading.Lock()
         self._seen: set[str] = set()
@@ -32,17 +36,44 @@ class RunsServed:
         with self._lock:
             self._seen.add(run_id)
 
-    def count(self, run_id: str, counts: Counter[str]) -> None:
-        """Add a batch's outcomes to the run's counters; complete it if that was the last."""
-        try:
-            run = self.state.add_counts(run_id, **counts, now=self._now())
-        except StateError as exc:
-            if exc.code is not ErrorCode.RUN_NOT_FOUND:
-                raise
-            # A message whose run record is gone (or was never made): nothing to count.
-            event(exc.code, f"message of unknown run {run_id}", run_id=run_id, level=logging.DEBUG)
-            return
-        self._finish(run)
+    def count(self, run_id: str, items: list[Settled]) -> None:
+        """Record a batch's outcomes in the run (retries add to its retry counter); complete
+        the run if that was the last."""
+        now = self._now()
+        outcomes = {
+            item.key: EntryStatus(item.outcome.value)
+            for item in items
+            if item.outcome is not Outcome.RETRY
+        }
+        retries = len(items) - len(outcomes)
+        run = None
+        if outcomes:
+            run = self.state.record_outcomes(run_id, outcomes, now)
+            if run is None:
+                # A message whose run record is gone (or was never made): nothing to count.
+                event(
+                    ErrorCode.RUN_NOT_FOUND,
+                    f"message of unknown run {run_id}",
+                    run_id=run_id,
+                    level=logging.DEBUG,
+                )
+                return
+        if retries:
+            try:
+                run = self.state.add_counts(run_id, retries=retries, now=now)
+            except StateError as exc:
+                if exc.code is not ErrorCode.RUN_NOT_FOUND:
+                    raise
+                return
+        if run is not None:
+            self._finish(run)
+
+    def reconcile(self) -> None:
+        """The queue is empty: close every open run of the environment that nothing more
+        will arrive for (raasctl/runs.py `reconcile`), not only the runs this worker saw."""
+        for run in reconcile(self.state, self._now(), env=self.env):
+            with self._lock:
+                self._finished.add(run.run_id)
 
     def complete_open(self) -> None:
         with self._lock:

@@ -2,23 +2,22 @@
 DeleteMessageBatch for up to ten messages and one counter update per run, instead of a call
 each per message).
 
-Counting happens after the delete: a crash between the two loses the counts of that batch,
-whereas counting first would count a redelivered message twice (`count_after_delete` says
-which messages count).
+Counting comes first: each entry's outcome is recorded in State with its run's counters
+(`State.record_outcomes`), so recording it again after a crash, a failed delete or a
+redelivery changes nothing, and no count is lost between the two.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
 from collections.abc import Callable
 
 from raasctl.codes import ErrorCode
 from raasctl.errors import RaasctlError
 from raasctl.logs import event
 from raasctl.queues.base import MAX_BATCH, Queue
-from raasctl.worker.decision import Outcome, count_after_delete, unfixable
+from raasctl.worker.decision import unfixable
 from raasctl.worker.lifecycle import Lifecycle
 from raasctl.worker.messages import Settled
 from raasctl.worker.results import Tally
@@ -89,38 +88,44 @@ class Settler:
         now = self._clock()
         lapsed = [item for item in batch if item.receipt_handle and item.visible_until <= now]
         if lapsed:
+            # The queue may have given these to another receiver: the delete may do nothing
+            # (it still works when nobody took them). Their outcomes count all the same, and
+            # the other receiver recording the same outcome changes nothing.
             event(
                 ErrorCode.QUEUE_FAILED,
                 f"{len(lapsed)} handled message(s) were past their visibility timeout before "
-                "their delete; not counted here (a worker that received them again counts them)",
+                "their delete",
                 level=logging.WARNING,
                 lapsed=len(lapsed),
             )
             self.tally.add("errors", len(lapsed))
-        # A lapsed receipt handle is deleted all the same: it still works when nobody took
-        # the message.
-        deleted = self._delete([item.receipt_handle for item in batch if item.receipt_handle])
-        counted: list[Outcome] = []
-        per_run: dict[str, Counter[str]] = {}
+        self.tally.outcomes([item.outcome for item in batch])
+        # Counted first, then deleted: a crash between the two only repeats an outcome that
+        # is recorded already. A run whose counting failed keeps its messages, which come
+        # back, are found applied and are counted then.
+        uncounted = self._count(batch)
+        self._delete(
+            [
+                item.receipt_handle
+                for item in batch
+                if item.receipt_handle and item.run_id not in uncounted
+            ]
+        )
+
+    def _count(self, batch: list[Settled]) -> set[str | None]:
+        """Record each run's outcomes (one write per run); the runs that could not be."""
+        per_run: dict[str, list[Settled]] = {}
         for item in batch:
-            outcome = count_after_delete(
-                item.outcome,
-                deletes=item.receipt_handle is not None,
-                lapsed=item.visible_until <= now,
-                deleted=deleted,
-                last_receive=item.last_receive,
-            )
-            if outcome is None:
-                continue
-            counted.append(outcome)
             if item.run_id is not None:
-                per_run.setdefault(item.run_id, Counter())[outcome.value] += 1
-        self.tally.outcomes(counted)
-        for run_id, counts in per_run.items():
+                per_run.setdefault(item.run_id, []).append(item)
+        failed: set[str | None] = set()
+        for run_id, items in per_run.items():
             try:
-                self.runs.count(run_id, counts)
+                self.runs.count(run_id, items)
             except RaasctlError as exc:
                 event(exc.code, f"counting run {run_id} failed: {exc}", run_id=run_id)
+                failed.add(run_id)
+        return failed
 
     def _delete(self, handles: list[str]) -> bool:
         if not handles:
