@@ -11,11 +11,15 @@ flight or delayed), `reconcile` closes a run that is still open.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from raasctl.codes import InfoCode
+from raasctl.codes import ErrorCode, InfoCode
+from raasctl.errors import RuntimeFailure
 from raasctl.logs import event
 from raasctl.state.base import RunRecord, State
 
@@ -127,6 +131,53 @@ def reconcile(
                 **_end_fields(after),
             )
     return closed
+
+
+@dataclass(frozen=True)
+class Unlocked:
+    lock: str
+    owner: str | None  # the run that held it (None: nobody did)
+    holder: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "lock": self.lock,
+            "released": self.owner is not None,
+            "owner": self.owner,
+            "holder": self.holder,
+        }
+
+
+def unlock(state: State, env: str, cron: str, now: datetime, *, force: bool = False) -> Unlocked:
+    """Release a cron's run lock for an operator. Refused (RUN_LOCKED) while its holder is a
+    live process on this host, unless `force`: a run still enqueueing would otherwise have a
+    second one start beside it. A lock whose lease lapsed, or held on another host (whose
+    process this host cannot see), is released."""
+    name = run_lock(env, cron)
+    info = state.lock_info(name)
+    if info is None:
+        return Unlocked(name, None, None)
+    if not force and info.expires_at > now and _alive_here(info.holder):
+        raise RuntimeFailure(
+            f"{name} is held by run {info.owner}, whose process {info.holder} is running on "
+            "this host; stop it first, or pass --force",
+            code=ErrorCode.RUN_LOCKED,
+        )
+    state.break_lock(name)
+    return Unlocked(name, info.owner, info.holder)
+
+
+def _alive_here(holder: str) -> bool:
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
 
 
 def run_progress(run: RunRecord, now: datetime) -> dict[str, Any]:

@@ -99,6 +99,7 @@ def _register() -> None:
     from raasctl.cli.mock_cmd import enqueue_mock_command
     from raasctl.cli.queue_cmd import queue
     from raasctl.cli.run_cmd import run
+    from raasctl.cli.runs_admin_cmd import reconcile_command, unlock_command
     from raasctl.cli.runs_cmd import runs
     from raasctl.cli.schedule_cmd import schedule
     from raasctl.cli.state_cmd import state
@@ -110,6 +111,8 @@ def _register() -> None:
     main.add_command(run)
     main.add_command(enqueue_mock_command)
     main.add_command(worker)
+    runs.add_command(reconcile_command)
+    runs.add_command(unlock_command)
     main.add_command(runs)
     main.add_command(queue)
     main.add_command(state)

@@ -22,6 +22,8 @@ _LIST_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("done", lambda row: f"{row['done']}/{_text(row['total'])}"),
     ("failed", lambda row: str(row["failed"])),
     ("dlq", lambda row: str(row["dead_lettered"])),
+    ("superseded", lambda row: str(row["superseded"])),
+    ("purged", lambda row: str(row["purged"])),
     ("retries", lambda row: str(row["retries"])),
     ("per hour", lambda row: _text(row["per_hour"] and round(row["per_hour"]))),
     ("eta", lambda row: format_duration(row["eta_s"])),
@@ -42,7 +44,8 @@ def runs() -> None:
 @format_option
 @pass_app
 def list_runs(app: AppContext, limit: int, cron: str | None) -> None:
-    """List runs, newest first, with their state (enqueueing, running, complete, failed).
+    """List runs, newest first, with their state (enqueueing, running, complete, failed,
+    purged, abandoned).
 
     Example: raasctl runs list --limit 5 --format json
     """

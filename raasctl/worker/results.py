@@ -19,6 +19,7 @@ class Counts:
     failed: int = 0
     dead_lettered: int = 0
     retries: int = 0
+    superseded: int = 0
     # Let go unhandled: other crons' messages, the rest of a message group after one was not
     # done with, messages received but not started at a stop.
     released: int = 0
@@ -26,7 +27,7 @@ class Counts:
 
     @property
     def processed(self) -> int:
-        return self.succeeded + self.failed + self.dead_lettered + self.retries
+        return self.succeeded + self.failed + self.dead_lettered + self.retries + self.superseded
 
 
 class Tally:
@@ -52,7 +53,7 @@ class Tally:
 
 @dataclass(frozen=True)
 class WorkerResult:
-    processed: int  # messages handled: succeeded + failed + dead_lettered + retries
+    processed: int  # messages handled: succeeded + failed + dead_lettered + retries + superseded
     succeeded: int
     failed: int
     dead_lettered: int
@@ -61,6 +62,7 @@ class WorkerResult:
     errors: int  # queue or state failures while receiving or handling (retried later)
     elapsed_s: float
     stopped: StopReason
+    superseded: int = 0
 
     @classmethod
     def of(cls, counts: Counts, elapsed_s: float, stopped: StopReason) -> WorkerResult:
@@ -74,6 +76,7 @@ class WorkerResult:
             errors=counts.errors,
             elapsed_s=elapsed_s,
             stopped=stopped,
+            superseded=counts.superseded,
         )
 
     @property
@@ -91,6 +94,7 @@ class WorkerResult:
             "succeeded": self.succeeded,
             "failed": self.failed,
             "dead_lettered": self.dead_lettered,
+            "superseded": self.superseded,
             "elapsed_s": round(self.elapsed_s, 3),
             "per_hour": round(self.per_hour, 1),
         }

@@ -1,0 +1,230 @@
+"""Every run ends, with counts that match what happened (issue: exact accounting), on the
+embedded default: redrives, purges, re-runs, and an older version across a redrive. The
+paths that need a killed process are in tests/test_accounting_crashes.py.
+
+Every test also checks exactly-once at the accounting service: no key applied twice."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from accounting_service import AccountingService
+from click.testing import CliRunner
+
+from raasctl.cli import main
+
+DEPOSITS = "clientDepositUpdate"
+FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "raas" / f"{DEPOSITS}.json"
+ENTRIES = len(json.loads(FIXTURE.read_text())["Report_Entry"])
+
+
+def deposit_ids() -> list[str]:
+    return [entry["Deposit_ID"] for entry in json.loads(FIXTURE.read_text())["Report_Entry"]]
+
+
+@pytest.fixture
+def service() -> Iterator[AccountingService]:
+    with AccountingService() as running:
+        yield running
+
+
+def configure(service: AccountingService, source: Path | None = None) -> None:
+    env = {
+        "source": {"kind": "fixtures", "path": str((source or FIXTURE.parent).resolve())},
+        "queue": {"kind": "sqlite", "max_receive_count": 2, "visibility_timeout_s": 30},
+        "sink": {"kind": "http", "base_url": service.base_url, "token": "env:CALLBACK_TOKEN"},
+    }
+    Path("raasctl.yaml").write_text(
+        yaml.safe_dump({"default_env": "acct", "environments": {"acct": env}}), encoding="utf-8"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLBACK_TOKEN", "acct-callback-token-1")
+
+
+def cli(runner: CliRunner, *args: str) -> Any:
+    result = runner.invoke(main, ["--format", "json", *args])
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def run(runner: CliRunner) -> dict[str, Any]:
+    result = cli(runner, "run", DEPOSITS)
+    assert result.exit_code in (0, 3), result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def drain(runner: CliRunner) -> dict[str, Any]:
+    # Backoff 0: a retry is visible again at once, so receive counts run out in a test's time.
+    result = cli(runner, "worker", "--until-empty", "--backoff-base", "0", "--backoff-cap", "0")
+    assert result.exit_code in (0, 3), result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def show(runner: CliRunner, run_id: str) -> dict[str, Any]:
+    result = cli(runner, "runs", "show", run_id)
+    assert result.exit_code == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def counts(view: dict[str, Any]) -> tuple[Any, ...]:
+    names = ("status", "total", "succeeded", "failed", "dead_lettered", "superseded", "purged")
+    return tuple(view[name] for name in names)
+
+
+def test_a_redrive_moves_failed_entries_to_succeeded_instead_of_counting_them_again(
+    runner: CliRunner, service: AccountingService
+) -> None:
+    configure(service)
+    refused, unavailable = deposit_ids()[:2]
+    service.refuse.add(refused)  # 400: to the DLQ at once
+    service.unavailable.add(unavailable)  # 503 until its receives run out
+    run_id = run(runner)["run_id"]
+
+    drain(runner)
+    assert counts(show(runner, run_id)) == ("failed", ENTRIES, ENTRIES - 2, 1, 1, 0, 0)
+
+    service.heal()
+    assert cli(runner, "queue", "redrive", "--yes").exit_code == 0
+    drain(runner)
+
+    assert counts(show(runner, run_id)) == ("complete", ENTRIES, ENTRIES, 0, 0, 0, 0)
+    assert len(service.applied) == ENTRIES and max(service.applied.values()) == 1
+
+
+def test_a_purge_ends_the_purged_runs_purged(runner: CliRunner, service: AccountingService) -> None:
+    configure(service)
+    mock = cli(runner, "enqueue-mock", DEPOSITS, "--copies", "20")
+    assert mock.exit_code == 0, mock.stderr
+    run_id = json.loads(mock.stdout)["run_id"]
+
+    assert cli(runner, "queue", "purge", "--yes").exit_code == 0
+    drain(runner)  # finds the queue empty, and reconciles
+
+    view = show(runner, run_id)
+    assert counts(view) == ("purged", 20 * 10, 0, 0, 0, 0, 20 * 10)
+    listed = json.loads(cli(runner, "runs", "list").stdout)
+    assert [row["status"] for row in listed if row["run_id"] == run_id] == ["purged"]
+    assert not service.applied
+
+
+def test_a_re_run_before_the_drain_counts_its_duplicates_and_ends_complete_with_total_0(
+    runner: CliRunner, service: AccountingService
+) -> None:
+    configure(service)
+    first = run(runner)
+    second = run(runner)
+
+    assert (second["enqueued"], second["duplicates"]) == (0, ENTRIES)
+    assert counts(show(runner, second["run_id"])) == ("complete", 0, 0, 0, 0, 0, 0)
+    drain(runner)
+    assert counts(show(runner, first["run_id"])) == ("complete", ENTRIES, ENTRIES, 0, 0, 0, 0)
+    assert len(service.applied) == ENTRIES and max(service.applied.values()) == 1
+
+
+def test_after_a_purge_a_re_run_enqueues_the_purged_entries_again(
+    runner: CliRunner, service: AccountingService
+) -> None:
+    configure(service)
+    first = run(runner)
+    assert cli(runner, "queue", "purge", "--yes").exit_code == 0
+
+    second = run(runner)
+    assert (second["enqueued"], second["duplicates"]) == (ENTRIES, 0)
+    drain(runner)
+
+    assert counts(show(runner, first["run_id"]))[0] == "purged"
+    assert counts(show(runner, second["run_id"])) == ("complete", ENTRIES, ENTRIES, 0, 0, 0, 0)
+    assert len(service.applied) == ENTRIES and max(service.applied.values()) == 1
+
+
+def test_an_older_version_redriven_after_a_newer_one_is_superseded_not_applied(
+    runner: CliRunner, service: AccountingService, tmp_path: Path
+) -> None:
+    report = json.loads(FIXTURE.read_text())
+    deposit = dict(report["Report_Entry"][0], Deposit_Amount="100.00")
+    folder = tmp_path / "raas"
+    folder.mkdir()
+    path = folder / f"{DEPOSITS}.json"
+    configure(service, folder)
+    record = deposit["Deposit_ID"]
+
+    # Hour 1: D-1 = 100.00 fails until dead-lettered.
+    path.write_text(json.dumps({"Report_Entry": [deposit]}))
+    service.unavailable.add(record)
+    hour_1 = run(runner)["run_id"]
+    drain(runner)
+    assert counts(show(runner, hour_1)) == ("failed", 1, 0, 1, 0, 0, 0)
+
+    # Hour 2: D-1 = 200.00 is applied.
+    service.heal()
+    path.write_text(json.dumps({"Report_Entry": [dict(deposit, Deposit_Amount="200.00")]}))
+    hour_2 = run(runner)["run_id"]
+    drain(runner)
+    assert service.amounts[record] == "200.00"
+
+    # The redrive brings hour 1's 100.00 back: it is older than what is applied.
+    assert cli(runner, "queue", "redrive", "--yes").exit_code == 0
+    drained = cli(runner, "worker", "--until-empty")
+    assert drained.exit_code == 0, drained.stderr
+
+    assert service.amounts[record] == "200.00"
+    assert "RAAS_ENTRY_SUPERSEDED" in drained.stderr
+    assert counts(show(runner, hour_1)) == ("complete", 1, 0, 0, 0, 1, 0)
+    assert counts(show(runner, hour_2)) == ("complete", 1, 1, 0, 0, 0, 0)
+    assert max(service.applied.values()) == 1
+
+
+def test_runs_reconcile_waits_for_an_empty_queue_then_closes_the_purged_runs(
+    runner: CliRunner, service: AccountingService
+) -> None:
+    configure(service)
+    run_id = run(runner)["run_id"]
+
+    refused = cli(runner, "runs", "reconcile")
+    assert refused.exit_code == 1 and "RAAS_QUEUE_NOT_EMPTY" in refused.stderr
+
+    assert cli(runner, "queue", "purge", "--yes").exit_code == 0
+    reconciled = cli(runner, "runs", "reconcile")
+
+    assert reconciled.exit_code == 0, reconciled.stderr
+    [row] = json.loads(reconciled.stdout)["reconciled"]
+    assert (row["run_id"], row["status"], row["purged"]) == (run_id, "purged", ENTRIES)
+
+
+def test_runs_unlock_frees_a_lock_whose_holder_is_gone_and_refuses_a_live_one(
+    runner: CliRunner, service: AccountingService
+) -> None:
+    from datetime import UTC, datetime
+
+    from raasctl.config import load_config
+    from raasctl.leases import this_process
+    from raasctl.runs import run_lock
+    from raasctl.runtime import Runtime
+
+    configure(service)
+    config = load_config().config
+    name, env = config.environment(None)
+    state = Runtime(config, name, env).state()
+    now = datetime.now(UTC)
+    lock = run_lock(name, DEPOSITS)
+    state.acquire_lock(lock, "run-live", 60, now, holder=this_process())
+
+    refused = cli(runner, "runs", "unlock", DEPOSITS)
+    assert refused.exit_code == 1 and "RAAS_RUN_LOCKED" in refused.stderr
+    assert state.lock_info(lock) is not None
+    forced = cli(runner, "runs", "unlock", DEPOSITS, "--force")
+    assert forced.exit_code == 0 and json.loads(forced.stdout)["owner"] == "run-live"
+
+    state.acquire_lock(lock, "run-dead", 60, now, holder="this-host-is-elsewhere:1")
+    freed = cli(runner, "runs", "unlock", DEPOSITS)
+    assert freed.exit_code == 0 and json.loads(freed.stdout)["released"] is True
+    assert state.lock_info(lock) is None
+    state.close()
