@@ -1,0 +1,245 @@
+"""Every run ends with counts that match what happened, also when processes are SIGKILLed:
+on the last receive while the call is in flight, at random points of a drain, and in the
+middle of an enqueue. `python -m raasctl` subprocesses on the embedded default."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from accounting_service import AccountingService
+from callback_server import CallbackServer
+
+DEPOSITS = "clientDepositUpdate"
+
+
+def write_config(env: dict[str, Any]) -> Path:
+    path = Path("raasctl.yaml").resolve()
+    path.write_text(yaml.safe_dump({"default_env": "crash", "environments": {"crash": env}}))
+    return path
+
+
+def process_env(token: str) -> dict[str, str]:
+    env = dict(os.environ, CALLBACK_TOKEN=token)
+    env.pop("RAASCTL_ENV", None)
+    return env
+
+
+def raasctl(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "raasctl", "--format", "json", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def start(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "raasctl", "--format", "json", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+
+
+def kill(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+
+
+def show(run_id: str, env: dict[str, str]) -> dict[str, Any]:
+    result = raasctl("runs", "show", run_id, env=env)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def wait_until(condition: Any, timeout_s: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return value
+
+
+def test_a_worker_killed_twice_while_the_call_is_in_flight_leaves_the_run_failed_then_complete(
+    tmp_path: Path,
+) -> None:
+    one = tmp_path / "raas"
+    one.mkdir()
+    fixture = json.loads(
+        (
+            Path(__file__).resolve().parent.parent / "fixtures/raas/clientDepositUpdate.json"
+        ).read_text()
+    )
+    entry = fixture["Report_Entry"][0]
+    (one / f"{DEPOSITS}.json").write_text(json.dumps({"Report_Entry": [entry]}))
+    with AccountingService() as service:
+        service.hang.add(entry["Deposit_ID"])  # applied, and the answer never comes
+        write_config(
+            {
+                "source": {"kind": "fixtures", "path": str(one)},
+                "queue": {"kind": "sqlite", "max_receive_count": 2, "visibility_timeout_s": 1},
+                "sink": {
+                    "kind": "http",
+                    "base_url": service.base_url,
+                    "token": "env:CALLBACK_TOKEN",
+                },
+            }
+        )
+        env = process_env("acct-token-crash-1")
+        run_id = json.loads(raasctl("run", DEPOSITS, env=env).stdout)["run_id"]
+
+        for attempt in (1, 2):  # the second receive is the last allowed one
+            worker = start("worker", env=env)
+            wait_until(lambda attempt=attempt: service.posts >= attempt)
+            kill(worker)
+            time.sleep(1.2)  # the message's 1 s visibility runs out
+
+        drained = raasctl("worker", "--until-empty", env=env)
+        assert drained.returncode in (0, 3), drained.stderr
+        view = show(run_id, env)
+        # Counted once, failed, as the DLQ (where the queue moved it) says.
+        assert (view["status"], view["done"], view["failed"], view["succeeded"]) == (
+            "failed",
+            1,
+            1,
+            0,
+        )
+        status = json.loads(raasctl("queue", "status", env=env).stdout)
+        assert status["dlq"]["visible"] == 1
+
+        service.heal()
+        assert raasctl("queue", "redrive", "--yes", env=env).returncode == 0
+        assert raasctl("worker", "--until-empty", env=env).returncode == 0
+        view = show(run_id, env)
+        assert (view["status"], view["done"], view["failed"], view["succeeded"]) == (
+            "complete",
+            1,
+            0,
+            1,
+        )
+        assert list(service.applied.values()) == [1]
+
+
+def test_twenty_kills_at_random_points_of_a_drain_leave_every_count_true(tmp_path: Path) -> None:
+    seed = random.Random(11)
+    with CallbackServer(fail_rate=0.05, seed=3, timeout_delay_s=0.4, poison_keys=()) as server:
+        write_config(
+            {
+                "queue": {"kind": "sqlite", "max_receive_count": 10, "visibility_timeout_s": 2},
+                "sink": {
+                    "kind": "http",
+                    "base_url": server.base_url,
+                    "token": "env:CALLBACK_TOKEN",
+                    "timeout_s": 0.3,
+                },
+                "concurrency": 8,
+            }
+        )
+        env = process_env(server.token)
+        mock = raasctl("enqueue-mock", DEPOSITS, "--copies", "200", env=env)
+        assert mock.returncode == 0, mock.stderr
+        run_id = json.loads(mock.stdout)["run_id"]
+
+        for _ in range(20):
+            worker = start("worker", "--backoff-base", "0.2", "--backoff-cap", "0.5", env=env)
+            time.sleep(seed.uniform(0.3, 1.2))
+            kill(worker)
+        time.sleep(2.2)  # what the last one held becomes visible again
+        final = raasctl(
+            "worker",
+            "--until-empty",
+            "--backoff-base",
+            "0.2",
+            "--backoff-cap",
+            "0.5",
+            env=env,
+            timeout=300,
+        )
+        assert final.returncode in (0, 3), final.stderr
+
+        view = show(run_id, env)
+        dlq = json.loads(raasctl("queue", "status", env=env).stdout)["dlq"]["visible"]
+        applied = server.applied_keys()
+        assert view["status"] in ("complete", "failed")
+        assert view["total"] == 2000 and view["done"] == 2000
+        assert view["succeeded"] == len(applied)  # what the callback applied
+        assert view["failed"] + view["dead_lettered"] == dlq  # what the DLQ holds
+        assert server.twice_applied() == []  # exactly once (a repeat answered 409)
+
+
+@pytest.mark.timeout(300)  # up to a lease (60 s) passes before the re-run may start
+def test_a_run_killed_mid_enqueue_frees_its_lock_and_a_re_run_enqueues_exactly_the_rest(
+    tmp_path: Path,
+) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from workday_server import deposit_entry
+
+    count = 20_000
+    raas = tmp_path / "raas"
+    raas.mkdir()
+    (raas / f"{DEPOSITS}.json").write_text(
+        json.dumps({"Report_Entry": [deposit_entry(n) for n in range(count)]})
+    )
+    write_config({"source": {"kind": "fixtures", "path": str(raas)}})
+    env = process_env("unused")
+    db = Path(os.environ["RAASCTL_STATE_DIR"]) / "crash.db"
+
+    producer = start("run", DEPOSITS, env=env)
+    wait_until(lambda: queued(db) >= 3_000, timeout_s=60)  # mid-enqueue
+    kill(producer)
+    assert queued(db) < count, "the kill must land mid-enqueue"
+
+    began = time.monotonic()
+    while True:
+        rerun = raasctl("run", DEPOSITS, env=env)
+        if rerun.returncode == 0:
+            break
+        assert "RAAS_RUN_LOCKED" in rerun.stderr, rerun.stderr
+        assert time.monotonic() - began < 70, "the killed run's lock did not free itself"
+        time.sleep(2)
+    summary = json.loads(rerun.stdout)
+
+    drained = raasctl("worker", "--until-empty", env=env, timeout=300)
+    assert drained.returncode == 0, drained.stderr
+    runs = json.loads(raasctl("runs", "list", env=env).stdout)
+    [killed] = [row for row in runs if row["run_id"] != summary["run_id"]]
+    [second] = [row for row in runs if row["run_id"] == summary["run_id"]]
+    assert killed["status"] == "abandoned" and killed["total"] == killed["succeeded"] > 0
+    # Exactly the missing entries: what the killed run got through counts as duplicates.
+    assert summary["enqueued"] == count - killed["total"]
+    assert summary["duplicates"] == killed["total"]
+    assert (second["status"], second["succeeded"]) == ("complete", summary["enqueued"])
+
+
+def queued(db: Path) -> int:
+    """Messages in the embedded queue, read as a second reader would (0 before it exists)."""
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return int(conn.execute("SELECT count(*) FROM queue_messages").fetchone()[0])
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return 0
+
+
+@pytest.fixture(autouse=True)
+def _tests_folder_on_path() -> None:
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
