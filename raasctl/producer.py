@@ -24,12 +24,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
 from json.encoder import encode_basestring
+from typing import TYPE_CHECKING
 
 from raasctl.codes import ErrorCode
 from raasctl.envelope import VERSION, dedup_id, group_id
 from raasctl.errors import QueueError, RaasctlError
 from raasctl.queues.base import MAX_BATCH, BatchFailure, BatchResult, OutgoingMessage, Queue
 from raasctl.state.base import State
+
+if TYPE_CHECKING:
+    from raasctl.claims import ClaimBook
 
 # Entries looked up in State at once: large enough to make the lookup cheap per entry,
 # small enough that a chunk of messages is a few hundred kilobytes at most.
@@ -173,6 +177,7 @@ class Producer:
         pacer: Pacer | None = None,
         on_progress: Callable[[SendCounts], None] | None = None,
         lookup_chunk: int = LOOKUP_CHUNK,
+        claims: ClaimBook | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
@@ -181,6 +186,8 @@ class Producer:
         self.max_in_flight = max_in_flight
         self.pacer = pacer
         self.on_progress = on_progress
+        # For a queue that drops duplicates silently (raasctl/claims.py).
+        self.claims = claims
         # Batches as large as the queue takes at once (SQS 10, the SQLite queue hundreds); a
         # paced send goes out a batch at a time, so there they stay at SQS's 10 lest a batch
         # be a burst.
@@ -210,13 +217,17 @@ class Producer:
     def _fresh_batches(self, chunk: list[Pending]) -> Iterator[list[OutgoingMessage]]:
         applied = self.state.applied_keys([item.key for item in chunk]) if self.state else set()
         seen: set[str] = set()
-        fresh: list[OutgoingMessage] = []
+        new: list[Pending] = []
         for item in chunk:
             if item.key in applied or item.key in seen:
                 self.counts.duplicates += 1
                 continue
             seen.add(item.key)
-            fresh.append(item.message)
+            new.append(item)
+        if self.claims is not None:
+            new, claimed_elsewhere = self.claims.sort(new)
+            self.counts.duplicates += claimed_elsewhere
+        fresh = [item.message for item in new]
         if len(fresh) < len(chunk) and self.on_progress:
             self.on_progress(self.counts)
         for start in range(0, len(fresh), self.batch_size):

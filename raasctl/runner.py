@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from raasctl.claims import ClaimBook
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.config import CronConfig
 from raasctl.dates import report_window
@@ -301,7 +302,15 @@ def _run_locked(
                 invalid += 1
                 _log_invalid(cron, run_id, item)
 
-        producer = Producer(queue, state, max_in_flight=max_in_flight(runtime))
+        claims = None
+        if not queue.reports_duplicates:
+            claims = ClaimBook(
+                state,
+                run_id,
+                purged_at=state.last_purge(runtime.env_name),
+                now=lambda: datetime.now(UTC),
+            )
+        producer = Producer(queue, state, max_in_flight=max_in_flight(runtime), claims=claims)
         counts = producer.send(pending())
     except BaseException as exc:
         sent = producer.counts if producer is not None else SendCounts()

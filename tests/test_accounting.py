@@ -228,3 +228,83 @@ def test_runs_unlock_frees_a_lock_whose_holder_is_gone_and_refuses_a_live_one(
     assert freed.exit_code == 0 and json.loads(freed.stdout)["released"] is True
     assert state.lock_info(lock) is None
     state.close()
+
+
+# ---------------------------------------------------------------- enqueue claims (SQS)
+
+
+def test_on_sqs_a_re_run_inside_the_window_counts_its_duplicates_itself(
+    runner: CliRunner, service: AccountingService
+) -> None:
+    """SQS drops a duplicate silently within its deduplication window: without claims the
+    re-run's total would count messages that never arrive, and it would never complete."""
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        url = sqs.create_queue(QueueName="raas-acct.fifo", Attributes={"FifoQueue": "true"})[
+            "QueueUrl"
+        ]
+        env = {
+            "aws": {"region": "us-east-1"},
+            "source": {"kind": "fixtures", "path": str(FIXTURE.parent)},
+            "queue": {"kind": "sqs", "url": url, "wait_time_s": 0},
+            "sink": {"kind": "http", "base_url": service.base_url, "token": "env:CALLBACK_TOKEN"},
+        }
+        Path("raasctl.yaml").write_text(
+            yaml.safe_dump({"default_env": "acct", "environments": {"acct": env}})
+        )
+        first = run(runner)
+        second = run(runner)
+
+        assert (second["enqueued"], second["duplicates"]) == (0, ENTRIES)
+        assert counts(show(runner, second["run_id"])) == ("complete", 0, 0, 0, 0, 0, 0)
+        drain(runner)
+        assert counts(show(runner, first["run_id"])) == ("complete", ENTRIES, ENTRIES, 0, 0, 0, 0)
+    assert len(service.applied) == ENTRIES and max(service.applied.values()) == 1
+
+
+def test_a_claim_stands_only_while_its_run_is_live_recent_and_not_purged(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from raasctl.claims import ClaimBook
+    from raasctl.envelope import dedup_id
+    from raasctl.producer import Pending
+    from raasctl.queues.base import OutgoingMessage
+    from raasctl.state.base import RunRecord
+    from raasctl.state.sqlite import SqliteState
+
+    state = SqliteState(tmp_path / "state.db")
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+    def make_run(run_id: str, *, finished_enqueue: bool) -> None:
+        state.create_run(RunRecord(run_id, DEPOSITS, "t", False, now - timedelta(minutes=1)))
+        if finished_enqueue:
+            state.finish_enqueue(run_id, entries=1, enqueued=1, invalid=0, duplicates=0)
+
+    def pending(key: str) -> Pending:
+        return Pending(key, OutgoingMessage("{}", group_id="g", dedup_id=dedup_id(key)))
+
+    make_run("live", finished_enqueue=True)
+    make_run("dead", finished_enqueue=False)  # enqueueing, and no lease: its producer died
+    state.put_claims("live", ["k-live", "k-old"], now - timedelta(seconds=30))
+    state.put_claims("live", ["k-old"], now - timedelta(seconds=301))
+    state.put_claims("dead", ["k-dead"], now - timedelta(seconds=30))
+
+    book = ClaimBook(state, "new", purged_at=None, now=lambda: now)
+    send, duplicates = book.sort([pending(k) for k in ("k-live", "k-old", "k-dead", "k-new")])
+
+    assert duplicates == 1  # only k-live's claim stands
+    by_key = {item.key: item.message.dedup_id for item in send}
+    assert set(by_key) == {"k-old", "k-dead", "k-new"}
+    assert by_key["k-dead"] == dedup_id("k-dead#new")  # taken over: a new id
+    assert by_key["k-new"] == dedup_id("k-new")
+    assert {k: c.run_id for k, c in state.claims(list(by_key)).items()} == dict.fromkeys(
+        by_key, "new"
+    )
+
+    after_purge = ClaimBook(state, "newer", purged_at=now, now=lambda: now + timedelta(seconds=1))
+    send, duplicates = after_purge.sort([pending("k-new")])
+    assert duplicates == 0 and [item.key for item in send] == ["k-new"]
+    state.close()

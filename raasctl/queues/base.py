@@ -183,6 +183,10 @@ class Queue(ABC):
     # The most messages one send_batch call takes: SQS's 10 per SendMessageBatch; an adapter
     # whose natural batch is larger (one SQLite transaction) says so.
     max_batch_size: int = MAX_BATCH
+    # Whether send_batch reports the messages it dropped as duplicates (BatchResult.duplicates).
+    # SQS does not: a duplicate within its window is "sent" and never delivered, so the
+    # producer keeps claims in State for such a queue.
+    reports_duplicates: bool = True
 
     @abstractmethod
     def max_message_bytes(self) -> int:

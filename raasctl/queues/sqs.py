@@ -99,6 +99,8 @@ class _Attributes:
 class SqsQueue(Queue):
     """One SQS queue and its DLQ. FIFO is recognised by the `.fifo` suffix."""
 
+    reports_duplicates = False  # a duplicate within the window is accepted and dropped
+
     # Retrying the entries a batch call could not take (SenderFault false). botocore already
     # retries whole calls; a generic retry library cannot resend only part of a batch.
     retry_attempts = 5

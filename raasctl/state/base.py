@@ -36,6 +36,17 @@ def transition(old: EntryStatus | None, new: EntryStatus) -> bool:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """A producer's record that it sent an entry's key: on a queue that drops a duplicate
+    silently (SQS within its deduplication window), a re-run counts the key as a duplicate
+    itself instead of counting a message that will never arrive."""
+
+    key: str
+    run_id: str
+    claimed_at: datetime
+
+
+@dataclass(frozen=True)
 class LockInfo:
     name: str
     owner: str  # the run that holds it
@@ -151,6 +162,15 @@ class State(ABC):
         logged once however many workers see the last message). A reconcile also sets the
         total (an abandoned run's: what got through), the entries counted purged, the
         abandoned flag and an error (kept if one is there), in the same conditional write."""
+
+    @abstractmethod
+    def claims(self, keys: Sequence[str]) -> dict[str, Claim]:
+        """The enqueue claims recorded for these entry keys (whatever their age)."""
+
+    @abstractmethod
+    def put_claims(self, run_id: str, keys: Sequence[str], now: datetime) -> None:
+        """Record that `run_id` sends these keys now (replacing older claims). One producer
+        per cron writes them at a time (it holds the cron's run lock)."""
 
     @abstractmethod
     def record_purge(self, env: str, now: datetime) -> None:

@@ -21,7 +21,7 @@ from raasctl.codes import ErrorCode
 from raasctl.errors import StateError
 from raasctl.migrations import Migrations, add_column, execute_script, rebuild, without_rowid
 from raasctl.sqlite import Database
-from raasctl.state.base import EntryStatus, LockInfo, RunRecord, State, transition
+from raasctl.state.base import Claim, EntryStatus, LockInfo, RunRecord, State, transition
 from raasctl.state.records import RUN_FIELDS, from_iso, run_from_fields, run_to_fields, to_iso
 
 _IN_CHUNK = 500
@@ -115,6 +115,11 @@ CREATE TABLE IF NOT EXISTS state_versions (
     PRIMARY KEY (cron, entity_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS state_runs_open ON state_runs (created_at) WHERE finished_at IS NULL;
+CREATE TABLE IF NOT EXISTS state_claims (
+    key        TEXT PRIMARY KEY,
+    run_id     TEXT NOT NULL,
+    claimed_at TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state_purges (
     env       TEXT PRIMARY KEY,
     purged_at TEXT NOT NULL
@@ -253,6 +258,32 @@ class SqliteState(State):
                 (to_iso(now), total, purged, abandoned, error, run_id),
             )
         return changed == 1
+
+    def claims(self, keys: Sequence[str]) -> dict[str, Claim]:
+        found: dict[str, Claim] = {}
+        with self._errors():
+            conn = self._db.connection()
+            for start in range(0, len(keys), _IN_CHUNK):
+                chunk = keys[start : start + _IN_CHUNK]
+                marks = ", ".join("?" for _ in chunk)
+                for key, run_id, claimed_at in conn.execute(
+                    f"SELECT key, run_id, claimed_at FROM state_claims WHERE key IN ({marks})",
+                    tuple(chunk),
+                ):
+                    at = from_iso(claimed_at)
+                    assert at is not None
+                    found[key] = Claim(key, run_id, at)
+        return found
+
+    def put_claims(self, run_id: str, keys: Sequence[str], now: datetime) -> None:
+        at = to_iso(now)
+        with self._errors(), self._db.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO state_claims (key, run_id, claimed_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id,"
+                " claimed_at = excluded.claimed_at",
+                [(key, run_id, at) for key in keys],
+            )
 
     def record_purge(self, env: str, now: datetime) -> None:
         with self._errors():
