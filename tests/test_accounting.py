@@ -7,7 +7,7 @@ Every test also checks exactly-once at the accounting service: no key applied tw
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +33,75 @@ def service() -> Iterator[AccountingService]:
         yield running
 
 
-def configure(service: AccountingService, source: Path | None = None) -> None:
-    env = {
-        "source": {"kind": "fixtures", "path": str((source or FIXTURE.parent).resolve())},
-        "queue": {"kind": "sqlite", "max_receive_count": 2, "visibility_timeout_s": 30},
-        "sink": {"kind": "http", "base_url": service.base_url, "token": "env:CALLBACK_TOKEN"},
-    }
+Configure = Callable[..., None]
+
+
+def write_env(env: dict[str, Any]) -> None:
     Path("raasctl.yaml").write_text(
         yaml.safe_dump({"default_env": "acct", "environments": {"acct": env}}), encoding="utf-8"
     )
+
+
+def sink(service: AccountingService) -> dict[str, Any]:
+    return {"kind": "http", "base_url": service.base_url, "token": "env:CALLBACK_TOKEN"}
+
+
+def source(folder: Path | None) -> dict[str, Any]:
+    return {"kind": "fixtures", "path": str((folder or FIXTURE.parent).resolve())}
+
+
+@pytest.fixture(params=["embedded", "sqs+dynamodb"])
+def configure(request: pytest.FixtureRequest) -> Iterator[Configure]:
+    """Writes the environment's config: the embedded default, or SQS and DynamoDB on moto's
+    server (in its own thread, on 127.0.0.1), both with a DLQ after 2 receives."""
+    if request.param == "embedded":
+
+        def embedded(service: AccountingService, folder: Path | None = None) -> None:
+            write_env(
+                {
+                    "source": source(folder),
+                    "queue": {"kind": "sqlite", "max_receive_count": 2, "visibility_timeout_s": 30},
+                    "sink": sink(service),
+                }
+            )
+
+        yield embedded
+        return
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from raasctl.state.dynamodb import create_table
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{server._server.server_port}"  # type: ignore[union-attr]
+    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
+    dlq = sqs.create_queue(QueueName="acct-dlq.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    url = sqs.create_queue(
+        QueueName="acct.fifo",
+        Attributes={
+            "FifoQueue": "true",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}),
+        },
+    )["QueueUrl"]
+    create_table(boto3.client("dynamodb", region_name="us-east-1", endpoint_url=endpoint), "acct")
+
+    def deployed(service: AccountingService, folder: Path | None = None) -> None:
+        write_env(
+            {
+                "aws": {"region": "us-east-1", "endpoint_url": endpoint},
+                "source": source(folder),
+                "queue": {"kind": "sqs", "url": url, "dlq_url": dlq, "wait_time_s": 0},
+                "state": {"kind": "dynamodb", "table": "acct"},
+                "sink": sink(service),
+            }
+        )
+
+    yield deployed
+    server.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -80,7 +140,7 @@ def counts(view: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def test_a_redrive_moves_failed_entries_to_succeeded_instead_of_counting_them_again(
-    runner: CliRunner, service: AccountingService
+    runner: CliRunner, service: AccountingService, configure: Configure
 ) -> None:
     configure(service)
     refused, unavailable = deposit_ids()[:2]
@@ -99,7 +159,9 @@ def test_a_redrive_moves_failed_entries_to_succeeded_instead_of_counting_them_ag
     assert len(service.applied) == ENTRIES and max(service.applied.values()) == 1
 
 
-def test_a_purge_ends_the_purged_runs_purged(runner: CliRunner, service: AccountingService) -> None:
+def test_a_purge_ends_the_purged_runs_purged(
+    runner: CliRunner, service: AccountingService, configure: Configure
+) -> None:
     configure(service)
     mock = cli(runner, "enqueue-mock", DEPOSITS, "--copies", "20")
     assert mock.exit_code == 0, mock.stderr
@@ -116,7 +178,7 @@ def test_a_purge_ends_the_purged_runs_purged(runner: CliRunner, service: Account
 
 
 def test_a_re_run_before_the_drain_counts_its_duplicates_and_ends_complete_with_total_0(
-    runner: CliRunner, service: AccountingService
+    runner: CliRunner, service: AccountingService, configure: Configure
 ) -> None:
     configure(service)
     first = run(runner)
@@ -130,7 +192,7 @@ def test_a_re_run_before_the_drain_counts_its_duplicates_and_ends_complete_with_
 
 
 def test_after_a_purge_a_re_run_enqueues_the_purged_entries_again(
-    runner: CliRunner, service: AccountingService
+    runner: CliRunner, service: AccountingService, configure: Configure
 ) -> None:
     configure(service)
     first = run(runner)
@@ -146,7 +208,7 @@ def test_after_a_purge_a_re_run_enqueues_the_purged_entries_again(
 
 
 def test_an_older_version_redriven_after_a_newer_one_is_superseded_not_applied(
-    runner: CliRunner, service: AccountingService, tmp_path: Path
+    runner: CliRunner, service: AccountingService, tmp_path: Path, configure: Configure
 ) -> None:
     report = json.loads(FIXTURE.read_text())
     deposit = dict(report["Report_Entry"][0], Deposit_Amount="100.00")
@@ -183,7 +245,7 @@ def test_an_older_version_redriven_after_a_newer_one_is_superseded_not_applied(
 
 
 def test_runs_reconcile_waits_for_an_empty_queue_then_closes_the_purged_runs(
-    runner: CliRunner, service: AccountingService
+    runner: CliRunner, service: AccountingService, configure: Configure
 ) -> None:
     configure(service)
     run_id = run(runner)["run_id"]
@@ -200,7 +262,7 @@ def test_runs_reconcile_waits_for_an_empty_queue_then_closes_the_purged_runs(
 
 
 def test_runs_unlock_frees_a_lock_whose_holder_is_gone_and_refuses_a_live_one(
-    runner: CliRunner, service: AccountingService
+    runner: CliRunner, service: AccountingService, configure: Configure
 ) -> None:
     from datetime import UTC, datetime
 
