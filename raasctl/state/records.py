@@ -20,7 +20,7 @@ RUN_FIELDS = tuple(f.name for f in fields(RunRecord))
 # The counters (always present, 0 when unset).
 COUNTERS = (
     *("entries", "enqueued", "invalid", "duplicates"),
-    *("succeeded", "failed", "dead_lettered", "retries"),
+    *("succeeded", "failed", "dead_lettered", "retries", "superseded", "purged"),
 )
 
 
@@ -47,7 +47,7 @@ def run_to_fields(run: RunRecord) -> dict[str, str | int | bool | None]:
 
 def run_from_fields(stored: Mapping[str, Any]) -> RunRecord:
     """A record back from its stored fields; a missing counter is 0, other missing fields
-    are unset. The flag may come back as an integer (SQLite has no booleans)."""
+    are unset. The flags may come back as integers (SQLite has no booleans)."""
     created_at = from_iso(stored["created_at"])
     assert created_at is not None  # created_at is required on every stored run
     total = stored.get("total")
@@ -61,5 +61,6 @@ def run_from_fields(stored: Mapping[str, Any]) -> RunRecord:
         started_at=from_iso(stored.get("started_at")),
         finished_at=from_iso(stored.get("finished_at")),
         error=stored.get("error"),
+        abandoned=bool(stored.get("abandoned") or False),
         **{name: int(stored.get(name) or 0) for name in COUNTERS},
     )
