@@ -896,3 +896,35 @@ def test_sqlite_counters_are_atomic_across_processes(tmp_path: Path) -> None:
     assert [worker.wait(timeout=30) for worker in workers] == [0, 0, 0]
     run = state.get_run("r1")
     assert run is not None and run.succeeded == 400
+
+
+_OUTCOMES = """
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from raasctl.state.base import EntryStatus
+from raasctl.state.sqlite import SqliteState
+state = SqliteState(Path(sys.argv[1]))
+status = EntryStatus(sys.argv[2])
+keys = [f"k{n}" for n in range(40)]
+for start in range(0, len(keys), 10):
+    state.record_outcomes("r1", dict.fromkeys(keys[start : start + 10], status), datetime.now(UTC))
+"""
+
+
+def test_sqlite_outcomes_count_once_across_processes(tmp_path: Path) -> None:
+    path = tmp_path / "local.db"
+    state = SqliteState(path)
+    running_run(state, 40)
+    workers = [
+        subprocess.Popen([sys.executable, "-c", _OUTCOMES, str(path), status])
+        for status in ("failed", "succeeded", "failed", "dead_lettered")
+    ]
+    for start in range(0, 40, 10):
+        state.record_outcomes("r1", {f"k{n}": S for n in range(start, start + 10)}, T0)
+
+    assert [worker.wait(timeout=60) for worker in workers] == [0, 0, 0, 0]
+    run = state.get_run("r1")
+    # Whatever the order, succeeded wins over failed and dead_lettered, once per key.
+    assert counts(run) == (40, 0, 0, 0)
+    assert {state.outcome("r1", f"k{n}") for n in range(40)} == {S}
