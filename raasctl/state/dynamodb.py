@@ -222,16 +222,16 @@ class DynamoState(State):
             # Both partitions newest first, merged by created_at (the index's sort key); a run
             # moving between them may show in both while the index catches up.
             merged = heapq.merge(
-                index_keys(
-                    self.client, self.table, OPEN_RUNS, newest_first=True, limit=limit, cron=cron
-                ),
-                index_keys(
-                    self.client,
-                    self.table,
-                    FINISHED_RUNS,
-                    newest_first=True,
-                    limit=limit,
-                    cron=cron,
+                *(
+                    index_keys(
+                        self.client,
+                        self.table,
+                        partition,
+                        newest_first=True,
+                        limit=limit,
+                        cron=cron,
+                    )
+                    for partition in (OPEN_RUNS, FINISHED_RUNS)
                 ),
                 reverse=True,
             )
