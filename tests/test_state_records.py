@@ -80,3 +80,27 @@ def test_iso_text_is_utc_with_a_fixed_layout_so_text_order_is_time_order() -> No
     back = from_iso(to_iso(earlier))
     assert back == earlier and back is not None and back.tzinfo == UTC
     assert from_iso(None) is None
+
+
+def test_the_reconcile_fields_round_trip_and_the_abandoned_flag_reads_from_an_integer() -> None:
+    reconciled = RunRecord(
+        "run-3",
+        "clientDepositUpdate",
+        "local",
+        False,
+        T0,
+        total=5,
+        succeeded=1,
+        superseded=1,
+        purged=3,
+        finished_at=T0 + timedelta(minutes=1),
+        abandoned=True,
+    )
+    stored = run_to_fields(reconciled)
+
+    assert (stored["superseded"], stored["purged"], stored["abandoned"]) == (1, 3, True)
+    assert run_from_fields(stored) == reconciled
+    assert run_from_fields(stored | {"abandoned": 1}).abandoned is True
+    assert run_from_fields(stored | {"abandoned": 0}).abandoned is False
+    assert run_from_fields({k: v for k, v in stored.items() if k != "abandoned"}).abandoned is False
+    assert run_from_fields(stored).status == "abandoned"

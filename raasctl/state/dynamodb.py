@@ -1,91 +1,82 @@
 """State in one DynamoDB table (deployed environments).
 
-Single-table design, every item keyed by `pk` + `sk`:
+Single-table design, every item keyed by `pk` + `sk` (raasctl/state/dynamodb_items.py):
 
     pk "RUN#<run_id>"   sk "RUN"    a run record; counters are numbers changed with ADD;
-                                    gsi1pk "RUN", gsi1sk "<created_at>#<run_id>" list it
+                                    gsi1pk "OPEN" until finished, then "RUN", and
+                                    gsi1sk "<created_at>#<run_id>" list it
+    pk "RUN#<run_id>"   sk "OUTCOME#<key>"   an entry's outcome in the run (its `status`)
     pk "KEY#<key>"      sk "KEY"    an idempotency record (an entry key applied once)
-    pk "LOCK#<name>"    sk "LOCK"   a named lock with its owner and expires_at
+    pk "VERSION#<cron>#<entity_id>"  sk "VERSION"   the newest version applied for a record
+    pk "LOCK#<name>"    sk "LOCK"   a named lock with its owner, holder and expires_at
 
 Every write that must happen once is a conditional write, so concurrent workers on many
 machines agree without a coordinator. Datetimes are ISO strings in UTC with a fixed layout,
-so string comparison in condition expressions is time comparison.
+so string comparison in condition expressions is time comparison. An outcome and its run's
+counters change in one transaction (raasctl/state/dynamodb_outcomes.py).
 
-Listing runs newest first uses the `runs-by-created` index (all runs share the index key
-"RUN", sorted by created_at). A Scan would read every idempotency record to find a few runs,
-and there is one idempotency record per entry ever applied; the index reads only runs. Its
-costs: one index partition for all runs (fine at one run per cron per hour, far below a
-partition's write limit), and a cron filter applied after reading, so `runs list --cron X`
-reads through other crons' runs until it has enough; and index reads are eventually
-consistent, so a run created a moment ago may be missing from the list (get_run, a consistent
-read, always finds it). The index projects only `cron`, which never changes, so counter updates
-do not write to the index; the listed records themselves are read consistently.
+Listing runs uses the `runs-by-created` index (sorted by created_at within its partition). A
+Scan would read every idempotency record to find a few runs, and there is one idempotency
+record per entry ever applied; the index reads only runs. The index has two partitions: open
+runs under "OPEN" (so a reconcile finds them with one Query, oldest first, and no second
+index), finished ones under "RUN", where mark_finished moves them in its one conditional write;
+runs finished or not from before that split are under "RUN" and are not found as open. Newest
+first over all runs merges the two. Its costs: few index partitions for all runs (fine at one
+run per cron per hour, far below a partition's write limit), and a cron filter applied after
+reading, so `runs list --cron X` reads through other crons' runs until it has enough; and index
+reads are eventually consistent, so a run created a moment ago may be missing from the list
+(get_run, a consistent read, always finds it), and one finished a moment ago may still be
+listed as open (open_runs drops it after reading the records). The index projects only `cron`,
+which never changes, so counter updates do not write to the index; the listed records
+themselves are read consistently.
+
+The table has no TTL attribute, so nothing expires on its own: a lock's `expires_at` is
+compared by the writers, and an expired lock item stays until its name is taken again or
+broken (one item per lock name).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Sequence
+import heapq
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from raasctl.aws_errors import AWS_FAILURES, classify, error_detail
 from raasctl.codes import ErrorCode
 from raasctl.errors import StateError
-from raasctl.state.base import RunRecord, State
-from raasctl.state.records import run_from_fields, run_to_fields, to_iso
+from raasctl.state import dynamodb_outcomes
+from raasctl.state.base import EntryStatus, LockInfo, RunRecord, State
+from raasctl.state.dynamodb_items import (
+    FINISHED_RUNS,
+    OPEN_RUNS,
+    RUN_SK,
+    attribute,
+    code,
+    key,
+    n,
+    outcome_sk,
+    run_pk,
+    s,
+    text,
+    to_record,
+    version_pk,
+)
+from raasctl.state.dynamodb_table import (
+    CREATE_TABLE_HINT,
+    RUNS_INDEX,
+    aws_errors,
+    batch_get,
+    create_table,
+    index_keys,
+)
+from raasctl.state.records import from_iso, run_to_fields, to_iso
 
-RUNS_INDEX = "runs-by-created"
-_RUN_SK = "RUN"
-_BATCH_GET_MAX = 100
-_BATCH_GET_ATTEMPTS = 5
-# Shown when the table is missing; names the documented way to create it.
-CREATE_TABLE_HINT = "create it with `raasctl --env ENV state create-table`"
-
-
-def create_table(client: Any, table: str) -> None:
-    """The documented way to create the table DynamoState uses: on-demand billing, the
-    `pk`/`sk` key and the `runs-by-created` index. Idempotent: an existing table is left as
-    it is. Waits until the table is active."""
-    try:
-        client.create_table(
-            TableName=table,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-                {"AttributeName": "gsi1pk", "AttributeType": "S"},
-                {"AttributeName": "gsi1sk", "AttributeType": "S"},
-            ],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            GlobalSecondaryIndexes=[
-                {
-                    "IndexName": RUNS_INDEX,
-                    "KeySchema": [
-                        {"AttributeName": "gsi1pk", "KeyType": "HASH"},
-                        {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
-                    ],
-                    "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["cron"]},
-                }
-            ],
-        )
-    except ClientError as exc:
-        if _code(exc) != "ResourceInUseException":
-            raise _state_error(exc, table, "dynamodb:CreateTable") from exc
-    except AWS_FAILURES as exc:
-        raise _state_error(exc, table, "dynamodb:CreateTable") from exc
-    try:
-        client.get_waiter("table_exists").wait(
-            TableName=table, WaiterConfig={"Delay": 2, "MaxAttempts": 60}
-        )
-    except AWS_FAILURES as exc:
-        raise _state_error(exc, table, "dynamodb:DescribeTable") from exc
+# create_table and the table's names are the adapter's public face (the CLI and tests use it).
+__all__ = ["CREATE_TABLE_HINT", "RUNS_INDEX", "DynamoState", "create_table"]
 
 
 class DynamoState(State):
@@ -95,19 +86,19 @@ class DynamoState(State):
         self.client = client
         self.table = table
 
+    # ------------------------------------------------------------ runs
+
     def create_run(self, run: RunRecord) -> None:
         stored = run_to_fields(run)
         item: dict[str, Any] = {
-            "pk": _s(_run_pk(run.run_id)),
-            "sk": _s(_RUN_SK),
-            "gsi1pk": _s(_RUN_SK),
-            "gsi1sk": _s(f"{stored['created_at']}#{run.run_id}"),
+            "pk": s(run_pk(run.run_id)),
+            "sk": s(RUN_SK),
+            "gsi1pk": s(FINISHED_RUNS if run.finished_at else OPEN_RUNS),
+            "gsi1sk": s(f"{stored['created_at']}#{run.run_id}"),
         }
         # Unset fields are left out: DynamoDB has no empty attribute, and a missing one reads
-        # back as unset (see _to_record).
-        item.update(
-            {name: _attribute(value) for name, value in stored.items() if value is not None}
-        )
+        # back as unset (see to_record).
+        item.update({name: attribute(value) for name, value in stored.items() if value is not None})
         with self._errors("dynamodb:PutItem"):
             if not self._put_once(item):
                 raise StateError(f"run {run.run_id} already exists")
@@ -123,17 +114,17 @@ class DynamoState(State):
         error: str | None = None,
     ) -> RunRecord:
         values = {
-            ":entries": _n(entries),
-            ":enqueued": _n(enqueued),
-            ":invalid": _n(invalid),
-            ":duplicates": _n(duplicates),
+            ":entries": n(entries),
+            ":enqueued": n(enqueued),
+            ":invalid": n(invalid),
+            ":duplicates": n(duplicates),
         }
         expression = (
             "SET entries = :entries, enqueued = :enqueued, invalid = :invalid,"
             " duplicates = :duplicates, #total = :enqueued"
         )
         if error is not None:
-            values[":error"] = _s(error)
+            values[":error"] = s(error)
             expression += ", #error = :error"
         names = {"#total": "total"} | ({"#error": "error"} if error is not None else {})
         return self._update_run(run_id, expression, values, names)
@@ -154,97 +145,167 @@ class DynamoState(State):
             "ADD succeeded :succeeded, failed :failed, dead_lettered :dead_lettered,"
             " retries :retries SET started_at = if_not_exists(started_at, :now)",
             {
-                ":succeeded": _n(succeeded),
-                ":failed": _n(failed),
-                ":dead_lettered": _n(dead_lettered),
-                ":retries": _n(retries),
-                ":now": _s(to_iso(now or datetime.now(UTC))),
+                ":succeeded": n(succeeded),
+                ":failed": n(failed),
+                ":dead_lettered": n(dead_lettered),
+                ":retries": n(retries),
+                ":now": s(to_iso(now or datetime.now(UTC))),
             },
         )
 
-    def mark_finished(self, run_id: str, now: datetime) -> bool:
+    def record_outcomes(
+        self, run_id: str, outcomes: Mapping[str, EntryStatus], now: datetime
+    ) -> RunRecord | None:
+        # A transaction returns no values, so the run is read after it (consistently): one
+        # write and one read per batch when no other writer got there first.
+        with self._errors("dynamodb:TransactWriteItems"):
+            if not dynamodb_outcomes.record_outcomes(
+                self.client, self.table, run_id, outcomes, now
+            ):
+                return None
+        return self.get_run(run_id)
+
+    def outcome(self, run_id: str, key: str) -> EntryStatus | None:
+        item = self._get(run_pk(run_id), outcome_sk(key), projection="#status")
+        status = None if item is None else text(item, "status")
+        return None if status is None else EntryStatus(status)
+
+    def mark_finished(
+        self,
+        run_id: str,
+        now: datetime,
+        *,
+        total: int | None = None,
+        purged: int = 0,
+        abandoned: bool = False,
+    ) -> bool:
         """False also for an unknown run: nothing was set."""
+        assignments = ["finished_at = :now", "gsi1pk = :finished"]
+        values: dict[str, Any] = {":now": s(to_iso(now)), ":finished": s(FINISHED_RUNS)}
+        names: dict[str, str] = {}
+        if total is not None:
+            assignments.append("#total = :total")
+            names["#total"] = "total"
+            values[":total"] = n(total)
+        if purged:
+            assignments.append("purged = :purged")
+            values[":purged"] = n(purged)
+        if abandoned:
+            assignments.append("abandoned = :abandoned")
+            values[":abandoned"] = {"BOOL": True}
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": key(run_pk(run_id), RUN_SK),
+            "UpdateExpression": "SET " + ", ".join(assignments),
+            "ConditionExpression": "attribute_exists(pk) AND attribute_not_exists(finished_at)",
+            "ExpressionAttributeValues": values,
+        }
+        if names:
+            request["ExpressionAttributeNames"] = names
         with self._errors("dynamodb:UpdateItem"):
             try:
-                self.client.update_item(
-                    TableName=self.table,
-                    Key=_key(_run_pk(run_id), _RUN_SK),
-                    UpdateExpression="SET finished_at = :now",
-                    ConditionExpression=(
-                        "attribute_exists(pk) AND attribute_not_exists(finished_at)"
-                    ),
-                    ExpressionAttributeValues={":now": _s(to_iso(now))},
-                )
+                self.client.update_item(**request)
             except ClientError as exc:
-                if _code(exc) == "ConditionalCheckFailedException":
+                if code(exc) == "ConditionalCheckFailedException":
                     return False
                 raise
         return True
 
     def get_run(self, run_id: str) -> RunRecord | None:
-        with self._errors("dynamodb:GetItem"):
-            response = self.client.get_item(
-                TableName=self.table, Key=_key(_run_pk(run_id), _RUN_SK), ConsistentRead=True
-            )
-        item = response.get("Item")
-        return None if item is None else _to_record(item)
+        item = self._get(run_pk(run_id), RUN_SK)
+        return None if item is None else to_record(item)
 
     def list_runs(self, *, limit: int = 20, cron: str | None = None) -> list[RunRecord]:
-        keys: list[dict[str, Any]] = []
-        request: dict[str, Any] = {
-            "TableName": self.table,
-            "IndexName": RUNS_INDEX,
-            "KeyConditionExpression": "gsi1pk = :run",
-            "ExpressionAttributeValues": {":run": _s(_RUN_SK)},
-            "ScanIndexForward": False,
-        }
-        if cron is not None:
-            request["FilterExpression"] = "cron = :cron"
-            request["ExpressionAttributeValues"][":cron"] = _s(cron)
-        else:
-            request["Limit"] = limit
+        if limit <= 0:
+            return []
         with self._errors("dynamodb:Query"):
-            while len(keys) < limit:
-                page = self.client.query(**request)
-                keys.extend({"pk": item["pk"], "sk": item["sk"]} for item in page["Items"])
-                if "LastEvaluatedKey" not in page:
+            # Both partitions newest first, merged by created_at (the index's sort key); a run
+            # moving between them may show in both while the index catches up.
+            merged = heapq.merge(
+                *(
+                    index_keys(
+                        self.client,
+                        self.table,
+                        partition,
+                        newest_first=True,
+                        limit=limit,
+                        cron=cron,
+                    )
+                    for partition in (OPEN_RUNS, FINISHED_RUNS)
+                ),
+                reverse=True,
+            )
+            keys: dict[str, dict[str, Any]] = {}
+            for _, pk, sk in merged:
+                keys.setdefault(pk, {"pk": s(pk), "sk": s(sk)})
+                if len(keys) == limit:
                     break
-                request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-            return self._get_runs(keys[:limit])
+            return self._get_runs(list(keys.values()))
+
+    def open_runs(self, *, limit: int = 200) -> list[RunRecord]:
+        with self._errors("dynamodb:Query"):
+            oldest = index_keys(self.client, self.table, OPEN_RUNS, newest_first=False, limit=limit)
+            keys = [{"pk": s(pk), "sk": s(sk)} for _, pk, sk in islice(oldest, limit)]
+        # The index lags: a run finished a moment ago may still be under OPEN.
+        return [run for run in self._get_runs(keys) if run.finished_at is None]
+
+    # ------------------------------------------------------------ idempotency and versions
 
     def is_applied(self, key: str) -> bool:
-        with self._errors("dynamodb:GetItem"):
-            response = self.client.get_item(
-                TableName=self.table,
-                Key=_key(f"KEY#{key}", "KEY"),
-                ConsistentRead=True,
-                ProjectionExpression="pk",
-            )
-        return "Item" in response
+        return self._get(f"KEY#{key}", "KEY", projection="pk") is not None
 
     def applied_keys(self, keys: Sequence[str]) -> set[str]:
-        items = self._batch_get(
-            [_key(f"KEY#{key}", "KEY") for key in dict.fromkeys(keys)], projection="pk"
+        items = batch_get(
+            self.client,
+            self.table,
+            [key(f"KEY#{entry}", "KEY") for entry in dict.fromkeys(keys)],
+            projection="pk",
         )
         return {item["pk"]["S"].removeprefix("KEY#") for item in items}
 
     def record_applied(self, key: str, run_id: str, now: datetime) -> bool:
         item = {
-            "pk": _s(f"KEY#{key}"),
-            "sk": _s("KEY"),
-            "run_id": _s(run_id),
-            "applied_at": _s(to_iso(now)),
+            "pk": s(f"KEY#{key}"),
+            "sk": s("KEY"),
+            "run_id": s(run_id),
+            "applied_at": s(to_iso(now)),
         }
         with self._errors("dynamodb:PutItem"):
             return self._put_once(item)
 
-    def acquire_lock(self, name: str, owner: str, ttl_s: int, now: datetime) -> bool:
+    def applied_version(self, cron: str, entity_id: str) -> str | None:
+        item = self._get(version_pk(cron, entity_id), "VERSION", projection="#version")
+        return None if item is None else text(item, "version")
+
+    def record_version(self, cron: str, entity_id: str, version: str) -> None:
+        with self._errors("dynamodb:PutItem"):
+            try:
+                self.client.put_item(
+                    TableName=self.table,
+                    Item={**key(version_pk(cron, entity_id), "VERSION"), "version": s(version)},
+                    # Versions are ISO UTC timestamps: text order is time order. An equal or
+                    # newer version there already fails the check and changes nothing.
+                    ConditionExpression="attribute_not_exists(pk) OR #version < :version",
+                    ExpressionAttributeNames={"#version": "version"},
+                    ExpressionAttributeValues={":version": s(version)},
+                )
+            except ClientError as exc:
+                if code(exc) != "ConditionalCheckFailedException":
+                    raise
+
+    # ------------------------------------------------------------ locks
+
+    def acquire_lock(
+        self, name: str, owner: str, ttl_s: int, now: datetime, *, holder: str = ""
+    ) -> bool:
         item = {
-            "pk": _s(f"LOCK#{name}"),
-            "sk": _s("LOCK"),
-            "owner": _s(owner),
-            "expires_at": _s(to_iso(now + timedelta(seconds=ttl_s))),
+            "pk": s(f"LOCK#{name}"),
+            "sk": s("LOCK"),
+            "owner": s(owner),
+            "expires_at": s(to_iso(now + timedelta(seconds=ttl_s))),
         }
+        if holder:  # an unknown holder is left out and reads back as ""
+            item["holder"] = s(holder)
         with self._errors("dynamodb:PutItem"):
             try:
                 self.client.put_item(
@@ -255,10 +316,10 @@ class DynamoState(State):
                         "attribute_not_exists(pk) OR expires_at < :now OR #owner = :owner"
                     ),
                     ExpressionAttributeNames={"#owner": "owner"},
-                    ExpressionAttributeValues={":now": _s(to_iso(now)), ":owner": _s(owner)},
+                    ExpressionAttributeValues={":now": s(to_iso(now)), ":owner": s(owner)},
                 )
             except ClientError as exc:
-                if _code(exc) == "ConditionalCheckFailedException":
+                if code(exc) == "ConditionalCheckFailedException":
                     return False
                 raise
         return True
@@ -269,16 +330,53 @@ class DynamoState(State):
             try:
                 self.client.delete_item(
                     TableName=self.table,
-                    Key=_key(f"LOCK#{name}", "LOCK"),
+                    Key=key(f"LOCK#{name}", "LOCK"),
                     ConditionExpression="#owner = :owner",
                     ExpressionAttributeNames={"#owner": "owner"},
-                    ExpressionAttributeValues={":owner": _s(owner)},
+                    ExpressionAttributeValues={":owner": s(owner)},
                 )
             except ClientError as exc:
-                if _code(exc) != "ConditionalCheckFailedException":
+                if code(exc) != "ConditionalCheckFailedException":
                     raise
 
+    def lock_info(self, name: str) -> LockInfo | None:
+        item = self._get(f"LOCK#{name}", "LOCK")
+        if item is None:
+            return None
+        expires_at = from_iso(text(item, "expires_at"))
+        assert expires_at is not None  # every lock item is written with one
+        return LockInfo(
+            name=name,
+            owner=text(item, "owner") or "",
+            holder=text(item, "holder") or "",
+            expires_at=expires_at,
+        )
+
+    def break_lock(self, name: str) -> bool:
+        with self._errors("dynamodb:DeleteItem"):
+            response = self.client.delete_item(
+                TableName=self.table, Key=key(f"LOCK#{name}", "LOCK"), ReturnValues="ALL_OLD"
+            )
+        return bool(response.get("Attributes"))
+
     # ------------------------------------------------------------ helpers
+
+    def _get(self, pk: str, sk: str, projection: str | None = None) -> dict[str, Any] | None:
+        """One item read consistently; `projection` may name `#status` or `#version`."""
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": key(pk, sk),
+            "ConsistentRead": True,
+        }
+        if projection:
+            request["ProjectionExpression"] = projection
+            aliases = {"#status": "status", "#version": "version"}
+            if projection in aliases:
+                request["ExpressionAttributeNames"] = {projection: aliases[projection]}
+        with self._errors("dynamodb:GetItem"):
+            response = self.client.get_item(**request)
+        item: dict[str, Any] | None = response.get("Item")
+        return item
 
     def _put_once(self, item: dict[str, Any]) -> bool:
         try:
@@ -286,7 +384,7 @@ class DynamoState(State):
                 TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)"
             )
         except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
+            if code(exc) == "ConditionalCheckFailedException":
                 return False
             raise
         return True
@@ -300,7 +398,7 @@ class DynamoState(State):
     ) -> RunRecord:
         request: dict[str, Any] = {
             "TableName": self.table,
-            "Key": _key(_run_pk(run_id), _RUN_SK),
+            "Key": key(run_pk(run_id), RUN_SK),
             "UpdateExpression": expression,
             # Without it an update of an unknown run would create a stray half-record.
             "ConditionExpression": "attribute_exists(pk)",
@@ -313,106 +411,21 @@ class DynamoState(State):
             try:
                 response = self.client.update_item(**request)
             except ClientError as exc:
-                if _code(exc) == "ConditionalCheckFailedException":
+                if code(exc) == "ConditionalCheckFailedException":
                     raise StateError(
                         f"run {run_id} not found", code=ErrorCode.RUN_NOT_FOUND
                     ) from None
                 raise
-        return _to_record(response["Attributes"])
+        return to_record(response["Attributes"])
 
     def _get_runs(self, keys: list[dict[str, Any]]) -> list[RunRecord]:
         """The full records for index keys, in the index's order."""
-        found = {item["pk"]["S"]: _to_record(item) for item in self._batch_get(keys)}
-        return [found[key["pk"]["S"]] for key in keys if key["pk"]["S"] in found]
-
-    def _batch_get(
-        self, keys: list[dict[str, Any]], projection: str | None = None
-    ) -> list[dict[str, Any]]:
-        """The items that exist among `keys` (in no particular order), read consistently."""
-        items: list[dict[str, Any]] = []
-        with self._errors("dynamodb:BatchGetItem"):
-            for start in range(0, len(keys), _BATCH_GET_MAX):
-                request: dict[str, Any] = {
-                    "Keys": keys[start : start + _BATCH_GET_MAX],
-                    "ConsistentRead": True,
-                }
-                if projection:
-                    request["ProjectionExpression"] = projection
-                pending: dict[str, Any] = {self.table: request}
-                for attempt in range(_BATCH_GET_ATTEMPTS):
-                    response = self.client.batch_get_item(RequestItems=pending)
-                    items.extend(response["Responses"].get(self.table, []))
-                    # Throttled keys come back unprocessed rather than as an error.
-                    pending = response.get("UnprocessedKeys") or {}
-                    if not pending:
-                        break
-                    time.sleep(0.05 * 2**attempt)
-                else:
-                    raise StateError(f"DynamoDB table {self.table}: reads were throttled")
-        return items
+        found = {
+            item["pk"]["S"]: to_record(item) for item in batch_get(self.client, self.table, keys)
+        }
+        return [found[entry["pk"]["S"]] for entry in keys if entry["pk"]["S"] in found]
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
-        try:
+        with aws_errors(self.table, action):
             yield
-        except AWS_FAILURES as exc:
-            raise _state_error(exc, self.table, action) from exc
-
-
-def _state_error(exc: BaseException, table: str, action: str) -> StateError:
-    """A botocore failure as a one-line StateError (raasctl/aws_errors.py classifies it)."""
-    code, message = error_detail(exc)
-    if code == "ValidationException" and "index" in message:
-        return StateError(
-            f"DynamoDB table {table} has no index {RUNS_INDEX}: it was not made by"
-            f" create_table; {message}"
-        )
-    if isinstance(exc, ClientError):  # the call that failed, where several share a block
-        action = f"dynamodb:{exc.operation_name}"
-    failure = classify(exc, service="dynamodb", action=action, resource=table)
-    error = failure.error(StateError)
-    if failure.code is ErrorCode.STATE_NOT_FOUND:
-        error.message = f"{failure.message}: {CREATE_TABLE_HINT}"
-    return error
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _run_pk(run_id: str) -> str:
-    return f"RUN#{run_id}"
-
-
-def _key(pk: str, sk: str) -> dict[str, Any]:
-    return {"pk": _s(pk), "sk": _s(sk)}
-
-
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _n(value: int) -> dict[str, str]:
-    return {"N": str(value)}
-
-
-def _attribute(value: str | int | bool) -> dict[str, Any]:
-    if isinstance(value, bool):  # before int: a bool is an int
-        return {"BOOL": value}
-    if isinstance(value, int):
-        return _n(value)
-    return _s(value)
-
-
-def _to_record(item: dict[str, Any]) -> RunRecord:
-    """The run from its item: each attribute's value (`S`, `N` or `BOOL`), decoded by the
-    shared codec."""
-    stored: dict[str, Any] = {}
-    for name, typed in item.items():
-        if "S" in typed:
-            stored[name] = typed["S"]
-        elif "N" in typed:
-            stored[name] = int(typed["N"])
-        elif "BOOL" in typed:
-            stored[name] = typed["BOOL"]
-    return run_from_fields(stored)

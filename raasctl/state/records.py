@@ -62,5 +62,6 @@ def run_from_fields(stored: Mapping[str, Any]) -> RunRecord:
         started_at=from_iso(stored.get("started_at")),
         finished_at=from_iso(stored.get("finished_at")),
         error=stored.get("error"),
+        abandoned=bool(stored.get("abandoned") or False),
         **{name: int(stored.get(name) or 0) for name in COUNTERS},
     )
