@@ -7,6 +7,7 @@ Every test also checks exactly-once at the accounting service: no key applied tw
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -76,18 +77,22 @@ def configure(request: pytest.FixtureRequest) -> Iterator[Configure]:
     server.start()
     endpoint = f"http://127.0.0.1:{server._server.server_port}"  # type: ignore[union-attr]
     sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
-    dlq = sqs.create_queue(QueueName="acct-dlq.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    # moto's backends live in this process across servers: names of this test's own.
+    name = f"acct-{uuid.uuid4().hex[:8]}"
+    dlq = sqs.create_queue(QueueName=f"{name}-dlq.fifo", Attributes={"FifoQueue": "true"})[
+        "QueueUrl"
+    ]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
     url = sqs.create_queue(
-        QueueName="acct.fifo",
+        QueueName=f"{name}.fifo",
         Attributes={
             "FifoQueue": "true",
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}),
         },
     )["QueueUrl"]
-    create_table(boto3.client("dynamodb", region_name="us-east-1", endpoint_url=endpoint), "acct")
+    create_table(boto3.client("dynamodb", region_name="us-east-1", endpoint_url=endpoint), name)
 
     def deployed(service: AccountingService, folder: Path | None = None) -> None:
         write_env(
@@ -95,7 +100,7 @@ def configure(request: pytest.FixtureRequest) -> Iterator[Configure]:
                 "aws": {"region": "us-east-1", "endpoint_url": endpoint},
                 "source": source(folder),
                 "queue": {"kind": "sqs", "url": url, "dlq_url": dlq, "wait_time_s": 0},
-                "state": {"kind": "dynamodb", "table": "acct"},
+                "state": {"kind": "dynamodb", "table": name},
                 "sink": sink(service),
             }
         )

@@ -49,7 +49,7 @@ from botocore.exceptions import ClientError
 from raasctl.codes import ErrorCode
 from raasctl.errors import StateError
 from raasctl.state import dynamodb_outcomes
-from raasctl.state.base import EntryStatus, LockInfo, RunRecord, State
+from raasctl.state.base import Claim, EntryStatus, LockInfo, RunRecord, State
 from raasctl.state.dynamodb_items import (
     FINISHED_RUNS,
     OPEN_RUNS,
@@ -74,6 +74,9 @@ from raasctl.state.dynamodb_table import (
     index_keys,
 )
 from raasctl.state.records import from_iso, run_to_fields, to_iso
+
+_BATCH_WRITE_MAX = 25  # DynamoDB's limit per BatchWriteItem
+_BATCH_WRITE_ATTEMPTS = 5
 
 # create_table and the table's names are the adapter's public face (the CLI and tests use it).
 __all__ = ["CREATE_TABLE_HINT", "RUNS_INDEX", "DynamoState", "create_table"]
@@ -178,6 +181,7 @@ class DynamoState(State):
         total: int | None = None,
         purged: int = 0,
         abandoned: bool = False,
+        error: str | None = None,
     ) -> bool:
         """False also for an unknown run: nothing was set."""
         assignments = ["finished_at = :now", "gsi1pk = :finished"]
@@ -193,6 +197,10 @@ class DynamoState(State):
         if abandoned:
             assignments.append("abandoned = :abandoned")
             values[":abandoned"] = {"BOOL": True}
+        if error is not None:  # an error recorded before (enqueueing stopped early) stays
+            assignments.append("#error = if_not_exists(#error, :error)")
+            names["#error"] = "error"
+            values[":error"] = s(error)
         request: dict[str, Any] = {
             "TableName": self.table,
             "Key": key(run_pk(run_id), RUN_SK),
@@ -210,6 +218,62 @@ class DynamoState(State):
                     return False
                 raise
         return True
+
+    def claims(self, keys: Sequence[str]) -> dict[str, Claim]:
+        items = batch_get(
+            self.client,
+            self.table,
+            [key(f"CLAIM#{entry}", "CLAIM") for entry in dict.fromkeys(keys)],
+        )
+        found: dict[str, Claim] = {}
+        for item in items:
+            entry = item["pk"]["S"].removeprefix("CLAIM#")
+            claimed_at = from_iso(item["claimed_at"]["S"])
+            assert claimed_at is not None
+            found[entry] = Claim(entry, item["run_id"]["S"], claimed_at)
+        return found
+
+    def put_claims(self, run_id: str, keys: Sequence[str], now: datetime) -> None:
+        at = s(to_iso(now))
+        requests = [
+            {
+                "PutRequest": {
+                    "Item": {
+                        "pk": s(f"CLAIM#{entry}"),
+                        "sk": s("CLAIM"),
+                        "run_id": s(run_id),
+                        "claimed_at": at,
+                    }
+                }
+            }
+            for entry in dict.fromkeys(keys)
+        ]
+        with self._errors("dynamodb:BatchWriteItem"):
+            for start in range(0, len(requests), _BATCH_WRITE_MAX):
+                pending = {self.table: requests[start : start + _BATCH_WRITE_MAX]}
+                for _ in range(_BATCH_WRITE_ATTEMPTS):
+                    # Throttled puts come back unprocessed rather than as an error.
+                    pending = self.client.batch_write_item(RequestItems=pending).get(
+                        "UnprocessedItems"
+                    )
+                    if not pending:
+                        break
+                else:
+                    raise StateError(
+                        f"DynamoDB table {self.table}: claims not written after "
+                        f"{_BATCH_WRITE_ATTEMPTS} attempts (throttled)"
+                    )
+
+    def record_purge(self, env: str, now: datetime) -> None:
+        with self._errors("dynamodb:PutItem"):
+            self.client.put_item(
+                TableName=self.table,
+                Item={"pk": s(f"PURGE#{env}"), "sk": s("PURGE"), "purged_at": s(to_iso(now))},
+            )
+
+    def last_purge(self, env: str) -> datetime | None:
+        item = self._get(f"PURGE#{env}", "PURGE")
+        return None if item is None else from_iso(item["purged_at"]["S"])
 
     def get_run(self, run_id: str) -> RunRecord | None:
         item = self._get(run_pk(run_id), RUN_SK)

@@ -56,7 +56,6 @@ def run_from_fields(stored: Mapping[str, Any]) -> RunRecord:
         cron=str(stored["cron"]),
         env=str(stored["env"]),
         mock=bool(stored.get("mock") or False),
-        abandoned=bool(stored.get("abandoned") or False),
         created_at=created_at,
         total=None if total is None else int(total),
         started_at=from_iso(stored.get("started_at")),

@@ -210,6 +210,9 @@ class SqliteState(State):
         at = to_iso(now)
         keys = list(outcomes)
         with self._errors(), self._db.transaction() as conn:
+            known = conn.execute("SELECT 1 FROM state_runs WHERE run_id = ?", (run_id,))
+            if known.fetchone() is None:
+                return None  # nothing is written for a run that does not exist
             recorded = _outcomes_in(conn, run_id, keys)
             delta: Counter[str] = Counter()
             changed = []
