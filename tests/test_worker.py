@@ -346,6 +346,7 @@ def test_drains_every_entry_exactly_once_and_completes_the_run(
         "succeeded",
         "failed",
         "dead_lettered",
+        "superseded",
         "elapsed_s",
         "per_hour",
     }
