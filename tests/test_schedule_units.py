@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import shlex
@@ -70,22 +71,16 @@ def test_crontab_worker_line_keeps_one_worker_under_flock(runner: CliRunner) -> 
 
 
 def test_worker_line_skips_a_start_while_the_lock_is_held(runner: CliRunner) -> None:
-    """Run the line's own command through sh while another process holds the lock: flock -n
+    """Run the line's own command through sh while the lock is held: flock -n
     gives up at once (exit 1) and no second worker writes to the log."""
     result = runner.invoke(main, ["schedule", "crontab", "--log-dir", "logs"])
     command = worker_line(result.stdout).split(" ", 5)[5]
     lock = Path("logs/worker-local.lock").absolute()
-    holder = subprocess.Popen(["flock", str(lock), "sleep", "30"])
-    try:
-        for _ in range(100):
-            busy = subprocess.run(["flock", "-n", str(lock), "true"], check=False)
-            if busy.returncode == 1:
-                break
-            subprocess.run(["sleep", "0.05"], check=True)
+    # Held by this process (flock(1) and fcntl.flock take the same lock), so no helper
+    # process outlives the test.
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         ran = subprocess.run(["sh", "-c", command], timeout=30, check=False)
-    finally:
-        holder.terminate()
-        holder.wait()
     assert ran.returncode == 1
     log = Path("logs/worker.log")
     assert not log.exists() or log.read_text() == ""
