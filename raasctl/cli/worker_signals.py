@@ -94,6 +94,9 @@ def stop_on_signals(
         # them; a repeated apply is harmless, the sinks are idempotent).
         try:
             show_summary()
+            if on_terminal:
+                # The live progress bar hid the cursor; os._exit skips its cleanup.
+                sys.stderr.write("\x1b[?25h")
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
