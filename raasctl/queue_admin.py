@@ -16,6 +16,8 @@ from raasctl.codes import InfoCode
 from raasctl.logs import event
 from raasctl.protection import refuse_protected
 from raasctl.queues.base import PeekedMessage, Queue, QueueDepth
+from raasctl.queues.sqlite import SqliteQueue
+from raasctl.sqlite import file_bytes
 
 if TYPE_CHECKING:
     from raasctl.runtime import Runtime
@@ -68,9 +70,15 @@ class Purged:
     env: str
     dlq: bool
     purged: int | None  # None where the queue purges asynchronously (SQS)
+    freed_bytes: int | None = None  # the embedded file's space given back; None on SQS
 
     def as_dict(self) -> dict[str, Any]:
-        return {"env": self.env, "dlq": self.dlq, "purged": self.purged}
+        return {
+            "env": self.env,
+            "dlq": self.dlq,
+            "purged": self.purged,
+            "freed_bytes": self.freed_bytes,
+        }
 
 
 @dataclass(frozen=True)
@@ -108,9 +116,17 @@ def purge_queue(runtime: Runtime, *, dlq: bool = False, allow_protected: bool = 
     """Delete every message of the queue (or its DLQ). PROTECTED_ENV unless allowed."""
     which = "DLQ" if dlq else "queue"
     refuse_protected(runtime, "queue purge", allow_protected=allow_protected)
+    freed: int | None = None
     with _open(runtime) as port:
+        before = file_bytes(port.path) if isinstance(port, SqliteQueue) else 0
         purged = port.purge(dlq=dlq)
         name = port.name
+        if isinstance(port, SqliteQueue):
+            if purged:
+                # Without this the file keeps its size (SQLite only reuses freed pages).
+                port.compact()
+            # Against the size before the purge: its DELETE grew the write-ahead log first.
+            freed = max(0, before - file_bytes(port.path))
     if not dlq:
         # Runs whose entries were removed close as purged once the queue is empty (a purge of
         # the DLQ removes only entries counted already), and new sends get new deduplication
@@ -120,8 +136,15 @@ def purge_queue(runtime: Runtime, *, dlq: bool = False, allow_protected: bool = 
             state.record_purge(runtime.env_name, datetime.now(UTC))
         finally:
             state.close()
-    event(InfoCode.QUEUE_PURGED, f"{which} purged", queue=name, dlq=dlq, purged=purged)
-    return Purged(runtime.env_name, dlq, purged)
+    event(
+        InfoCode.QUEUE_PURGED,
+        f"{which} purged",
+        queue=name,
+        dlq=dlq,
+        purged=purged,
+        freed_bytes=freed,
+    )
+    return Purged(runtime.env_name, dlq, purged, freed)
 
 
 def redrive_queue(runtime: Runtime, *, allow_protected: bool = False) -> Redriven:

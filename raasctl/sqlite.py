@@ -36,7 +36,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -255,3 +255,33 @@ class Database:
                         conn.execute("ROLLBACK")
                     raise
             self._schema_ready = True
+
+
+# ---------------------------------------------------------------------- size and compaction
+
+
+def file_bytes(path: Path) -> int:
+    """The file's size on disk with its write-ahead log, 0 when there is none."""
+    total = 0
+    for part in (path, path.with_name(path.name + "-wal")):
+        with suppress(FileNotFoundError):
+            total += part.stat().st_size
+    return total
+
+
+def compact(path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> tuple[int, int]:
+    """VACUUM the file and fold its write-ahead log back in; (bytes before, bytes after).
+
+    SQLite reuses freed pages but never gives them back to the file system by itself, so a
+    purge of millions of messages leaves the file as large as it was (and slower to write).
+    VACUUM rewrites it; in WAL mode the rewrite lands in the log, and the TRUNCATE
+    checkpoint shrinks both. It waits on the busy timeout for other writers."""
+    before = file_bytes(path)
+    conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    return before, file_bytes(path)

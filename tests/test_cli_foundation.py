@@ -258,10 +258,12 @@ def test_schedule_time_zone_is_applied(runner: CliRunner) -> None:
     assert all("T06:00:00" in t for t in row["next_runs"])
 
 
-def test_crontab_lines_call_run_with_env_and_log_file(runner: CliRunner) -> None:
+def test_crontab_lines_call_run_with_env_and_log_file(runner: CliRunner, tmp_path: Path) -> None:
     write(Path("raasctl.yaml"), WORKDAY_ENV)
+    # A folder under the test's own tmp_path: the crontab now creates its log folder.
+    log_dir = tmp_path / "var/log/r"
     result = runner.invoke(
-        main, ["--env", "work-uat", "schedule", "crontab", "--log-dir", "/var/log/r"]
+        main, ["--env", "work-uat", "schedule", "crontab", "--log-dir", str(log_dir)]
     )
     assert result.exit_code == 0
     lines = [line for line in result.stdout.splitlines() if " run " in line]
@@ -269,7 +271,7 @@ def test_crontab_lines_call_run_with_env_and_log_file(runner: CliRunner) -> None
     paid = next(line for line in lines if "clientBillPaidStatus" in line)
     assert paid.startswith("0 * * * * ")
     assert "--config" in paid and "run clientBillPaidStatus --env work-uat" in paid
-    assert paid.endswith(">> /var/log/r/clientBillPaidStatus.log 2>&1")
+    assert paid.endswith(f">> {log_dir}/clientBillPaidStatus.log 2>&1")
 
 
 def test_version_and_module_entry_point() -> None:

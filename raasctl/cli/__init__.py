@@ -96,6 +96,7 @@ def main(
 def _register() -> None:
     from raasctl.cli.access_cmd import access
     from raasctl.cli.config_cmd import config
+    from raasctl.cli.doctor_cmd import doctor
     from raasctl.cli.mock_cmd import enqueue_mock_command
     from raasctl.cli.queue_cmd import queue
     from raasctl.cli.run_cmd import run
@@ -116,6 +117,7 @@ def _register() -> None:
     main.add_command(runs)
     main.add_command(queue)
     main.add_command(state)
+    main.add_command(doctor)
     _accept_env_after_commands(main)
 
 

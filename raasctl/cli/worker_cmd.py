@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from types import FrameType
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -21,6 +18,7 @@ from raasctl.cli.render import (
     format_rate,
     progress_bar,
 )
+from raasctl.cli.worker_signals import stop_on_signals
 from raasctl.worker import Worker, WorkerStats, log_stats, open_worker, worker_options
 
 TERMINAL_REFRESH_S = 1.0
@@ -89,7 +87,9 @@ def worker(
     """Apply queued entries to the accounting system at the rate it allows.
 
     Runs until stopped (SIGTERM or Ctrl-C: receiving stops, in-flight work finishes within
-    --shutdown-timeout, messages not started are released), or until --until-empty,
+    --shutdown-timeout, messages not started are released; a second signal quits at once,
+    exit 130, after printing the summary so far; a second SIGTERM within 2 s of the first
+    is the same request), or until --until-empty,
     --max-messages or --max-runtime says so. Retryable failures come back after a backoff
     (2 s doubling to 60 s) until the queue's receive limit moves them to the DLQ; permanent
     ones go to the DLQ at once. A FIFO message group's messages are applied in order. With
@@ -114,39 +114,24 @@ def worker(
             stats_interval_s=TERMINAL_REFRESH_S if bar.shown else stats_every,
             backoff_base_s=backoff_base,
             backoff_cap_s=backoff_cap,
+            log_idle=not bar.shown,
         )
         with (
             open_worker(app.runtime, options, on_stats=_on_stats(bar)) as running,
-            _stop_on_signals(running),
+            stop_on_signals(
+                running, show_summary=lambda: _show_summary(app, running), on_terminal=bar.shown
+            ),
         ):
             result = running.run()
-    summary = result.summary()
-    emit(app, summary, table=auto_table(summary, title="Worker"))
+    _show_summary(app, running, result.summary())
     if not result.ok:
         raise click.exceptions.Exit(3)
 
 
-@contextmanager
-def _stop_on_signals(running: Worker) -> Iterator[None]:
-    """The first SIGTERM/SIGINT stops the worker gracefully; a second one is not caught."""
-    previous: dict[signal.Signals, Any] = {
-        number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)
-    }
-
-    def restore() -> None:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-    def handle(_signum: int, _frame: FrameType | None) -> None:
-        restore()
-        running.stop()
-
-    for number in previous:
-        signal.signal(number, handle)
-    try:
-        yield
-    finally:
-        restore()
+def _show_summary(app: AppContext, running: Worker, summary: dict[str, Any] | None = None) -> None:
+    """The summary on stdout: at the end, or so far when a second signal quits at once."""
+    summary = summary if summary is not None else running.result().summary()
+    emit(app, summary, table=auto_table(summary, title="Worker"))
 
 
 def _on_stats(bar: ProgressBar) -> Callable[[WorkerStats], None]:
@@ -163,7 +148,9 @@ def _on_stats(bar: ProgressBar) -> Callable[[WorkerStats], None]:
 
 def progress_detail(stats: WorkerStats) -> str:
     """The worker's own rate and ETA (over the runs it serves, not only this process's
-    share) and its outcome counters."""
+    share) and its outcome counters; while the queue is empty, that it waits and how to stop."""
+    if stats.idle and stats.in_flight == 0:
+        return f"waiting for messages (Ctrl-C to stop)  ok {stats.succeeded}  failed {stats.failed}"
     return (
         f"{format_rate(stats.per_hour, 'h')}  ETA {format_duration(stats.eta_s)}"
         f"  ok {stats.succeeded}  retries {stats.retries}"

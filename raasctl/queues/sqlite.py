@@ -45,7 +45,7 @@ from raasctl.queues.base import (
 )
 from raasctl.queues.sqlite_dedup import DEDUP_MERGE_ROWS, DedupWindow
 from raasctl.queues.sqlite_schema import MIGRATIONS, dedup_digest
-from raasctl.sqlite import BUSY_TIMEOUT_S, Database, current_pid
+from raasctl.sqlite import BUSY_TIMEOUT_S, Database, compact, current_pid
 
 _READY = "SELECT EXISTS (SELECT 1 FROM queue_messages WHERE is_head = 1 AND visible_at <= ?)"
 _CLAIMABLE = (
@@ -411,6 +411,15 @@ class SqliteQueue(Queue):
         table = "dlq_messages" if dlq else "queue_messages"
         with self._write("purge") as conn:
             return conn.execute(f"DELETE FROM {table}").rowcount
+
+    def compact(self) -> int:
+        """Give the file's free pages back to the file system (after a purge); the bytes freed.
+        It holds every writer of the file off while it runs."""
+        try:
+            before, after = compact(self.path, self._db.busy_timeout_s)
+        except sqlite3.Error as exc:
+            raise self._error("compact", exc) from exc
+        return max(0, before - after)
 
     def redrive(self) -> RedriveResult:
         """Move every DLQ message to the back of the queue, receive count reset, `reason`

@@ -49,6 +49,8 @@ TOKEN_EXPIRY_MARGIN_S = 60.0
 # Used when the token response has no expires_in.
 DEFAULT_TOKEN_LIFETIME_S = 600.0
 ERROR_DETAIL_CHARS = 300
+# `doctor` asks once and gives up soon: it checks reachability, not patience.
+PROBE_TIMEOUT_S = 30.0
 _ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")\]]+")
 
 
@@ -109,6 +111,14 @@ class WorkdaySource(Source):
 
     def entries(self, cron: str, report: str, prompts: Prompts) -> Iterator[ReportEntry]:
         return self._entries(report, prompts)
+
+    def probe(self, report: str, prompts: Prompts) -> int:
+        """One authenticated request for `report` whose body is never read (for `doctor`):
+        the HTTP status, or SourceError (AUTH_FAILED when the credentials are refused)."""
+        deadline = self._clock() + PROBE_TIMEOUT_S
+        response = self._open_report(report, prompts, deadline)
+        response.close()
+        return response.status_code
 
     def close(self) -> None:
         if self._own_session:

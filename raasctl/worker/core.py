@@ -108,7 +108,10 @@ class Worker:
             lifecycle=self.lifecycle,
             clock=clock,
         )
-        self.progress = Progress(self.tally, self.pool, self.runs, self._elapsed)
+        # The poller is made below; its idle flag is read only once the worker runs.
+        self.progress = Progress(
+            self.tally, self.pool, self.runs, self._elapsed, idle=lambda: self.poller.idle
+        )
         self.housekeeper = Housekeeper(
             queue,
             self.pool,

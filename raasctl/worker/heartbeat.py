@@ -30,11 +30,13 @@ class Progress:
         pool: SlotPool,
         runs: RunsServed,
         elapsed: Callable[[], float],
+        idle: Callable[[], bool] = lambda: False,
     ) -> None:
         self.tally = tally
         self.pool = pool
         self.runs = runs
         self.elapsed = elapsed
+        self.idle = idle
 
     def stats(self) -> WorkerStats:
         counts = self.tally.snapshot()
@@ -62,6 +64,7 @@ class Progress:
             runs_done=done,
             runs_total=total,
             eta_s=eta,
+            idle=self.idle(),
         )
 
 

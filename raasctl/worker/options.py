@@ -28,6 +28,8 @@ class WorkerOptions:
     # A receive that brought only other crons' messages waits this long before the next,
     # so a filtered worker does not spin on (and burn the receive count of) foreign messages.
     foreign_pause_s: float = 1.0
+    # Log RAAS_WORKER_IDLE once per idle spell; off where a progress line says it instead.
+    log_idle: bool = True
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:

@@ -63,6 +63,8 @@ class Poller:
         self._receive_errors = 0  # failed receives in a row
         self.failing: RaasctlError | None = None  # the last receive failed with this
         self._empty_logged = False
+        # Waiting for messages: the queue ran empty and the worker was not told to stop then.
+        self.idle = False
 
     def run(self) -> None:
         options = self.options
@@ -101,6 +103,7 @@ class Poller:
             self._receive_errors = 0
             self.failing = None
             self._empty_logged = False
+            self.idle = False
             self.limiter.give_back(tokens - len(messages))
             if not self._dispatch(messages, asked_at) and not stopping.is_set():
                 # Only other crons' messages: a filtered worker must not spin on (and burn
@@ -137,8 +140,21 @@ class Poller:
             self._empty_logged = True
             self.runs.reconcile()
             event(InfoCode.QUEUE_EMPTY, "queue is empty", queue=self.queue.name)
+            if not self.options.until_empty:
+                self._begin_idle_spell()
         if self.options.until_empty:
             self.lifecycle.stop(StopReason.QUEUE_EMPTY)
+
+    def _begin_idle_spell(self) -> None:
+        """Once per idle spell (not per poll): an operator watching a quiet worker learns it
+        waits, and how to stop it."""
+        self.idle = True
+        if self.options.log_idle:
+            event(
+                InfoCode.WORKER_IDLE,
+                "waiting for messages; stop with Ctrl-C or SIGTERM",
+                queue=self.queue.name,
+            )
 
     def _dispatch(self, messages: list[ReceivedMessage], asked_at: float) -> int:
         """Hand the messages to the slots; return how many were taken on."""

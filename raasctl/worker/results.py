@@ -115,6 +115,7 @@ class WorkerStats:
     runs_done: int  # messages accounted for in the runs this worker has seen (all workers)
     runs_total: int | None  # those runs' totals; None until one has finished enqueueing
     eta_s: float | None
+    idle: bool = False  # the queue is empty and the worker waits for messages
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -129,6 +130,7 @@ class WorkerStats:
             "done": self.runs_done,
             "total": self.runs_total,
             "eta_s": None if self.eta_s is None else round(self.eta_s),
+            "idle": self.idle,
         }
 
 
