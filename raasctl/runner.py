@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from raasctl.codes import ErrorCode, InfoCode
-from raasctl.config import CronConfig
+from raasctl.config import PACKAGED_FIXTURES, CronConfig
 from raasctl.dates import report_window
 from raasctl.envelope import mock_key
 from raasctl.errors import ConfigError, RaasctlError, RuntimeFailure, SourceError
@@ -47,8 +47,8 @@ if TYPE_CHECKING:
 LOCK_TTL_S = 3600
 # A long run extends its lock well before it expires, so no second run slips in.
 LOCK_REFRESH_S = LOCK_TTL_S / 4
-MOCK_FIXTURES = Path("fixtures/mock")
-DEFAULT_MOCK_FIXTURES = {"clientDepositUpdate": Path("fixtures/client_deposits.json")}
+MOCK_FIXTURES = PACKAGED_FIXTURES / "mock"
+DEFAULT_MOCK_FIXTURES = {"clientDepositUpdate": PACKAGED_FIXTURES / "client_deposits.json"}
 
 Bound = date | datetime
 

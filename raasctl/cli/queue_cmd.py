@@ -37,6 +37,7 @@ def status(app: AppContext) -> None:
 
     Example: raasctl queue status --format json
     """
+    app.runtime.require_embedded_file("queue")
     result = queue_status(app.runtime)
     depth = result.depth
     table = TableSpec(
@@ -61,6 +62,7 @@ def peek(app: AppContext, limit: int, dlq: bool) -> None:
 
     Example: raasctl queue peek --dlq --limit 5 --format json
     """
+    app.runtime.require_embedded_file("queue")
     result = peek_messages(app.runtime, limit, dlq=dlq)
     headings = ["message id", "group", "receives", "key"] + (["reason"] if dlq else [])
     rows = [

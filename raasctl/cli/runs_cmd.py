@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,7 @@ from raasctl.cli.options import cron_option, format_option, limit_option
 from raasctl.cli.render import Column, TableSpec, auto_table, emit, format_duration
 from raasctl.codes import ErrorCode
 from raasctl.errors import RuntimeFailure
+from raasctl.logs import event
 from raasctl.worker import run_progress
 
 # (heading, how to show a row's value): the run id names the cron and the time already.
@@ -46,11 +48,21 @@ def list_runs(app: AppContext, limit: int, cron: str | None) -> None:
 
     Example: raasctl runs list --limit 5 --format json
     """
-    state = app.runtime.state()
-    try:
-        records = state.list_runs(limit=limit, cron=cron)
-    finally:
-        state.close()
+    missing = app.runtime.missing_embedded_file("state")
+    if missing is not None:
+        # Nothing ran here yet: an empty list is the truth; the log line says where it looked.
+        event(
+            ErrorCode.STATE_FILE_MISSING,
+            f"no runs: no embedded state file {missing} yet",
+            level=logging.WARNING,
+        )
+        records = []
+    else:
+        state = app.runtime.state()
+        try:
+            records = state.list_runs(limit=limit, cron=cron)
+        finally:
+            state.close()
     now = datetime.now(UTC)
     rows = [run_progress(record, now) for record in records]
     table = TableSpec(
@@ -71,6 +83,7 @@ def show(app: AppContext, run_id: str) -> None:
 
     Example: raasctl runs show 20261127T080000Z-clientDepositUpdate-3f2a
     """
+    app.runtime.require_embedded_file("state")
     state = app.runtime.state()
     try:
         record = state.get_run(run_id)
