@@ -105,7 +105,8 @@ class MockSummary:
     per_second: float
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Both units in every result with a rate: the worker speaks per hour, load tests per second.
+        return {**asdict(self), "per_hour": round(self.per_second * 3600, 1)}
 
 
 # ---------------------------------------------------------------- helpers

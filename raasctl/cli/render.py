@@ -28,6 +28,8 @@ from raasctl.redaction import redact
 Justify = Literal["left", "center", "right"]
 Overflow = Literal["fold", "crop", "ellipsis", "ignore"]
 Per = Literal["s", "h"]
+# Wide enough for any row; rich still sizes a table to its content.
+UNBOUNDED_WIDTH = 1_000_000
 
 
 # ---------------------------------------------------------------- tables
@@ -55,12 +57,18 @@ class TableSpec:
         return build_table(self)
 
 
-def build_table(spec: TableSpec) -> Table:
+def build_table(spec: TableSpec, *, whole: bool = False) -> Table:
+    """`whole`: every cell in full on one line (for a pipe or a file, where nothing is read
+    at a terminal's width and a wrapped run id or a cut key is useless)."""
     table = Table(title=spec.title, show_header=spec.show_header)
     for column in spec.columns:
         column = Column(column) if isinstance(column, str) else column
         table.add_column(
-            column.heading, justify=column.justify, overflow=column.overflow, style=column.style
+            column.heading,
+            justify=column.justify,
+            overflow="ignore" if whole else column.overflow,
+            no_wrap=whole,
+            style=column.style,
         )
     for row in spec.rows:
         table.add_row(*(cell(value) for value in row))
@@ -85,8 +93,14 @@ def emit(app: AppContext, data: Any, *, table: RenderableType | None = None) -> 
         # The JSON-escaped form of every secret is registered too.
         click.echo(redact(json.dumps(data, indent=2, default=str)))
         return
-    console = Console(file=sys.stdout, soft_wrap=True)
-    console.print(table if table is not None else auto_table(data))
+    renderable = table if table is not None else auto_table(data)
+    if sys.stdout.isatty():
+        Console(file=sys.stdout, soft_wrap=True).print(renderable)
+        return
+    # Off a terminal no width applies: a table as wide as its widest row, never cut.
+    if isinstance(renderable, TableSpec):
+        renderable = build_table(renderable, whole=True)
+    Console(file=sys.stdout, soft_wrap=True, width=UNBOUNDED_WIDTH).print(renderable)
 
 
 def auto_table(data: Any, title: str | None = None) -> TableSpec:

@@ -92,6 +92,7 @@ class WorkerResult:
             "failed": self.failed,
             "dead_lettered": self.dead_lettered,
             "elapsed_s": round(self.elapsed_s, 3),
+            "per_second": round(self.per_hour / 3600, 3),
             "per_hour": round(self.per_hour, 1),
         }
 
