@@ -12,14 +12,14 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.config import PACKAGED_FIXTURES, CronConfig
-from raasctl.dates import report_window
+from raasctl.dates import Bound, report_window
 from raasctl.envelope import mock_key
 from raasctl.errors import ConfigError, RaasctlError, RuntimeFailure, SourceError
 from raasctl.jobs import JOBS, EntryInvalid, Job, MappedPayload, map_report
@@ -49,8 +49,6 @@ LOCK_TTL_S = 3600
 LOCK_REFRESH_S = LOCK_TTL_S / 4
 MOCK_FIXTURES = PACKAGED_FIXTURES / "mock"
 DEFAULT_MOCK_FIXTURES = {"clientDepositUpdate": PACKAGED_FIXTURES / "client_deposits.json"}
-
-Bound = date | datetime
 
 
 # ---------------------------------------------------------------- results
