@@ -58,7 +58,9 @@ def peek(app: AppContext, limit: int, dlq: bool) -> None:
     """Show up to --limit messages, oldest first, without taking them.
 
     On SQS a peek is a receive (visible again at once): it adds one to each message's
-    receive count, which counts towards the DLQ's maxReceiveCount.
+    receive count, which counts towards the DLQ's maxReceiveCount. In JSON each `body` is
+    the decoded JSON value (`body_is_json` true), or the text as sent when it is not JSON
+    (`body_is_json` false: a poison message stays readable).
 
     Example: raasctl queue peek --dlq --limit 5 --format json
     """
@@ -76,7 +78,10 @@ def peek(app: AppContext, limit: int, dlq: bool) -> None:
         [Column(heading, overflow="fold") for heading in headings],
         rows,
     )
-    emit(app, result.as_dict(), table=table)
+    data = result.as_dict()
+    for message in data["messages"]:
+        message.update(_decoded_body(message["body"]))
+    emit(app, data, table=table)
 
 
 @queue.command("purge")
@@ -123,6 +128,13 @@ def _confirm(app: AppContext, command: str, effect: str, yes: bool, allow_protec
         raise UsageError(
             f"queue {command} {effect} of environment {runtime.env_name}: confirm with --yes"
         )
+
+
+def _decoded_body(body: str) -> dict[str, Any]:
+    try:
+        return {"body": json.loads(body), "body_is_json": True}
+    except ValueError:
+        return {"body": body, "body_is_json": False}
 
 
 def _envelope_field(body: str, name: str) -> Any:
