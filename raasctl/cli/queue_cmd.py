@@ -15,10 +15,12 @@ from raasctl.cli.options import (
     limit_option,
     yes_option,
 )
-from raasctl.cli.render import Column, TableSpec, emit
+from raasctl.cli.render import Column, Frame, TableSpec, emit, refresh
 from raasctl.errors import UsageError
 from raasctl.protection import refuse_protected
 from raasctl.queue_admin import peek_messages, purge_queue, queue_status, redrive_queue
+
+WATCH_EVERY_S = 2.0
 
 
 @click.group()
@@ -30,23 +32,44 @@ def queue() -> None:
 
 
 @queue.command("status")
+@click.option(
+    "--watch",
+    "watch_s",
+    type=click.FloatRange(min=0.01),
+    is_flag=False,
+    flag_value=WATCH_EVERY_S,
+    default=None,
+    metavar="[SECONDS]",
+    help=f"Refresh every SECONDS ({WATCH_EVERY_S:g} if not given) until Ctrl-C (exit 0).",
+)
 @format_option
 @pass_app
-def status(app: AppContext) -> None:
+def status(app: AppContext, watch_s: float | None) -> None:
     """Messages visible, in flight and delayed, and the DLQ's visible messages.
+
+    --watch redraws it in place on a terminal, and elsewhere prints it again each interval
+    (a JSON line each with --format json).
 
     Example: raasctl queue status --format json
     """
     app.runtime.require_embedded_file("queue")
-    result = queue_status(app.runtime)
-    depth = result.depth
-    table = TableSpec(
-        f"Queue {result.queue} ({result.env})",
-        [Column(heading, justify="right") for heading in ("visible", "in flight", "delayed")]
-        + [Column("DLQ visible", justify="right")],
-        [[depth.visible, depth.in_flight, depth.delayed, depth.dlq_visible]],
-    )
-    emit(app, result.as_dict(), table=table)
+
+    def frame() -> Frame:
+        result = queue_status(app.runtime)
+        depth = result.depth
+        table = TableSpec(
+            f"Queue {result.queue} ({result.env})",
+            [Column(heading, justify="right") for heading in ("visible", "in flight", "delayed")]
+            + [Column("DLQ visible", justify="right")],
+            [[depth.visible, depth.in_flight, depth.delayed, depth.dlq_visible]],
+        )
+        return Frame(result.as_dict(), table)
+
+    if watch_s is not None:
+        refresh(app, frame, watch_s)
+        return
+    shown = frame()
+    emit(app, shown.data, table=shown.table)
 
 
 @queue.command("peek")

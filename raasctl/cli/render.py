@@ -219,3 +219,56 @@ def progress_bar(
     )
     with progress:
         yield ProgressBar(progress, label, per, clock)
+
+
+# ---------------------------------------------------------------- refreshing views
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One refresh of a watched view: its data, its table, and whether it is final."""
+
+    data: Any
+    table: RenderableType
+    final: bool = False
+
+
+def refresh(
+    app: AppContext,
+    frame: Callable[[], Frame],
+    every_s: float,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Show `frame()` every `every_s` seconds until a frame is final or Ctrl-C (which ends
+    it normally, exit 0). On a terminal the table is redrawn in place; elsewhere (a pipe, a
+    log) each refresh is printed after the last: one JSON line, or a table."""
+    try:
+        if sys.stdout.isatty() and not app.json:
+            _refresh_live(frame, every_s, sleep)
+            return
+        while True:
+            current = frame()
+            if app.json:
+                click.echo(redact(json.dumps(current.data, default=str)))
+            else:
+                emit(app, current.data, table=current.table)
+            sys.stdout.flush()
+            if current.final:
+                return
+            sleep(every_s)
+    except KeyboardInterrupt:
+        return
+
+
+def _refresh_live(
+    frame: Callable[[], Frame], every_s: float, sleep: Callable[[float], None]
+) -> None:
+    from rich.live import Live
+
+    current = frame()
+    with Live(current.table, console=Console(file=sys.stdout), auto_refresh=False) as live:
+        while not current.final:
+            sleep(every_s)
+            current = frame()
+            live.update(current.table, refresh=True)
