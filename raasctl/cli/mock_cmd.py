@@ -29,8 +29,8 @@ from raasctl.runner import enqueue_mock
 @click.option(
     "--fixture",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Report-shaped JSON file to copy (default: fixtures/client_deposits.json for "
-    "clientDepositUpdate, else fixtures/mock/CRON.json).",
+    help="Report-shaped JSON file to copy, relative to the working directory (default: the "
+    "packaged client_deposits.json for clientDepositUpdate, else mock/CRON.json).",
 )
 @click.option(
     "--copies",
