@@ -107,15 +107,21 @@ def test_a_relative_mock_fixture_stays_relative_to_the_working_directory(
 
 
 @pytest.mark.parametrize(
-    "command", [["queue", "status"], ["queue", "peek"], ["runs", "show", "latest"]]
+    ("command", "says"),
+    [
+        (["queue", "status"], "RAAS_STATE_FILE_MISSING: no embedded queue file"),
+        (["queue", "peek"], "RAAS_STATE_FILE_MISSING: no embedded queue file"),
+        (["runs", "show", "latest"], "RAAS_RUN_NOT_FOUND: no run found: no embedded state"),
+        (["runs", "show", "r-1"], "RAAS_RUN_NOT_FOUND: run r-1 not found: no embedded state"),
+    ],
 )
 def test_read_only_commands_never_create_a_state_file(
-    runner: CliRunner, command: list[str]
+    runner: CliRunner, command: list[str], says: str
 ) -> None:
     result = runner.invoke(main, ["--log-format", "text", *command])
     assert result.exit_code == 1
     state_file = Path(".raasctl", "local.db").absolute()
-    assert "raasctl: error RAAS_STATE_FILE_MISSING: no embedded " in result.stderr
+    assert f"raasctl: error {says}" in result.stderr
     assert str(state_file) in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not state_file.exists()

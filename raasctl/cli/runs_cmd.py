@@ -112,7 +112,14 @@ def show(
     """
     if run_id is None and cron is None:
         raise UsageError("runs show needs a RUN_ID, `latest` or --cron CRON")
-    app.runtime.require_embedded_file("state")
+    missing = app.runtime.missing_embedded_file("state")
+    if missing is not None:
+        # Not opened, so not created: an empty file would hide where the runs really are.
+        which = f"run {run_id} not found" if run_id not in (None, "latest") else "no run found"
+        raise RuntimeFailure(
+            f"{which}: no embedded state file {missing} yet",
+            code=ErrorCode.RUN_NOT_FOUND,
+        )
     state = app.runtime.state()
     try:
         if run_id is None or run_id == "latest":
