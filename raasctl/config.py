@@ -1,7 +1,9 @@
 """Configuration: pydantic models (unknown keys rejected) and the YAML loader.
 
 Lookup order: --config, RAASCTL_CONFIG, ./raasctl.yaml, then the built-in default, which
-defines only the embedded `local` environment so a fresh clone works with no file.
+defines only the embedded `local` environment so raasctl works with no file, from any folder
+(its fixtures ship inside the package). Relative paths in a file resolve against the file's
+folder; how a file's problems are reported is config_errors.py's job.
 """
 
 from __future__ import annotations

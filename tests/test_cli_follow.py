@@ -104,3 +104,36 @@ def test_watch_refreshes_until_ctrl_c_and_exits_0(runner: CliRunner, output: str
     else:
         text = "".join(lines) + out
         assert text.count(f"Queue {Path('.raasctl', 'local.db').absolute()}") >= 2
+
+
+def test_watch_redraws_in_place_on_a_terminal(runner: CliRunner) -> None:
+    import pty
+    import select
+    import time
+
+    run_id_of(runner, "clientDepositUpdate")
+    main_fd, terminal = pty.openpty()
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "raasctl", "queue", "status", "--watch", "0.05"],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, "TERM": "xterm", "COLUMNS": "120", "LINES": "40"},
+    )
+    os.close(terminal)
+    seen = b""
+    deadline = time.monotonic() + 20
+    try:
+        # Several redraws: rich's Live moves the cursor back up over the last frame.
+        while seen.count(b"\x1b[1A") < 3 and time.monotonic() < deadline:
+            ready, _, _ = select.select([main_fd], [], [], 0.5)
+            if ready:
+                seen += os.read(main_fd, 65536)
+        watcher.send_signal(signal.SIGINT)
+        code = watcher.wait(timeout=20)
+    finally:
+        watcher.kill()
+        os.close(main_fd)
+    assert seen.count(b"\x1b[1A") >= 3
+    assert b"visible" in seen
+    assert code == 0
