@@ -72,6 +72,7 @@ def enqueue_mock_command(
 
     Example: raasctl enqueue-mock clientDepositUpdate --copies 100
     """
+    fixture = fixture.absolute() if fixture is not None else None  # errors name it in full
     plan = plan_mock(app.runtime, cron, fixture, copies)
     if dry_run:
         emit(app, plan.as_dict(), table=auto_table(plan.as_dict(), title=f"Mock plan {cron}"))
