@@ -43,7 +43,7 @@ from raasctl.runner import enqueue_mock, load_mock_seed, mock_messages
 from raasctl.runtime import Runtime
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURE = REPO / "fixtures" / "client_deposits.json"
+FIXTURE = REPO / "raasctl" / "fixtures" / "client_deposits.json"
 TARGET_PER_SECOND = 20_000
 TARGET_PEAK_MB = 150
 TARGET_REQUESTS_PER_MESSAGE = 0.11
@@ -75,7 +75,6 @@ def measure(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, 
 def bench_embedded(copies: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        (folder / "fixtures").symlink_to(REPO / "fixtures", target_is_directory=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAASCTL_")}
         env["RAASCTL_STATE_DIR"] = str(folder / "state")
         command = [sys.executable, "-m", "raasctl", "-q", "enqueue-mock", "clientDepositUpdate"]

@@ -1,7 +1,9 @@
 """Configuration: pydantic models (unknown keys rejected) and the YAML loader.
 
 Lookup order: --config, RAASCTL_CONFIG, ./raasctl.yaml, then the built-in default, which
-defines only the embedded `local` environment so a fresh clone works with no file.
+defines only the embedded `local` environment so raasctl works with no file, from any folder
+(its fixtures ship inside the package). Relative paths in a file resolve against the file's
+folder; how a file's problems are reported is config_errors.py's job.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,9 +20,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from raasctl.codes import ErrorCode
+from raasctl.config_errors import ConfigInvalid, Problem, did_you_mean, problems_from
 from raasctl.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "raasctl.yaml"
+
+# The fixtures ship inside the package, so the built-in default works from any folder and
+# from an installed wheel (package data, declared in pyproject.toml).
+PACKAGED_FIXTURES = Path(str(files("raasctl").joinpath("fixtures")))
 
 # Secrets are never written in the file: `env:VAR_NAME` or `ssm:/parameter/path`.
 SECRET_REF = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|ssm:/\S+)$")
@@ -46,7 +54,7 @@ class Strict(BaseModel):
 
 class FixturesSource(Strict):
     kind: Literal["fixtures"]
-    path: Path = Path("fixtures/raas")
+    path: Path = PACKAGED_FIXTURES / "raas"
 
 
 class BasicAuth(Strict):
@@ -243,6 +251,10 @@ BUILTIN_CRONS: dict[str, CronConfig] = {
 CRON_NAMES: tuple[str, ...] = tuple(BUILTIN_CRONS)
 
 
+def unknown_cron_message(name: str) -> str:
+    return f"unknown cron {name!r}{did_you_mean(name, CRON_NAMES)} (known: {', '.join(CRON_NAMES)})"
+
+
 class Config(Strict):
     default_env: str = "local"
     environments: dict[str, EnvironmentConfig] = Field(
@@ -255,7 +267,12 @@ class Config(Strict):
     def _known_crons(cls, value: dict[str, CronConfig]) -> dict[str, CronConfig]:
         unknown = sorted(set(value) - set(CRON_NAMES))
         if unknown:
-            raise ValueError(f"unknown cron {unknown[0]!r} (known: {', '.join(CRON_NAMES)})")
+            raise ValueError(
+                "; ".join(
+                    f"unknown cron {name!r}{did_you_mean(name, CRON_NAMES)}" for name in unknown
+                )
+                + f" (known: {', '.join(CRON_NAMES)})"
+            )
         return value
 
     def model_post_init(self, __context: Any) -> None:
@@ -268,10 +285,7 @@ class Config(Strict):
     def cron(self, name: str) -> CronConfig:
         """The cron's settings: built-in defaults, overridden field by field by the file."""
         if name not in BUILTIN_CRONS:
-            raise ConfigError(
-                f"unknown cron {name!r} (known: {', '.join(CRON_NAMES)})",
-                code=ErrorCode.UNKNOWN_CRON,
-            )
+            raise ConfigError(unknown_cron_message(name), code=ErrorCode.UNKNOWN_CRON)
         base = BUILTIN_CRONS[name]
         override = self.crons.get(name)
         if override is None:
@@ -282,7 +296,8 @@ class Config(Strict):
         env_name = name or self.default_env
         if env_name not in self.environments:
             raise ConfigError(
-                f"unknown environment {env_name!r} (known: {', '.join(self.environments)})",
+                f"unknown environment {env_name!r}{did_you_mean(env_name, self.environments)} "
+                f"(known: {', '.join(self.environments)})",
                 code=ErrorCode.UNKNOWN_ENV,
             )
         return env_name, self.environments[env_name]
@@ -291,17 +306,34 @@ class Config(Strict):
 @dataclass(frozen=True)
 class LoadedConfig:
     config: Config
-    path: Path | None  # None for the built-in default
+    path: Path | None  # None for the built-in default (absolute otherwise)
+
+    def environment(self, name: str | None) -> tuple[str, EnvironmentConfig]:
+        """As Config.environment; without a file, an unknown name also says where the file
+        was looked for (an operator typing --env prod on the wrong machine needs that)."""
+        try:
+            return self.config.environment(name)
+        except ConfigError as exc:
+            if self.path is not None or exc.code != ErrorCode.UNKNOWN_ENV:
+                raise
+            raise ConfigError(
+                f"{exc.message}: no config file was found (looked for --config, "
+                f"RAASCTL_CONFIG, then {Path(DEFAULT_CONFIG_FILE).absolute()}), so only the "
+                "built-in local environment exists",
+                code=ErrorCode.UNKNOWN_ENV,
+            ) from None
 
 
 def find_config_file(explicit: str | None) -> Path | None:
     """--config / RAASCTL_CONFIG (click passes both as `explicit`), then ./raasctl.yaml."""
     if explicit:
-        path = Path(explicit)
+        path = Path(explicit).absolute()
         if not path.is_file():
-            raise ConfigError(f"config file {explicit} not found", code=ErrorCode.CONFIG_NOT_FOUND)
+            raise ConfigError(
+                f"config file {explicit} not found ({path})", code=ErrorCode.CONFIG_NOT_FOUND
+            )
         return path
-    default = Path(DEFAULT_CONFIG_FILE)
+    default = Path(DEFAULT_CONFIG_FILE).absolute()
     return default if default.is_file() else None
 
 
@@ -315,7 +347,27 @@ def load_config(explicit: str | None = None) -> LoadedConfig:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    return LoadedConfig(parse_config(text, str(path)), path)
+    config = parse_config(text, str(path))
+    return LoadedConfig(resolve_paths(config, path.parent), path)
+
+
+def resolve_paths(config: Config, base: Path) -> Config:
+    """Relative paths in a file mean relative to the file's folder, so a config works from
+    whatever folder cron or an operator starts raasctl in."""
+
+    def anchored(path: Path | None) -> Path | None:
+        return None if path is None or path.is_absolute() else base / path
+
+    environments = {}
+    for name, env in config.environments.items():
+        updates: dict[str, Any] = {}
+        for part in ("source", "queue", "state", "sink"):
+            section = getattr(env, part)
+            new_path = anchored(getattr(section, "path", None))
+            if new_path is not None:
+                updates[part] = section.model_copy(update={"path": new_path})
+        environments[name] = env.model_copy(update=updates) if updates else env
+    return config.model_copy(update={"environments": environments})
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -350,40 +402,14 @@ def parse_config(text: str, where: str) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{where}: {describe_validation_error(exc, data)}") from None
-
-
-def describe_validation_error(exc: ValidationError, data: Any) -> str:
-    """One line: the first error's field path (as written in the file) and what is wrong."""
-    errors = exc.errors()
-    first = errors[0]
-    path = _field_path(first["loc"], data)
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{path}: {message}{more}" if path else f"{message}{more}"
-
-
-def _field_path(loc: tuple[Any, ...], data: Any) -> str:
-    """The path as written in the file, without the union tags pydantic adds to it."""
-    parts: list[str] = []
-    node = data
-    for item in loc:
-        if isinstance(node, dict) and item not in node and node.get("kind") == item:
-            continue
-        parts.append(str(item))
-        if isinstance(node, dict):
-            node = node.get(item)
-        elif isinstance(node, list) and isinstance(item, int) and item < len(node):
-            node = node[item]
-        else:
-            node = None
-    return ".".join(parts)
+        raise ConfigInvalid(problems_from(exc, data, Config, where, text)) from None
+    except ValueError as exc:  # model_post_init: default_env not among environments
+        raise ConfigInvalid([Problem(where, None, None, "default_env", str(exc))]) from None
 
 
 def state_dir() -> Path:
-    return Path(os.environ.get("RAASCTL_STATE_DIR", ".raasctl"))
+    """Absolute, so every message names the file wherever raasctl was started."""
+    return Path(os.environ.get("RAASCTL_STATE_DIR", ".raasctl")).absolute()
 
 
 def embedded_db_path(env_name: str, explicit: Path | None) -> Path:

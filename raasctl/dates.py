@@ -10,6 +10,7 @@ form with an explicit offset, so the window means the same day whatever the tena
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
 
 from raasctl.errors import UsageError
@@ -37,13 +38,41 @@ def parse_workday_date(text: str) -> date:
     raise ValueError(f"{text!r} is not a Workday date (YYYY-MM-DD, optionally with an offset)")
 
 
-def parse_bound(text: str) -> date | datetime:
-    """A --since/--until value: `2026-11-27`, `2026-11-27-08:00` or an ISO date-time.
+@dataclass(frozen=True)
+class RelativeBound:
+    """A bound relative to the run time, which is known only when the run starts: `ago`
+    before it (`2d`, `12h`), or midnight `days_back` days before its day (`today` 0,
+    `yesterday` 1) in the cron's time zone."""
+
+    ago: timedelta | None = None
+    days_back: int = 0
+
+    def moment(self, now: datetime) -> datetime:
+        if self.ago is not None:
+            return now - self.ago
+        return datetime.combine(now.date() - timedelta(days=self.days_back), time(), now.tzinfo)
+
+
+Bound = date | datetime | RelativeBound
+_DAYS_BACK = {"today": 0, "yesterday": 1}
+# The config's lookback units, so `--since 2d` reads as `lookback: 2d` does.
+_AGO = re.compile(r"^(\d+)\s*([mhdw])$")
+_AGO_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_bound(text: str) -> Bound:
+    """A --since/--until value: `2026-11-27`, `2026-11-27-08:00`, an ISO date-time, a
+    duration before the run time (`30m`, `12h`, `2d`, `1w`), `today` or `yesterday`.
 
     A bare date stays a date (midnight in the run's time zone is applied later); a date
     with an offset becomes midnight at that offset.
     """
     value = text.strip()
+    if value.lower() in _DAYS_BACK:
+        return RelativeBound(days_back=_DAYS_BACK[value.lower()])
+    ago = _AGO.match(value)
+    if ago:
+        return RelativeBound(ago=timedelta(**{_AGO_UNITS[ago.group(2)]: int(ago.group(1))}))
     match = _DATE.match(value)
     try:
         if match:
@@ -55,7 +84,8 @@ def parse_bound(text: str) -> date | datetime:
         return datetime.fromisoformat(value)
     except ValueError:
         raise ValueError(
-            f"{text!r} is not a date (YYYY-MM-DD, YYYY-MM-DD-08:00 or YYYY-MM-DDTHH:MM[+00:00])"
+            f"{text!r} is not a date (YYYY-MM-DD, YYYY-MM-DD-08:00, YYYY-MM-DDTHH:MM[+00:00], "
+            "a duration before now like 12h or 2d, today or yesterday)"
         ) from None
 
 
@@ -82,7 +112,9 @@ def prompt_params(prompts: Prompts) -> dict[str, str]:
     }
 
 
-def _as_moment(bound: date | datetime, zone: tzinfo) -> datetime:
+def _as_moment(bound: Bound, zone: tzinfo, now: datetime) -> datetime:
+    if isinstance(bound, RelativeBound):
+        return bound.moment(now)
     if isinstance(bound, datetime):
         return bound if bound.tzinfo is not None else bound.replace(tzinfo=zone)
     return datetime.combine(bound, time(), tzinfo=zone)
@@ -91,8 +123,8 @@ def _as_moment(bound: date | datetime, zone: tzinfo) -> datetime:
 def report_window(
     now: datetime,
     lookback: timedelta,
-    since: date | datetime | None = None,
-    until: date | datetime | None = None,
+    since: Bound | None = None,
+    until: Bound | None = None,
 ) -> Prompts:
     """The window a run asks for: `lookback` back from the run time, unless overridden.
 
@@ -103,8 +135,8 @@ def report_window(
     zone = now.tzinfo
     if zone is None or now.utcoffset() is None:
         raise ValueError("report_window needs a time-zone aware run time")
-    to_date = _as_moment(until, zone) if until is not None else now
-    from_date = _as_moment(since, zone) if since is not None else to_date - lookback
+    to_date = _as_moment(until, zone, now) if until is not None else now
+    from_date = _as_moment(since, zone, now) if since is not None else to_date - lookback
     if from_date > to_date:
         raise UsageError(
             f"the report window starts ({from_date.isoformat()}) after it ends "

@@ -1,6 +1,7 @@
 """Structured logging: every event has a stable code, the env and its context fields.
 
-Text on a terminal, JSON lines otherwise (crontab, CI). A redaction filter removes every
+Text on a terminal, JSON lines otherwise (crontab, CI), unless `--log-format` or
+RAASCTL_LOG_FORMAT says which. A redaction filter removes every
 secret value the process has resolved (`raasctl.redaction`), wherever it would appear.
 """
 
@@ -16,6 +17,7 @@ from raasctl.codes import ErrorCode, InfoCode
 from raasctl.redaction import redact
 
 LOGGER_NAME = "raasctl"
+LOG_FORMATS = ("text", "json")
 logger = logging.getLogger(LOGGER_NAME)
 
 _context: dict[str, Any] = {}

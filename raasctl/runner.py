@@ -12,15 +12,15 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from raasctl.claims import ClaimBook
 from raasctl.codes import ErrorCode, InfoCode
-from raasctl.config import CronConfig
-from raasctl.dates import report_window
+from raasctl.config import PACKAGED_FIXTURES, CronConfig
+from raasctl.dates import Bound, report_window
 from raasctl.envelope import mock_key
 from raasctl.errors import ConfigError, RaasctlError, RuntimeFailure, SourceError
 from raasctl.jobs import JOBS, EntryInvalid, Job, MappedPayload, map_report
@@ -47,10 +47,8 @@ from raasctl.state.records import to_iso
 if TYPE_CHECKING:
     from raasctl.runtime import Runtime
 
-MOCK_FIXTURES = Path("fixtures/mock")
-DEFAULT_MOCK_FIXTURES = {"clientDepositUpdate": Path("fixtures/client_deposits.json")}
-
-Bound = date | datetime
+MOCK_FIXTURES = PACKAGED_FIXTURES / "mock"
+DEFAULT_MOCK_FIXTURES = {"clientDepositUpdate": PACKAGED_FIXTURES / "client_deposits.json"}
 
 
 # ---------------------------------------------------------------- results
@@ -105,7 +103,8 @@ class MockSummary:
     per_second: float
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Both units in every result with a rate: the worker speaks per hour, load tests per second.
+        return {**asdict(self), "per_hour": round(self.per_second * 3600, 1)}
 
 
 # ---------------------------------------------------------------- helpers

@@ -210,6 +210,7 @@ def run_progress(run: RunRecord, now: datetime) -> dict[str, Any]:
         "enqueued": run.enqueued,
         "invalid": run.invalid,
         "duplicates": run.duplicates,
+        "per_second": None if per_hour is None else round(per_hour / 3600, 3),
         "per_hour": None if per_hour is None else round(per_hour, 1),
         "eta_s": None if eta_s is None else round(eta_s),
         "created_at": run.created_at.isoformat(),

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from raasctl.aws import AwsClients
 from raasctl.checks import secret_refs
+from raasctl.codes import ErrorCode
 from raasctl.config import Config, CronConfig, EnvironmentConfig, embedded_db_path
-from raasctl.errors import ConfigError
+from raasctl.errors import ConfigError, RuntimeFailure
 from raasctl.secrets import SecretResolver
 
 if TYPE_CHECKING:
@@ -47,12 +48,46 @@ class Runtime:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            setting = "RAASCTL_STATE_DIR" if explicit is None else f"environments.{self.env_name}"
             raise ConfigError(
-                f"cannot create the folder {path.parent} for {path.name} ({setting}): "
+                f"cannot create the folder {path.parent} for {path.name} "
+                f"({self._setting(explicit)}): "
                 f"{exc.strerror}"
             ) from None
         return path
+
+    def missing_embedded_file(self, part: Literal["queue", "state"]) -> Path | None:
+        """The embedded SQLite file `part` would open, when it does not exist yet (None when it
+        exists or `part` is not embedded). Read-only commands ask first: opening the file would
+        create an empty one and report nothing, hiding the real queue wherever raasctl was
+        started. A folder that can never exist (a file in its way) is a setting error."""
+        cfg = self.env.queue if part == "queue" else self.env.state
+        if cfg.kind != "sqlite":
+            return None
+        path = embedded_db_path(self.env_name, cfg.path)
+        if path.is_file():
+            return None
+        existing = next(folder for folder in path.parents if folder.exists())
+        if not existing.is_dir():
+            raise ConfigError(
+                f"cannot create the folder {path.parent} for {path.name} "
+                f"({self._setting(cfg.path)}): {existing} is not a folder"
+            )
+        return path
+
+    def require_embedded_file(self, part: Literal["queue", "state"]) -> None:
+        """As `missing_embedded_file`, a missing file being a one-line failure (exit 1)."""
+        path = self.missing_embedded_file(part)
+        if path is not None:
+            cfg = self.env.queue if part == "queue" else self.env.state
+            explicit = cfg.path if cfg.kind == "sqlite" else None
+            raise RuntimeFailure(
+                f"no embedded {part} file {path} for environment {self.env_name}: nothing was "
+                f"enqueued or run here yet ({self._setting(explicit)} says where it is)",
+                code=ErrorCode.STATE_FILE_MISSING,
+            )
+
+    def _setting(self, explicit: Path | None) -> str:
+        return "RAASCTL_STATE_DIR" if explicit is None else f"environments.{self.env_name}"
 
     def queue(self) -> Queue:
         cfg = self.env.queue

@@ -34,8 +34,6 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     work = tmp_path / "work"
     work.mkdir()
-    # The embedded defaults read fixtures/raas relative to the working directory.
-    (work / "fixtures").symlink_to(REPO / "fixtures", target_is_directory=True)
     monkeypatch.setenv("RAASCTL_STATE_DIR", str(work / ".raasctl"))
     monkeypatch.chdir(work)
     yield work

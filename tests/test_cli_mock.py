@@ -47,7 +47,7 @@ def test_copies_are_all_enqueued_as_one_mock_run(runner: CliRunner) -> None:
     result = mock(runner, "clientDepositUpdate", "--copies", "100")
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert set(summary) == {"run_id", "cron", "enqueued", "elapsed_s", "per_second"}
+    assert set(summary) == {"run_id", "cron", "enqueued", "elapsed_s", "per_second", "per_hour"}
     assert (summary["cron"], summary["enqueued"]) == ("clientDepositUpdate", 100 * DEPOSITS)
     assert summary["per_second"] > 0
     assert visible() == 100 * DEPOSITS

@@ -92,8 +92,15 @@ def test_peek_shows_messages_and_the_limit_holds(runner: CliRunner, local: Queue
     assert data["env"] == "local" and data["dlq"] is False
     assert len(data["messages"]) == 3
     first = data["messages"][0]
-    assert set(first) == {"message_id", "group_id", "receive_count", "attributes", "body"}
-    assert json.loads(first["body"])["key"].startswith("clientDepositUpdate:D-")
+    assert set(first) == {
+        "message_id",
+        "group_id",
+        "receive_count",
+        "attributes",
+        "body",
+        "body_is_json",
+    }
+    assert first["body"]["key"].startswith("clientDepositUpdate:D-")
     assert first["attributes"] == {"cron": "clientDepositUpdate", "run_id": "r1"}
 
     limited = as_json(cli(runner, "queue", "peek", "--limit", "1", "--format", "json"))

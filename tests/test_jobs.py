@@ -19,7 +19,7 @@ from raasctl.jobs import JOBS, EntryInvalid, Job, MappedPayload, map_report
 from raasctl.sources.stream import iter_report_file
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO / "fixtures"
+FIXTURES = REPO / "raasctl" / "fixtures"
 
 DEPOSIT_FIELDS = {
     "deposit_id", "deposit_reference", "customer", "customer_id", "company", "currency",

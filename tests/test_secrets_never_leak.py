@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from workday_server import FakeWorkday, Reply
 
 from raasctl.cli import main
+from raasctl.config import PACKAGED_FIXTURES
 
 USERNAME = "isu-leaktest@acme"
 PASSWORD = "Pw Zq8#Kx2!vR7mN4"  # a space and characters that URL-encode
@@ -229,7 +230,7 @@ def test_a_callback_echoing_its_token_leaks_nothing_into_the_dlq_or_the_logs(
     try:
         write_config(
             {
-                "source": {"kind": "fixtures", "path": str(Path("fixtures/raas").resolve())},
+                "source": {"kind": "fixtures", "path": str(PACKAGED_FIXTURES / "raas")},
                 "sink": {
                     "kind": "http",
                     "base_url": f"http://127.0.0.1:{server.server_address[1]}/cb",

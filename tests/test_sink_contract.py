@@ -206,7 +206,7 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
 
 def _fixture_payload(cron: str) -> tuple[str, dict[str, Any]]:
     """The first payload (key, body) the cron's job makes of its embedded fixture report."""
-    raw = json.loads((REPO / "fixtures" / "raas" / f"{cron}.json").read_text())
+    raw = json.loads((REPO / "raasctl" / "fixtures" / "raas" / f"{cron}.json").read_text())
     mapped = JOBS[cron].map_entry(raw["Report_Entry"][0], 1)[0]
     return mapped.key, mapped.payload
 

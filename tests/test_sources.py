@@ -19,6 +19,7 @@ import requests
 from workday_server import FakeWorkday, Reply, soap_fault
 
 from raasctl.codes import ErrorCode, InfoCode
+from raasctl.config import PACKAGED_FIXTURES
 from raasctl.dates import (
     format_workday_date,
     parse_bound,
@@ -208,8 +209,8 @@ def test_fixture_source_resolves_a_relative_path_when_read(
 
 
 def test_the_embedded_default_folder_serves_every_cron() -> None:
-    # The isolated working directory links fixtures/ like a fresh clone.
-    source = FixtureSource(Path("fixtures/raas"))
+    # The fixtures ship inside the package, whatever the working directory.
+    source = FixtureSource(PACKAGED_FIXTURES / "raas")
     for cron in ("clientDepositUpdate", "clientBillPaidStatus", "clientBillUnpaidStatus"):
         assert 8 <= len(list(source.entries(cron, "R", PROMPTS))) <= 15
     assert len(list(source.entries("lspBillUpdateStatus", "R", PROMPTS))) >= 8

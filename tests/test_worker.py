@@ -348,6 +348,7 @@ def test_drains_every_entry_exactly_once_and_completes_the_run(
         "dead_lettered",
         "superseded",
         "elapsed_s",
+        "per_second",
         "per_hour",
     }
     assert result.summary()["per_hour"] > 0

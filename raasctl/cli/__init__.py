@@ -13,8 +13,9 @@ from raasctl.aws_errors import AWS_FAILURES, classify
 from raasctl.cli.context import AppContext
 from raasctl.cli.options import FORMATS, env_option
 from raasctl.codes import ErrorCode
+from raasctl.config_errors import ConfigInvalid
 from raasctl.errors import RaasctlError
-from raasctl.logs import configure, failure, set_context
+from raasctl.logs import LOG_FORMATS, configure, failure, set_context
 from raasctl.redaction import redact
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -24,19 +25,23 @@ class RaasctlGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except ConfigInvalid as exc:
+            # Every problem at once, one line each.
+            _fail(ctx, exc.code, [str(problem) for problem in exc.problems], exc.exit_code)
         except RaasctlError as exc:
-            _fail(ctx, exc.code, exc.message, exc.exit_code)
+            _fail(ctx, exc.code, [exc.message], exc.exit_code)
         except AWS_FAILURES as exc:
             # A botocore failure no adapter translated: the service is not known here.
             aws = classify(exc, service="aws")
-            _fail(ctx, aws.code, aws.message, aws.exit_code)
+            _fail(ctx, aws.code, [aws.message], aws.exit_code)
 
 
-def _fail(ctx: click.Context, code: ErrorCode, message: str, exit_code: int) -> None:
+def _fail(ctx: click.Context, code: ErrorCode, messages: list[str], exit_code: int) -> None:
     app = ctx.find_object(AppContext)
     if app is not None and app.verbosity > 0:
         click.echo(redact(traceback.format_exc()), err=True)
-    failure(code, message, exit_code=exit_code)
+    for message in messages:
+        failure(code, message, exit_code=exit_code)
     ctx.exit(exit_code)
 
 
@@ -65,6 +70,15 @@ def _fail(ctx: click.Context, code: ErrorCode, message: str, exit_code: int) -> 
     default=None,
     help="Output: a table (default) or one JSON document.",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    envvar="RAASCTL_LOG_FORMAT",
+    show_envvar=True,
+    default=None,
+    help="Logs and errors on stderr: text lines or JSON lines (default: text on a terminal, "
+    "JSON lines otherwise).",
+)
 @click.option("-v", "--verbose", count=True, help="More detail in logs; -v shows tracebacks.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors in logs.")
 @click.pass_context
@@ -73,6 +87,7 @@ def main(
     env_option: str | None,
     config_file: str | None,
     output_format: str | None,
+    log_format: str | None,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -89,7 +104,7 @@ def main(
     if output_format:
         app.output_format = output_format
     app.verbosity = -1 if quiet else verbose
-    configure(app.verbosity)
+    configure(app.verbosity, json_lines=None if log_format is None else log_format == "json")
     set_context(env=env_option)
 
 

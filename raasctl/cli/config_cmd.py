@@ -13,6 +13,7 @@ from raasctl.cli.options import format_option
 from raasctl.cli.render import emit
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.config import CRON_NAMES
+from raasctl.config_errors import ConfigInvalid
 from raasctl.logs import event, failure
 from raasctl.protection import protection
 
@@ -61,7 +62,21 @@ def validate(app: AppContext, all_envs: bool, resolve_secrets: bool) -> None:
 
     Example: raasctl --config raasctl.yaml config validate --all-envs
     """
-    loaded = app.loaded  # schema errors raise ConfigError (exit 2) here
+    try:
+        loaded = app.loaded
+    except ConfigInvalid as exc:
+        if not app.json:
+            raise  # one line per problem on stderr, exit 2
+        # A script asked for JSON: it gets the problems as data, not only log lines.
+        emit(
+            app,
+            {
+                "file": exc.problems[0].file if exc.problems else None,
+                "valid": False,
+                "problems": [problem.as_dict() for problem in exc.problems],
+            },
+        )
+        raise click.exceptions.Exit(2) from None
     names = list(loaded.config.environments) if all_envs else [app.runtime.env_name]
     problems: dict[str, list[str]] = {}
     for name in names:

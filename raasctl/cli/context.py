@@ -25,13 +25,13 @@ class AppContext:
     def loaded(self) -> LoadedConfig:
         loaded = self.preloaded or load_config(self.config_file)
         if self.env_option is not None:
-            loaded.config.environment(self.env_option)  # an unknown name is exit 2 everywhere
+            loaded.environment(self.env_option)  # an unknown name is exit 2 everywhere
         return loaded
 
     @cached_property
     def runtime(self) -> Runtime:
         config = self.loaded.config
-        env_name, env = config.environment(self.env_option)
+        env_name, env = self.loaded.environment(self.env_option)
         set_context(env=env_name)
         return Runtime(config, env_name, env)
 

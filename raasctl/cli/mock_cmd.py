@@ -16,8 +16,10 @@ from raasctl.cli.options import (
     yes_option,
 )
 from raasctl.cli.render import auto_table, emit, progress_bar
-from raasctl.codes import ErrorCode
+from raasctl.codes import ErrorCode, InfoCode
 from raasctl.errors import ConfigError
+from raasctl.logs import event
+from raasctl.mock_plan import MockPlan, plan_mock
 from raasctl.protection import protection, refuse_protected
 from raasctl.runner import enqueue_mock
 
@@ -27,8 +29,8 @@ from raasctl.runner import enqueue_mock
 @click.option(
     "--fixture",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Report-shaped JSON file to copy (default: fixtures/client_deposits.json for "
-    "clientDepositUpdate, else fixtures/mock/CRON.json).",
+    help="Report-shaped JSON file to copy, relative to the working directory (default: the "
+    "packaged client_deposits.json for clientDepositUpdate, else mock/CRON.json).",
 )
 @click.option(
     "--copies",
@@ -37,6 +39,11 @@ from raasctl.runner import enqueue_mock
     default=1,
     show_default=True,
     help="Copies of every fixture payload; each copy is its own message.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print how many messages would be sent and one sample message; send nothing.",
 )
 @rate_option("Send at most this many messages per second (default: as fast as the queue takes).")
 @allow_protected_option
@@ -49,6 +56,7 @@ def enqueue_mock_command(
     fixture: Path | None,
     copies: int,
     rate: float | None,
+    dry_run: bool,
     allow_protected: bool,
     yes: bool,
 ) -> None:
@@ -59,9 +67,18 @@ def enqueue_mock_command(
     another on a FIFO queue). `runs show RUN_ID` and the worker track it like a real run.
     Refuses a protected environment unless --allow-protected is given and confirmed.
 
+    It sends copies × the fixture's payloads messages, and says how many before it starts;
+    --dry-run prints that count and one sample message and sends nothing.
+
     Example: raasctl enqueue-mock clientDepositUpdate --copies 100
     """
-    _confirm_protected(app, allow_protected=allow_protected, yes=yes)
+    fixture = fixture.absolute() if fixture is not None else None  # errors name it in full
+    plan = plan_mock(app.runtime, cron, fixture, copies)
+    if dry_run:
+        emit(app, plan.as_dict(), table=auto_table(plan.as_dict(), title=f"Mock plan {cron}"))
+        return
+    _confirm_protected(app, plan, allow_protected=allow_protected, yes=yes)
+    event(InfoCode.MOCK_PLANNED, f"{cron}: sending {plan.describe()}", messages=plan.messages)
     with progress_bar("enqueueing") as bar:
         summary = enqueue_mock(
             app.runtime,
@@ -78,7 +95,9 @@ def enqueue_mock_command(
     emit(app, summary.as_dict(), table=auto_table(summary.as_dict(), title=f"Mock run {cron}"))
 
 
-def _confirm_protected(app: AppContext, *, allow_protected: bool, yes: bool) -> None:
+def _confirm_protected(
+    app: AppContext, plan: MockPlan, *, allow_protected: bool, yes: bool
+) -> None:
     """Load-test payloads stay out of production: on a protected environment
     --allow-protected must be confirmed too (a prompt on a terminal, else --yes)."""
     runtime = app.runtime
@@ -90,10 +109,12 @@ def _confirm_protected(app: AppContext, *, allow_protected: bool, yes: bool) -> 
         return
     if not stdin_is_terminal():
         raise ConfigError(
-            f"environment {name} is protected: confirm with --yes (no terminal to ask on)",
+            f"environment {name} is protected: confirm sending {plan.describe()} with --yes "
+            "(no terminal to ask on)",
             code=ErrorCode.PROTECTED_ENV,
         )
-    if not click.confirm(f"Enqueue mock messages into protected environment {name}?", err=True):
+    question = f"Enqueue {plan.describe()} of mock data into protected environment {name}?"
+    if not click.confirm(question, err=True):
         raise ConfigError("not confirmed; nothing was enqueued", code=ErrorCode.PROTECTED_ENV)
 
 

@@ -10,7 +10,7 @@ from click.shell_completion import CompletionItem
 
 from raasctl.cli.context import AppContext
 from raasctl.codes import ErrorCode
-from raasctl.config import CRON_NAMES
+from raasctl.config import CRON_NAMES, unknown_cron_message
 from raasctl.errors import UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -97,10 +97,7 @@ class CronType(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         text = str(value)
         if text not in CRON_NAMES:
-            raise UsageError(
-                f"unknown cron {text!r} (known: {', '.join(CRON_NAMES)})",
-                code=ErrorCode.UNKNOWN_CRON,
-            )
+            raise UsageError(unknown_cron_message(text), code=ErrorCode.UNKNOWN_CRON)
         return text
 
     def shell_complete(

@@ -15,10 +15,12 @@ from raasctl.cli.options import (
     limit_option,
     yes_option,
 )
-from raasctl.cli.render import Column, TableSpec, emit
+from raasctl.cli.render import Column, Frame, TableSpec, emit, refresh
 from raasctl.errors import UsageError
 from raasctl.protection import refuse_protected
 from raasctl.queue_admin import peek_messages, purge_queue, queue_status, redrive_queue
+
+WATCH_EVERY_S = 2.0
 
 
 @click.group()
@@ -30,22 +32,44 @@ def queue() -> None:
 
 
 @queue.command("status")
+@click.option(
+    "--watch",
+    "watch_s",
+    type=click.FloatRange(min=0.01),
+    is_flag=False,
+    flag_value=WATCH_EVERY_S,
+    default=None,
+    metavar="[SECONDS]",
+    help=f"Refresh every SECONDS ({WATCH_EVERY_S:g} if not given) until Ctrl-C (exit 0).",
+)
 @format_option
 @pass_app
-def status(app: AppContext) -> None:
+def status(app: AppContext, watch_s: float | None) -> None:
     """Messages visible, in flight and delayed, and the DLQ's visible messages.
+
+    --watch redraws it in place on a terminal, and elsewhere prints it again each interval
+    (a JSON line each with --format json).
 
     Example: raasctl queue status --format json
     """
-    result = queue_status(app.runtime)
-    depth = result.depth
-    table = TableSpec(
-        f"Queue {result.queue} ({result.env})",
-        [Column(heading, justify="right") for heading in ("visible", "in flight", "delayed")]
-        + [Column("DLQ visible", justify="right")],
-        [[depth.visible, depth.in_flight, depth.delayed, depth.dlq_visible]],
-    )
-    emit(app, result.as_dict(), table=table)
+    app.runtime.require_embedded_file("queue")
+
+    def frame() -> Frame:
+        result = queue_status(app.runtime)
+        depth = result.depth
+        table = TableSpec(
+            f"Queue {result.queue} ({result.env})",
+            [Column(heading, justify="right") for heading in ("visible", "in flight", "delayed")]
+            + [Column("DLQ visible", justify="right")],
+            [[depth.visible, depth.in_flight, depth.delayed, depth.dlq_visible]],
+        )
+        return Frame(result.as_dict(), table)
+
+    if watch_s is not None:
+        refresh(app, frame, watch_s)
+        return
+    shown = frame()
+    emit(app, shown.data, table=shown.table)
 
 
 @queue.command("peek")
@@ -57,10 +81,13 @@ def peek(app: AppContext, limit: int, dlq: bool) -> None:
     """Show up to --limit messages, oldest first, without taking them.
 
     On SQS a peek is a receive (visible again at once): it adds one to each message's
-    receive count, which counts towards the DLQ's maxReceiveCount.
+    receive count, which counts towards the DLQ's maxReceiveCount. In JSON each `body` is
+    the decoded JSON value (`body_is_json` true), or the text as sent when it is not JSON
+    (`body_is_json` false: a poison message stays readable).
 
     Example: raasctl queue peek --dlq --limit 5 --format json
     """
+    app.runtime.require_embedded_file("queue")
     result = peek_messages(app.runtime, limit, dlq=dlq)
     headings = ["message id", "group", "receives", "key"] + (["reason"] if dlq else [])
     rows = [
@@ -74,7 +101,10 @@ def peek(app: AppContext, limit: int, dlq: bool) -> None:
         [Column(heading, overflow="fold") for heading in headings],
         rows,
     )
-    emit(app, result.as_dict(), table=table)
+    data = result.as_dict()
+    for message in data["messages"]:
+        message.update(_decoded_body(message["body"]))
+    emit(app, data, table=table)
 
 
 @queue.command("purge")
@@ -121,6 +151,13 @@ def _confirm(app: AppContext, command: str, effect: str, yes: bool, allow_protec
         raise UsageError(
             f"queue {command} {effect} of environment {runtime.env_name}: confirm with --yes"
         )
+
+
+def _decoded_body(body: str) -> dict[str, Any]:
+    try:
+        return {"body": json.loads(body), "body_is_json": True}
+    except ValueError:
+        return {"body": body, "body_is_json": False}
 
 
 def _envelope_field(body: str, name: str) -> Any:

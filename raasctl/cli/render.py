@@ -28,6 +28,8 @@ from raasctl.redaction import redact
 Justify = Literal["left", "center", "right"]
 Overflow = Literal["fold", "crop", "ellipsis", "ignore"]
 Per = Literal["s", "h"]
+# Wide enough for any row; rich still sizes a table to its content.
+UNBOUNDED_WIDTH = 1_000_000
 
 
 # ---------------------------------------------------------------- tables
@@ -55,12 +57,18 @@ class TableSpec:
         return build_table(self)
 
 
-def build_table(spec: TableSpec) -> Table:
+def build_table(spec: TableSpec, *, whole: bool = False) -> Table:
+    """`whole`: every cell in full on one line (for a pipe or a file, where nothing is read
+    at a terminal's width and a wrapped run id or a cut key is useless)."""
     table = Table(title=spec.title, show_header=spec.show_header)
     for column in spec.columns:
         column = Column(column) if isinstance(column, str) else column
         table.add_column(
-            column.heading, justify=column.justify, overflow=column.overflow, style=column.style
+            column.heading,
+            justify=column.justify,
+            overflow="ignore" if whole else column.overflow,
+            no_wrap=whole,
+            style=column.style,
         )
     for row in spec.rows:
         table.add_row(*(cell(value) for value in row))
@@ -85,8 +93,14 @@ def emit(app: AppContext, data: Any, *, table: RenderableType | None = None) -> 
         # The JSON-escaped form of every secret is registered too.
         click.echo(redact(json.dumps(data, indent=2, default=str)))
         return
-    console = Console(file=sys.stdout, soft_wrap=True)
-    console.print(table if table is not None else auto_table(data))
+    renderable = table if table is not None else auto_table(data)
+    if sys.stdout.isatty():
+        Console(file=sys.stdout, soft_wrap=True).print(renderable)
+        return
+    # Off a terminal no width applies: a table as wide as its widest row, never cut.
+    if isinstance(renderable, TableSpec):
+        renderable = build_table(renderable, whole=True)
+    Console(file=sys.stdout, soft_wrap=True, width=UNBOUNDED_WIDTH).print(renderable)
 
 
 def auto_table(data: Any, title: str | None = None) -> TableSpec:
@@ -205,3 +219,56 @@ def progress_bar(
     )
     with progress:
         yield ProgressBar(progress, label, per, clock)
+
+
+# ---------------------------------------------------------------- refreshing views
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One refresh of a watched view: its data, its table, and whether it is final."""
+
+    data: Any
+    table: RenderableType
+    final: bool = False
+
+
+def refresh(
+    app: AppContext,
+    frame: Callable[[], Frame],
+    every_s: float,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Show `frame()` every `every_s` seconds until a frame is final or Ctrl-C (which ends
+    it normally, exit 0). On a terminal the table is redrawn in place; elsewhere (a pipe, a
+    log) each refresh is printed after the last: one JSON line, or a table."""
+    try:
+        if sys.stdout.isatty() and not app.json:
+            _refresh_live(frame, every_s, sleep)
+            return
+        while True:
+            current = frame()
+            if app.json:
+                click.echo(redact(json.dumps(current.data, default=str)))
+            else:
+                emit(app, current.data, table=current.table)
+            sys.stdout.flush()
+            if current.final:
+                return
+            sleep(every_s)
+    except KeyboardInterrupt:
+        return
+
+
+def _refresh_live(
+    frame: Callable[[], Frame], every_s: float, sleep: Callable[[float], None]
+) -> None:
+    from rich.live import Live
+
+    current = frame()
+    with Live(current.table, console=Console(file=sys.stdout), auto_refresh=False) as live:
+        while not current.final:
+            sleep(every_s)
+            current = frame()
+            live.update(current.table, refresh=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 import click
@@ -11,19 +11,20 @@ import click
 from raasctl.cli.context import AppContext, pass_app
 from raasctl.cli.options import cron_argument, format_option
 from raasctl.cli.render import TableSpec, auto_table, emit
-from raasctl.dates import parse_bound
+from raasctl.dates import Bound, RelativeBound, parse_bound
 from raasctl.runner import dry_run, run_cron
 
 
 class BoundType(click.ParamType):
-    """A report window bound: 2026-11-27, 2026-11-27-08:00 or an ISO date-time."""
+    """A report window bound: 2026-11-27, 2026-11-27-08:00, an ISO date-time, 12h or 2d
+    before the run time, today or yesterday."""
 
     name = "date"
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> date | datetime:
-        if isinstance(value, date):
+    ) -> Bound:
+        if isinstance(value, date | RelativeBound):
             return value
         try:
             return parse_bound(str(value))
@@ -34,7 +35,10 @@ class BoundType(click.ParamType):
 @click.command("run")
 @cron_argument
 @click.option(
-    "--since", type=BoundType(), help="Window start (default: the run time minus the lookback)."
+    "--since",
+    type=BoundType(),
+    help="Window start: a date, 12h or 2d before now, today or yesterday (default: the run "
+    "time minus the lookback).",
 )
 @click.option("--until", type=BoundType(), help="Window end (default: the run time).")
 @click.option("--dry-run", is_flag=True, help="Fetch and map the report; enqueue nothing.")
@@ -43,8 +47,8 @@ class BoundType(click.ParamType):
 def run(
     app: AppContext,
     cron: str,
-    since: date | datetime | None,
-    until: date | datetime | None,
+    since: Bound | None,
+    until: Bound | None,
     dry_run: bool,
 ) -> None:
     """Fetch CRON's report and enqueue one message per payload.
@@ -66,9 +70,7 @@ def run(
         raise click.exceptions.Exit(3)
 
 
-def _dry_run(
-    app: AppContext, cron: str, since: date | datetime | None, until: date | datetime | None
-) -> None:
+def _dry_run(app: AppContext, cron: str, since: Bound | None, until: Bound | None) -> None:
     result = dry_run(app.runtime, cron, since=since, until=until)
     data = result.as_dict()
     table = TableSpec(

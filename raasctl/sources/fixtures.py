@@ -16,7 +16,8 @@ from raasctl.sources.stream import iter_report_file
 
 class FixtureSource(Source):
     def __init__(self, path: Path) -> None:
-        # Relative paths resolve against the working directory when first read, not now.
+        # Read when first needed, not now. A config file anchors its relative paths to its own
+        # folder; a relative path given here resolves against the working directory.
         self.path = Path(path)
 
     def file_for(self, cron: str) -> Path:

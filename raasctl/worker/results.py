@@ -96,6 +96,7 @@ class WorkerResult:
             "dead_lettered": self.dead_lettered,
             "superseded": self.superseded,
             "elapsed_s": round(self.elapsed_s, 3),
+            "per_second": round(self.per_hour / 3600, 3),
             "per_hour": round(self.per_hour, 1),
         }
 
