@@ -1,8 +1,8 @@
 """`state prune`: what an environment's state no longer needs, removed.
 
 - finished runs older than the cutoff: their run records and the per-entry rows that
-  reference them (`RUN_ENTRY_TABLES`: none today; a per-entry table keyed by `run_id` is
-  added there, and deleted with its runs by the same statement);
+  reference them (`RUN_ENTRY_TABLES`: the entries' outcomes), deleted with their runs; and
+  enqueue claims older than the cutoff (a claim stands for 5 minutes at most);
 - the embedded queue's expired deduplication ids (the window only needs unexpired ones);
 - then the embedded file is compacted (VACUUM), so it shrinks on disk.
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from raasctl.runtime import Runtime
 
 # Tables of per-entry rows keyed by `run_id`, deleted with their runs (before them).
-RUN_ENTRY_TABLES: tuple[str, ...] = ()
+RUN_ENTRY_TABLES: tuple[str, ...] = ("state_outcomes",)
 # The embedded queue's deduplication ids, each with its expiry (epoch seconds).
 DEDUP_TABLES = ("queue_dedup_ids", "queue_dedup_recent")
 FINISHED_BEFORE = "finished_at IS NOT NULL AND finished_at < :cutoff"
@@ -139,6 +139,10 @@ def _prune_sqlite_runs(path: Path, cutoff: datetime) -> tuple[int, int]:
                         parameters,
                     ).rowcount
             runs = conn.execute(f"DELETE FROM state_runs WHERE {FINISHED_BEFORE}", parameters)
+            if "state_claims" in tables:
+                entry_rows += conn.execute(
+                    "DELETE FROM state_claims WHERE claimed_at < :cutoff", parameters
+                ).rowcount
             conn.execute("COMMIT")
             return runs.rowcount, entry_rows
         finally:
@@ -199,13 +203,31 @@ def _prune_dynamo_runs(client: Any, table: str, cutoff: datetime) -> int:
                 for item in _batch_get(client, table, created[start : start + DYNAMO_GET_BATCH])
                 if "finished_at" in item and item["finished_at"]["S"] < limit
             ]
-            for first in range(0, len(finished), DYNAMO_BATCH):
-                _batch_delete(client, table, finished[first : first + DYNAMO_BATCH])
+            # A run's outcome items share its partition key: they go with it.
+            doomed = [item for run in finished for item in _partition(client, table, run["pk"])]
+            for first in range(0, len(doomed), DYNAMO_BATCH):
+                _batch_delete(client, table, doomed[first : first + DYNAMO_BATCH])
             deleted += len(finished)
     except AWS_FAILURES as exc:
         failure = classify(exc, service="dynamodb", resource=table)
         raise StateError(failure.message, code=failure.code, exit_code=failure.exit_code) from exc
     return deleted
+
+
+def _partition(client: Any, table: str, pk: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """The keys of every item under a partition key (a run and its entries' outcomes)."""
+    request: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": "pk = :pk",
+        "ExpressionAttributeValues": {":pk": pk},
+        "ProjectionExpression": "pk, sk",
+    }
+    while True:
+        page = client.query(**request)
+        yield from page.get("Items", [])
+        if "LastEvaluatedKey" not in page:
+            return
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def _runs_created_before(

@@ -18,9 +18,10 @@ from accounting_service import AccountingService
 from click.testing import CliRunner
 
 from raasctl.cli import main
+from raasctl.config import PACKAGED_FIXTURES
 
 DEPOSITS = "clientDepositUpdate"
-FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "raas" / f"{DEPOSITS}.json"
+FIXTURE = PACKAGED_FIXTURES / "raas" / f"{DEPOSITS}.json"
 ENTRIES = len(json.loads(FIXTURE.read_text())["Report_Entry"])
 
 
@@ -374,4 +375,28 @@ def test_a_claim_stands_only_while_its_run_is_live_recent_and_not_purged(tmp_pat
     after_purge = ClaimBook(state, "newer", purged_at=now, now=lambda: now + timedelta(seconds=1))
     send, duplicates = after_purge.sort([pending("k-new")])
     assert duplicates == 0 and [item.key for item in send] == ["k-new"]
+    state.close()
+
+
+def test_state_prune_removes_the_outcomes_of_the_runs_it_prunes(runner: CliRunner) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from raasctl.config import load_config
+    from raasctl.runtime import Runtime
+    from raasctl.state.base import EntryStatus, RunRecord
+
+    config = load_config().config
+    name, env = config.environment(None)
+    state = Runtime(config, name, env).state()
+    long_ago = datetime.now(UTC) - timedelta(days=9)
+    for run_id in ("old", "open"):
+        state.create_run(RunRecord(run_id, DEPOSITS, name, False, long_ago))
+        state.record_outcomes(run_id, {"k1": EntryStatus.SUCCEEDED}, long_ago)
+    state.mark_finished("old", long_ago)
+
+    pruned = cli(runner, "state", "prune", "--older-than", "7d")
+
+    assert pruned.exit_code == 0, pruned.stderr
+    assert state.get_run("old") is None and state.outcome("old", "k1") is None
+    assert state.outcome("open", "k1") is EntryStatus.SUCCEEDED  # not finished: kept
     state.close()

@@ -20,6 +20,8 @@ import yaml
 from accounting_service import AccountingService
 from callback_server import CallbackServer
 
+from raasctl.config import PACKAGED_FIXTURES
+
 DEPOSITS = "clientDepositUpdate"
 
 
@@ -81,11 +83,7 @@ def test_a_worker_killed_twice_while_the_call_is_in_flight_leaves_the_run_failed
 ) -> None:
     one = tmp_path / "raas"
     one.mkdir()
-    fixture = json.loads(
-        (
-            Path(__file__).resolve().parent.parent / "fixtures/raas/clientDepositUpdate.json"
-        ).read_text()
-    )
+    fixture = json.loads((PACKAGED_FIXTURES / "raas" / "clientDepositUpdate.json").read_text())
     entry = fixture["Report_Entry"][0]
     (one / f"{DEPOSITS}.json").write_text(json.dumps({"Report_Entry": [entry]}))
     with AccountingService() as service:
