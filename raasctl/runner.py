@@ -203,9 +203,11 @@ def run_cron(
     since: Bound | None = None,
     until: Bound | None = None,
     now: datetime | None = None,
+    lease_s: int = LEASE_S,
 ) -> RunSummary:
     """Fetch the cron's report and enqueue one message per payload. Raises RUN_LOCKED when
-    another run of the cron holds the lock; invalid entries are logged and counted."""
+    another run of the cron holds the lock (a lease of `lease_s`, renewed while the run
+    lives); invalid entries are logged and counted."""
     now = now or datetime.now(UTC)
     job, settings = job_for(runtime, cron)
     prompts = run_window(settings, now, since, until)
@@ -214,7 +216,7 @@ def run_cron(
     state = runtime.state()
     try:
         # A lease, renewed while the run lives: a killed run frees it within LEASE_S.
-        lease = Lease(state, lock, run_id)
+        lease = Lease(state, lock, run_id, lease_s=lease_s, renew_every_s=lease_s / 4)
         if not lease.acquire():
             raise _locked(state, lock, cron, runtime.env_name)
         try:
@@ -241,7 +243,8 @@ def _locked(state: State, lock: str, cron: str, env: str) -> RuntimeFailure:
     )
     return RuntimeFailure(
         f"another {cron} run holds the lock {lock} in environment {env}{held}; it frees "
-        f"itself within {LEASE_S} s of that run ending (or: raasctl runs unlock {cron})",
+        "itself once that run ends (its lease lapses within a minute); or: "
+        f"raasctl runs unlock {cron}",
         code=ErrorCode.RUN_LOCKED,
     )
 

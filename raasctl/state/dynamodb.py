@@ -70,13 +70,11 @@ from raasctl.state.dynamodb_table import (
     RUNS_INDEX,
     aws_errors,
     batch_get,
+    batch_write,
     create_table,
     index_keys,
 )
 from raasctl.state.records import from_iso, run_to_fields, to_iso
-
-_BATCH_WRITE_MAX = 25  # DynamoDB's limit per BatchWriteItem
-_BATCH_WRITE_ATTEMPTS = 5
 
 # create_table and the table's names are the adapter's public face (the CLI and tests use it).
 __all__ = ["CREATE_TABLE_HINT", "RUNS_INDEX", "DynamoState", "create_table"]
@@ -248,21 +246,7 @@ class DynamoState(State):
             }
             for entry in dict.fromkeys(keys)
         ]
-        with self._errors("dynamodb:BatchWriteItem"):
-            for start in range(0, len(requests), _BATCH_WRITE_MAX):
-                pending = {self.table: requests[start : start + _BATCH_WRITE_MAX]}
-                for _ in range(_BATCH_WRITE_ATTEMPTS):
-                    # Throttled puts come back unprocessed rather than as an error.
-                    pending = self.client.batch_write_item(RequestItems=pending).get(
-                        "UnprocessedItems"
-                    )
-                    if not pending:
-                        break
-                else:
-                    raise StateError(
-                        f"DynamoDB table {self.table}: claims not written after "
-                        f"{_BATCH_WRITE_ATTEMPTS} attempts (throttled)"
-                    )
+        batch_write(self.client, self.table, requests)
 
     def record_purge(self, env: str, now: datetime) -> None:
         with self._errors("dynamodb:PutItem"):

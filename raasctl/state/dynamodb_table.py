@@ -147,3 +147,22 @@ def batch_get(
             else:
                 raise StateError(f"DynamoDB table {table}: reads were throttled")
     return items
+
+
+_BATCH_WRITE_MAX = 25  # DynamoDB's limit per BatchWriteItem
+_BATCH_WRITE_ATTEMPTS = 5
+
+
+def batch_write(client: Any, table: str, requests: list[dict[str, Any]]) -> None:
+    """Put or delete requests in batches of 25; throttled ones are sent again."""
+    with aws_errors(table, "dynamodb:BatchWriteItem"):
+        for start in range(0, len(requests), _BATCH_WRITE_MAX):
+            pending: dict[str, Any] = {table: requests[start : start + _BATCH_WRITE_MAX]}
+            for attempt in range(_BATCH_WRITE_ATTEMPTS):
+                # Throttled requests come back unprocessed rather than as an error.
+                pending = client.batch_write_item(RequestItems=pending).get("UnprocessedItems")
+                if not pending:
+                    break
+                time.sleep(0.05 * 2**attempt)
+            else:
+                raise StateError(f"DynamoDB table {table}: writes were throttled")
