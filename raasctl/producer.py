@@ -240,8 +240,10 @@ class Producer:
             self.pacer.wait(len(batch))
         return self.queue.send_batch(batch)
 
-    def _collect(self, result: BatchResult) -> BatchFailure | None:
+    def _collect(self, result: BatchResult, batch: list[OutgoingMessage]) -> BatchFailure | None:
         self.counts.add(result)
+        if self.claims is not None:
+            self.claims.confirm([batch[index].dedup_id for index in result.sent])
         if self.on_progress:
             self.on_progress(self.counts)
         return result.failed[0] if result.failed else None
@@ -252,7 +254,7 @@ class Producer:
                 result = self._send_batch(batch)
             except RaasctlError as exc:
                 raise self._failure(exc.message, exc.code) from None
-            failure = self._collect(result)
+            failure = self._collect(result, batch)
             if failure is not None:
                 raise self._failure(_refusal(batch, failure))
 
@@ -283,7 +285,7 @@ class Producer:
                 except RaasctlError as exc:
                     problem = problem or (exc.message, exc.code)
                     continue
-                failure = self._collect(result)
+                failure = self._collect(result, batch)
                 if failure is not None and problem is None:
                     problem = (_refusal(batch, failure), None)
 

@@ -359,11 +359,15 @@ def test_a_claim_stands_only_while_its_run_is_live_recent_and_not_purged(tmp_pat
     state.put_claims("live", ["k-live", "k-old"], now - timedelta(seconds=30))
     state.put_claims("live", ["k-old"], now - timedelta(seconds=301))
     state.put_claims("dead", ["k-dead"], now - timedelta(seconds=30))
+    state.put_claims("dead", ["k-dead-sent"], now - timedelta(seconds=30), sent=True)
 
     book = ClaimBook(state, "new", purged_at=None, now=lambda: now)
-    send, duplicates = book.sort([pending(k) for k in ("k-live", "k-old", "k-dead", "k-new")])
+    keys = ("k-live", "k-old", "k-dead", "k-dead-sent", "k-new")
+    send, duplicates = book.sort([pending(k) for k in keys])
 
-    assert duplicates == 1  # only k-live's claim stands
+    # k-live's claim stands (its run finished enqueueing), and so does k-dead-sent's: the
+    # dead producer's send was confirmed, so its message is in the queue.
+    assert duplicates == 2
     by_key = {item.key: item.message.dedup_id for item in send}
     assert set(by_key) == {"k-old", "k-dead", "k-new"}
     assert by_key["k-dead"] == dedup_id("k-dead#new")  # taken over: a new id
@@ -371,6 +375,9 @@ def test_a_claim_stands_only_while_its_run_is_live_recent_and_not_purged(tmp_pat
     assert {k: c.run_id for k, c in state.claims(list(by_key)).items()} == dict.fromkeys(
         by_key, "new"
     )
+    assert not any(claim.sent for claim in state.claims(list(by_key)).values())
+    book.confirm([by_key["k-new"]])  # the queue took it
+    assert state.claims(["k-new"])["k-new"].sent
 
     after_purge = ClaimBook(state, "newer", purged_at=now, now=lambda: now + timedelta(seconds=1))
     send, duplicates = after_purge.sort([pending("k-new")])

@@ -44,6 +44,7 @@ class Claim:
     key: str
     run_id: str
     claimed_at: datetime
+    sent: bool  # the queue took the message (claimed before the send, confirmed after)
 
 
 @dataclass(frozen=True)
@@ -168,9 +169,11 @@ class State(ABC):
         """The enqueue claims recorded for these entry keys (whatever their age)."""
 
     @abstractmethod
-    def put_claims(self, run_id: str, keys: Sequence[str], now: datetime) -> None:
-        """Record that `run_id` sends these keys now (replacing older claims). One producer
-        per cron writes them at a time (it holds the cron's run lock)."""
+    def put_claims(
+        self, run_id: str, keys: Sequence[str], now: datetime, *, sent: bool = False
+    ) -> None:
+        """Record that `run_id` sends these keys now (`sent`: the queue took them), replacing
+        older claims. One producer per cron writes them at a time (it holds the run lock)."""
 
     @abstractmethod
     def record_purge(self, env: str, now: datetime) -> None:

@@ -228,10 +228,13 @@ class DynamoState(State):
             entry = item["pk"]["S"].removeprefix("CLAIM#")
             claimed_at = from_iso(item["claimed_at"]["S"])
             assert claimed_at is not None
-            found[entry] = Claim(entry, item["run_id"]["S"], claimed_at)
+            sent = bool(item.get("sent", {}).get("BOOL", False))
+            found[entry] = Claim(entry, item["run_id"]["S"], claimed_at, sent)
         return found
 
-    def put_claims(self, run_id: str, keys: Sequence[str], now: datetime) -> None:
+    def put_claims(
+        self, run_id: str, keys: Sequence[str], now: datetime, *, sent: bool = False
+    ) -> None:
         at = s(to_iso(now))
         requests = [
             {
@@ -241,6 +244,7 @@ class DynamoState(State):
                         "sk": s("CLAIM"),
                         "run_id": s(run_id),
                         "claimed_at": at,
+                        "sent": {"BOOL": sent},
                     }
                 }
             }

@@ -128,6 +128,12 @@ CREATE TABLE IF NOT EXISTS state_purges (
     )
 
 
+@MIGRATIONS
+def m005_claims_sent(conn: sqlite3.Connection) -> None:
+    """Whether a claimed key's message was taken by the queue (confirmed after the send)."""
+    add_column(conn, "state_claims", "sent INTEGER NOT NULL DEFAULT 0")
+
+
 # The run's fields are state_runs' columns, named alike (raasctl/state/records.py).
 _INSERT_RUN = (
     f"INSERT INTO state_runs ({', '.join(RUN_FIELDS)})"
@@ -269,23 +275,26 @@ class SqliteState(State):
             for start in range(0, len(keys), _IN_CHUNK):
                 chunk = keys[start : start + _IN_CHUNK]
                 marks = ", ".join("?" for _ in chunk)
-                for key, run_id, claimed_at in conn.execute(
-                    f"SELECT key, run_id, claimed_at FROM state_claims WHERE key IN ({marks})",
+                for key, run_id, claimed_at, sent in conn.execute(
+                    "SELECT key, run_id, claimed_at, sent FROM state_claims"
+                    f" WHERE key IN ({marks})",
                     tuple(chunk),
                 ):
                     at = from_iso(claimed_at)
                     assert at is not None
-                    found[key] = Claim(key, run_id, at)
+                    found[key] = Claim(key, run_id, at, bool(sent))
         return found
 
-    def put_claims(self, run_id: str, keys: Sequence[str], now: datetime) -> None:
+    def put_claims(
+        self, run_id: str, keys: Sequence[str], now: datetime, *, sent: bool = False
+    ) -> None:
         at = to_iso(now)
         with self._errors(), self._db.transaction() as conn:
             conn.executemany(
-                "INSERT INTO state_claims (key, run_id, claimed_at) VALUES (?, ?, ?)"
+                "INSERT INTO state_claims (key, run_id, claimed_at, sent) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id,"
-                " claimed_at = excluded.claimed_at",
-                [(key, run_id, at) for key in keys],
+                " claimed_at = excluded.claimed_at, sent = excluded.sent",
+                [(key, run_id, at, sent) for key in keys],
             )
 
     def record_purge(self, env: str, now: datetime) -> None:
