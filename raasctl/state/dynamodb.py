@@ -62,6 +62,7 @@ from raasctl.state.dynamodb_items import (
     run_pk,
     s,
     text,
+    to_claim,
     to_record,
     version_pk,
 )
@@ -223,14 +224,7 @@ class DynamoState(State):
             self.table,
             [key(f"CLAIM#{entry}", "CLAIM") for entry in dict.fromkeys(keys)],
         )
-        found: dict[str, Claim] = {}
-        for item in items:
-            entry = item["pk"]["S"].removeprefix("CLAIM#")
-            claimed_at = from_iso(item["claimed_at"]["S"])
-            assert claimed_at is not None
-            sent = bool(item.get("sent", {}).get("BOOL", False))
-            found[entry] = Claim(entry, item["run_id"]["S"], claimed_at, sent)
-        return found
+        return {claim.key: claim for claim in map(to_claim, items)}
 
     def put_claims(
         self, run_id: str, keys: Sequence[str], now: datetime, *, sent: bool = False

@@ -10,8 +10,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from raasctl.state.base import RunRecord
-from raasctl.state.records import run_from_fields
+from raasctl.state.base import Claim, RunRecord
+from raasctl.state.records import from_iso, run_from_fields
 
 RUN_SK = "RUN"
 # The runs-by-created index's partitions: a run is listed under OPEN until it is finished,
@@ -78,3 +78,15 @@ def to_record(item: dict[str, Any]) -> RunRecord:
 
 def code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def to_claim(item: dict[str, Any]) -> Claim:
+    """An enqueue claim back from its item (pk `CLAIM#<key>`)."""
+    claimed_at = from_iso(item["claimed_at"]["S"])
+    assert claimed_at is not None
+    return Claim(
+        item["pk"]["S"].removeprefix("CLAIM#"),
+        item["run_id"]["S"],
+        claimed_at,
+        bool(item.get("sent", {}).get("BOOL", False)),
+    )
