@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
-from typing import TypeVar
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -38,3 +41,46 @@ def wait_until(condition: Callable[[], T], timeout_s: float = 10.0, every_s: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {condition}")
         time.sleep(every_s)
+
+
+@contextmanager
+def moto_deployment(
+    prefix: str, *, queue: dict[str, Any] | None = None, visibility_s: int | None = None
+) -> Iterator[tuple[dict[str, Any], Any, str]]:
+    """SQS (a FIFO queue with a DLQ after 2 receives) and a DynamoDB state table on moto's
+    server on 127.0.0.1: (the environment's `aws`/`queue`/`state` config, an SQS client, the
+    queue URL). moto's backends live in the process across servers, so every name is new."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from raasctl.state.dynamodb import create_table
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server._server.server_port}"  # type: ignore[union-attr]
+        sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        dlq = sqs.create_queue(QueueName=f"{name}-dlq.fifo", Attributes={"FifoQueue": "true"})[
+            "QueueUrl"
+        ]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        attributes = {
+            "FifoQueue": "true",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}),
+        }
+        if visibility_s is not None:
+            attributes["VisibilityTimeout"] = str(visibility_s)
+        url = sqs.create_queue(QueueName=f"{name}.fifo", Attributes=attributes)["QueueUrl"]
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=endpoint)
+        create_table(dynamodb, name)
+        env = {
+            "aws": {"region": "us-east-1", "endpoint_url": endpoint},
+            "queue": {"kind": "sqs", "url": url, "dlq_url": dlq, **(queue or {})},
+            "state": {"kind": "dynamodb", "table": name},
+        }
+        yield env, sqs, url
+    finally:
+        server.stop()

@@ -7,7 +7,6 @@ Every test also checks exactly-once at the accounting service: no key applied tw
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 import yaml
 from accounting_service import AccountingService
 from click.testing import CliRunner
+from support import moto_deployment
 
 from raasctl.cli import main
 from raasctl.config import PACKAGED_FIXTURES
@@ -69,45 +69,12 @@ def configure(request: pytest.FixtureRequest) -> Iterator[Configure]:
 
         yield embedded
         return
-    import boto3
-    from moto.server import ThreadedMotoServer
+    with moto_deployment("acct", queue={"wait_time_s": 0}) as (aws, _, _):
 
-    from raasctl.state.dynamodb import create_table
+        def deployed(service: AccountingService, folder: Path | None = None) -> None:
+            write_env({**aws, "source": source(folder), "sink": sink(service)})
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{server._server.server_port}"  # type: ignore[union-attr]
-    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
-    # moto's backends live in this process across servers: names of this test's own.
-    name = f"acct-{uuid.uuid4().hex[:8]}"
-    dlq = sqs.create_queue(QueueName=f"{name}-dlq.fifo", Attributes={"FifoQueue": "true"})[
-        "QueueUrl"
-    ]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    url = sqs.create_queue(
-        QueueName=f"{name}.fifo",
-        Attributes={
-            "FifoQueue": "true",
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}),
-        },
-    )["QueueUrl"]
-    create_table(boto3.client("dynamodb", region_name="us-east-1", endpoint_url=endpoint), name)
-
-    def deployed(service: AccountingService, folder: Path | None = None) -> None:
-        write_env(
-            {
-                "aws": {"region": "us-east-1", "endpoint_url": endpoint},
-                "source": source(folder),
-                "queue": {"kind": "sqs", "url": url, "dlq_url": dlq, "wait_time_s": 0},
-                "state": {"kind": "dynamodb", "table": name},
-                "sink": sink(service),
-            }
-        )
-
-    yield deployed
-    server.stop()
+        yield deployed
 
 
 @pytest.fixture(autouse=True)

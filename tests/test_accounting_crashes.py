@@ -19,6 +19,7 @@ import pytest
 import yaml
 from accounting_service import AccountingService
 from callback_server import CallbackServer
+from support import moto_deployment
 
 from raasctl.config import PACKAGED_FIXTURES
 
@@ -250,48 +251,11 @@ def _tests_folder_on_path() -> None:
 
 @pytest.fixture
 def aws() -> Any:
-    """SQS (a FIFO queue with a DLQ after 2 receives, visibility 1 s) and a DynamoDB state
-    table on moto's server on 127.0.0.1, with names of this test's own."""
-    import uuid
-
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    from raasctl.state.dynamodb import create_table
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{server._server.server_port}"  # type: ignore[union-attr]
-    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
-    name = f"crash-{uuid.uuid4().hex[:8]}"
-    dlq = sqs.create_queue(QueueName=f"{name}-dlq.fifo", Attributes={"FifoQueue": "true"})[
-        "QueueUrl"
-    ]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    url = sqs.create_queue(
-        QueueName=f"{name}.fifo",
-        Attributes={
-            "FifoQueue": "true",
-            "VisibilityTimeout": "1",
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}),
-        },
-    )["QueueUrl"]
-    create_table(boto3.client("dynamodb", region_name="us-east-1", endpoint_url=endpoint), name)
-    env = {
-        "aws": {"region": "us-east-1", "endpoint_url": endpoint},
-        "queue": {
-            "kind": "sqs",
-            "url": url,
-            "dlq_url": dlq,
-            "wait_time_s": 1,
-            "visibility_timeout_s": 1,
-        },
-        "state": {"kind": "dynamodb", "table": name},
-    }
-    yield env, sqs, url
-    server.stop()
+    """SQS with a DLQ after 2 receives and visibility 1 s, and a DynamoDB state table, on
+    moto's server."""
+    queue = {"wait_time_s": 1, "visibility_timeout_s": 1}
+    with moto_deployment("crash", queue=queue, visibility_s=1) as deployment:
+        yield deployment
 
 
 def test_on_sqs_a_worker_killed_twice_on_the_last_receive_leaves_counts_that_agree(
@@ -338,13 +302,21 @@ def test_on_sqs_a_worker_killed_twice_on_the_last_receive_leaves_counts_that_agr
         assert list(service.applied.values()) == [1]
 
 
+@pytest.fixture
+def aws_default_visibility() -> Any:
+    """As `aws`, with the default visibility (a drain of hundreds on moto under load can
+    outlast a 1 s visibility between heartbeats)."""
+    with moto_deployment("crash", queue={"wait_time_s": 1}) as deployment:
+        yield deployment
+
+
 @pytest.mark.timeout(300)
 def test_on_sqs_a_run_killed_mid_enqueue_is_abandoned_and_the_re_run_sends_what_is_missing(
-    tmp_path: Path, aws: Any
+    tmp_path: Path, aws_default_visibility: Any
 ) -> None:
     from workday_server import deposit_entry
 
-    base, sqs, url = aws
+    base, sqs, url = aws_default_visibility
     count = 200  # moto's SQS slows as a queue grows: a couple of hundred, not tens of thousands
     raas = tmp_path / "raas"
     raas.mkdir()
