@@ -45,11 +45,16 @@ def wait_until(condition: Callable[[], T], timeout_s: float = 10.0, every_s: flo
 
 @contextmanager
 def moto_deployment(
-    prefix: str, *, queue: dict[str, Any] | None = None, visibility_s: int | None = None
+    prefix: str,
+    *,
+    queue: dict[str, Any] | None = None,
+    visibility_s: int | None = None,
+    max_receive: int = 2,
 ) -> Iterator[tuple[dict[str, Any], Any, str]]:
-    """SQS (a FIFO queue with a DLQ after 2 receives) and a DynamoDB state table on moto's
-    server on 127.0.0.1: (the environment's `aws`/`queue`/`state` config, an SQS client, the
-    queue URL). moto's backends live in the process across servers, so every name is new."""
+    """SQS (a FIFO queue with a DLQ after `max_receive` receives) and a DynamoDB state table
+    on moto's server on 127.0.0.1: (the environment's `aws`/`queue`/`state` config, an SQS
+    client, the queue URL). moto's backends live in the process across servers, so every name
+    is new."""
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -69,7 +74,9 @@ def moto_deployment(
         ]
         attributes = {
             "FifoQueue": "true",
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive)}
+            ),
         }
         if visibility_s is not None:
             attributes["VisibilityTimeout"] = str(visibility_s)

@@ -199,15 +199,15 @@ def test_a_run_killed_mid_enqueue_frees_its_lock_and_a_re_run_enqueues_exactly_t
     env = process_env("unused")
     db = Path(os.environ["RAASCTL_STATE_DIR"]) / "crash.db"
 
-    # A 10 s lease (60 s by default) keeps the test short; the mechanism is the same.
-    producer = start("run", DEPOSITS, "--lease", "10", env=env)
+    # A 4 s lease (60 s by default) keeps the test short; the mechanism is the same.
+    producer = start("run", DEPOSITS, "--lease", "4", env=env)
     wait_until(lambda: queued(db) >= 3_000, timeout_s=60)  # mid-enqueue
     kill(producer)
     assert queued(db) < count, "the kill must land mid-enqueue"
 
     began = time.monotonic()
     while True:
-        rerun = raasctl("run", DEPOSITS, "--lease", "10", env=env)
+        rerun = raasctl("run", DEPOSITS, "--lease", "4", env=env)
         if rerun.returncode == 0:
             break
         assert "RAAS_RUN_LOCKED" in rerun.stderr, rerun.stderr
@@ -357,3 +357,50 @@ def test_on_sqs_a_run_killed_mid_enqueue_is_abandoned_and_the_re_run_sends_what_
     assert killed["status"] == "abandoned" and killed["total"] == killed["done"]
     assert (second["status"], second["done"]) == ("complete", summary["enqueued"])
     assert killed["done"] + second["done"] >= count  # every entry applied (a few twice-sent)
+
+
+@pytest.mark.timeout(300)
+def test_on_sqs_kills_at_random_points_of_a_drain_leave_every_count_true() -> None:
+    """Path 4 on SQS + DynamoDB, scaled to what moto's SQS drains in a test's time: 200
+    messages and 8 kills (the embedded test above does 2,000 and 20)."""
+    with moto_deployment("kills", queue={"wait_time_s": 1}, max_receive=10) as deployment:
+        _kills_in_a_drain(deployment)
+
+
+def _kills_in_a_drain(deployment: Any) -> None:
+    base, _, _ = deployment
+    seed = random.Random(5)
+    with CallbackServer(fail_rate=0.05, seed=4, timeout_delay_s=0.4) as server:
+        write_config(
+            {
+                **base,
+                "queue": {**base["queue"], "visibility_timeout_s": 3},
+                "sink": {
+                    "kind": "http",
+                    "base_url": server.base_url,
+                    "token": "env:CALLBACK_TOKEN",
+                    "timeout_s": 0.3,
+                },
+                "concurrency": 8,
+            }
+        )
+        env = process_env(server.token)
+        mock = raasctl("enqueue-mock", DEPOSITS, "--copies", "20", env=env)
+        assert mock.returncode == 0, mock.stderr
+        run_id = json.loads(mock.stdout)["run_id"]
+        backoff = ("--backoff-base", "0.2", "--backoff-cap", "0.5")
+        for _ in range(8):
+            worker = start("worker", *backoff, env=env)
+            time.sleep(seed.uniform(0.5, 1.5))
+            kill(worker)
+        time.sleep(3.2)  # what the last one held becomes visible again
+        final = raasctl("worker", "--until-empty", *backoff, env=env, timeout=240)
+        assert final.returncode in (0, 3), final.stderr
+
+        view = show(run_id, env)
+        dlq = json.loads(raasctl("queue", "status", env=env).stdout)["dlq"]["visible"]
+        assert view["status"] in ("complete", "failed")
+        assert view["total"] == 200 and view["done"] == 200
+        assert view["succeeded"] == len(server.applied_keys())
+        assert view["failed"] + view["dead_lettered"] == dlq
+        assert server.twice_applied() == []
