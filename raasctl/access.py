@@ -19,9 +19,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-from botocore.parsers import ResponseParserError
-
 from raasctl.access_report import (
     DENIED,
     Caller,
@@ -30,6 +27,7 @@ from raasctl.access_report import (
     QueueInfo,
 )
 from raasctl.aws import LONG_TERM, AwsClients
+from raasctl.aws_errors import AWS_FAILURES, Category, category, error_detail
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.config import EnvironmentConfig, SqsQueueConfig
 from raasctl.logs import event
@@ -59,18 +57,11 @@ SQS_ACTIONS = (
 KMS_ACTIONS = {"sqs:SendMessage": "kms:GenerateDataKey", "sqs:ReceiveMessage": "kms:Decrypt"}
 UNKNOWN = "unknown"
 
-_NOT_FOUND_CODES = frozenset(
-    {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
-)
 _SIM_DECISIONS = {
     "allowed": ALLOWED,
     "explicitdeny": EXPLICIT_DENY,
     "implicitdeny": IMPLICIT_DENY,
 }
-# What a failed call raises: an error answer, a transport failure, or an answer botocore
-# cannot parse (ResponseParserError is not a BotoCoreError).
-_AWS_FAILURES = (ClientError, BotoCoreError, ResponseParserError)
-_XML_ERROR_RE = re.compile(r"<Code>([^<]*)</Code>\s*<Message>([^<]*)</Message>")
 _ASSUMED_ROLE_RE = re.compile(r"^arn:[^:]+:sts::\d{12}:assumed-role/([^/]+)/.+$")
 
 # --------------------------------------------------------------------------- check
@@ -116,29 +107,13 @@ def check_environment(env_name: str, env: EnvironmentConfig, aws: AwsClients) ->
     return report
 
 
-def _client_error(exc: Exception) -> tuple[str, str]:
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code, message = str(error.get("Code") or "error"), str(error.get("Message") or "")
-        # An XML error body boto3 could not parse (moto's SQS under IAM auth) carries both.
-        inner = _XML_ERROR_RE.search(message)
-        if inner:
-            return inner.group(1), inner.group(2)
-        return code, message
-    return type(exc).__name__, str(exc)
-
-
-def _is_access_denied(code: str) -> bool:
-    # Under IAM auth moto answers SQS in XML that boto3 reads as the code "403".
-    return "AccessDenied" in code or code in ("403", "AuthorizationError", "UnauthorizedOperation")
-
-
 def _caller(aws: AwsClients, report: EnvReport) -> Caller | None:
     try:
         found = aws.client("sts").get_caller_identity()
-    except _AWS_FAILURES as exc:
-        code, message = _client_error(exc)
-        cause = ErrorCode.ACCESS_DENIED if _is_access_denied(code) else ErrorCode.AWS_FAILED
+    except AWS_FAILURES as exc:
+        code, message = error_detail(exc)
+        denied = category(exc) is Category.ACCESS_DENIED
+        cause = ErrorCode.ACCESS_DENIED if denied else ErrorCode.AWS_FAILED
         report.add_error(f"STS GetCallerIdentity failed: {code}: {message}".rstrip(": "), cause)
         return None
     return Caller(str(found["Account"]), str(found["Arn"]), str(found["UserId"]))
@@ -203,9 +178,9 @@ def _dlq_url(sqs: Any, target_arn: str, report: EnvReport) -> str | None:
     account, name = parts[4], parts[5]
     try:
         return str(sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"])
-    except _AWS_FAILURES as exc:
-        code, _ = _client_error(exc)
-        missing = code in _NOT_FOUND_CODES
+    except AWS_FAILURES as exc:
+        code, _ = error_detail(exc)
+        missing = category(exc) is Category.NOT_FOUND
         what = "does not exist" if missing else f"GetQueueUrl failed: {code}"
         cause = ErrorCode.QUEUE_NOT_FOUND if missing else ErrorCode.AWS_FAILED
         report.add_error(f"DLQ {name} (the queue's RedrivePolicy target) {what}", cause)
@@ -217,13 +192,14 @@ def _describe(sqs: Any, role: str, url: str, region: str) -> QueueInfo:
     queue = QueueInfo(role, name, url, arn=_arn_from_url(url, region))
     try:
         attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-    except _AWS_FAILURES as exc:
-        code, message = _client_error(exc)
-        if code in _NOT_FOUND_CODES:
+    except AWS_FAILURES as exc:
+        code, message = error_detail(exc)
+        kind = category(exc)
+        if kind is Category.NOT_FOUND:
             queue.exists = False
             queue.error = "does not exist"
             queue.cause = ErrorCode.QUEUE_NOT_FOUND
-        elif _is_access_denied(code):
+        elif kind is Category.ACCESS_DENIED:
             queue.refused = message or code
             queue.error = f"GetQueueAttributes refused ({code})"
         else:
@@ -289,8 +265,8 @@ class _IdentitySide:
         role_name = assumed.group(1)
         try:
             role = self._aws.client("iam").get_role(RoleName=role_name)
-        except _AWS_FAILURES as exc:
-            code, _ = _client_error(exc)
+        except AWS_FAILURES as exc:
+            code, _ = error_detail(exc)
             # Without its path the role's ARN is a guess; simulating a guess would only
             # report the guess, so the identity side stays unknown.
             self._unknown(f"iam:GetRole for {role_name} failed ({code})")
@@ -303,13 +279,13 @@ class _IdentitySide:
             return dict.fromkeys(SQS_ACTIONS, UNKNOWN)
         try:
             results = self._simulate(principal, queue_arn)
-        except (*_AWS_FAILURES, NotImplementedError) as exc:
+        except (*AWS_FAILURES, NotImplementedError) as exc:
             # moto: NotImplementedError in-process, ResponseParserError over its server;
             # AWS: AccessDenied when the caller may not use the simulator.
             if isinstance(exc, NotImplementedError):
                 code = "not implemented"
             else:
-                code, _ = _client_error(exc)
+                code, _ = error_detail(exc)
             self._unknown(f"iam:SimulatePrincipalPolicy unavailable ({code})")
             return dict.fromkeys(SQS_ACTIONS, UNKNOWN)
         answers: dict[str, Decision | str] = dict.fromkeys(SQS_ACTIONS, UNKNOWN)
