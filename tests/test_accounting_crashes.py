@@ -136,50 +136,8 @@ def test_a_worker_killed_twice_while_the_call_is_in_flight_leaves_the_run_failed
 
 
 def test_twenty_kills_at_random_points_of_a_drain_leave_every_count_true(tmp_path: Path) -> None:
-    seed = random.Random(11)
-    with CallbackServer(fail_rate=0.05, seed=3, timeout_delay_s=0.4, poison_keys=()) as server:
-        write_config(
-            {
-                "queue": {"kind": "sqlite", "max_receive_count": 10, "visibility_timeout_s": 2},
-                "sink": {
-                    "kind": "http",
-                    "base_url": server.base_url,
-                    "token": "env:CALLBACK_TOKEN",
-                    "timeout_s": 0.3,
-                },
-                "concurrency": 8,
-            }
-        )
-        env = process_env(server.token)
-        mock = raasctl("enqueue-mock", DEPOSITS, "--copies", "200", env=env)
-        assert mock.returncode == 0, mock.stderr
-        run_id = json.loads(mock.stdout)["run_id"]
-
-        for _ in range(20):
-            worker = start("worker", "--backoff-base", "0.2", "--backoff-cap", "0.5", env=env)
-            time.sleep(seed.uniform(0.3, 1.2))
-            kill(worker)
-        time.sleep(2.2)  # what the last one held becomes visible again
-        final = raasctl(
-            "worker",
-            "--until-empty",
-            "--backoff-base",
-            "0.2",
-            "--backoff-cap",
-            "0.5",
-            env=env,
-            timeout=300,
-        )
-        assert final.returncode in (0, 3), final.stderr
-
-        view = show(run_id, env)
-        dlq = json.loads(raasctl("queue", "status", env=env).stdout)["dlq"]["visible"]
-        applied = server.applied_keys()
-        assert view["status"] in ("complete", "failed")
-        assert view["total"] == 2000 and view["done"] == 2000
-        assert view["succeeded"] == len(applied)  # what the callback applied
-        assert view["failed"] + view["dead_lettered"] == dlq  # what the DLQ holds
-        assert server.twice_applied() == []  # exactly once (a repeat answered 409)
+    queue = {"kind": "sqlite", "max_receive_count": 10, "visibility_timeout_s": 2}
+    kills_in_a_drain({"queue": queue}, copies=200, kills=20, seed=11)
 
 
 @pytest.mark.timeout(300)  # up to a lease (60 s) passes before the re-run may start
@@ -363,18 +321,21 @@ def test_on_sqs_a_run_killed_mid_enqueue_is_abandoned_and_the_re_run_sends_what_
 def test_on_sqs_kills_at_random_points_of_a_drain_leave_every_count_true() -> None:
     """Path 4 on SQS + DynamoDB, scaled to what moto's SQS drains in a test's time: 200
     messages and 8 kills (the embedded test above does 2,000 and 20)."""
-    with moto_deployment("kills", queue={"wait_time_s": 1}, max_receive=10) as deployment:
-        _kills_in_a_drain(deployment)
+    queue = {"wait_time_s": 1, "visibility_timeout_s": 3}
+    with moto_deployment("kills", queue=queue, max_receive=10) as (base, _, _):
+        kills_in_a_drain(base, copies=20, kills=8, seed=5)
 
 
-def _kills_in_a_drain(deployment: Any) -> None:
-    base, _, _ = deployment
-    seed = random.Random(5)
-    with CallbackServer(fail_rate=0.05, seed=4, timeout_delay_s=0.4) as server:
+def kills_in_a_drain(base: dict[str, Any], *, copies: int, kills: int, seed: int) -> None:
+    """Drain `copies` x 10 mock messages into a callback that fails 5% of calls (half of them
+    applied but answered too late), SIGKILLing a worker `kills` times at random points, then
+    drain to the end: every count must agree with the callback's and the DLQ's."""
+    randomly = random.Random(seed)
+    visibility = base["queue"]["visibility_timeout_s"]
+    with CallbackServer(fail_rate=0.05, seed=seed, timeout_delay_s=0.4) as server:
         write_config(
             {
                 **base,
-                "queue": {**base["queue"], "visibility_timeout_s": 3},
                 "sink": {
                     "kind": "http",
                     "base_url": server.base_url,
@@ -385,22 +346,22 @@ def _kills_in_a_drain(deployment: Any) -> None:
             }
         )
         env = process_env(server.token)
-        mock = raasctl("enqueue-mock", DEPOSITS, "--copies", "20", env=env)
+        mock = raasctl("enqueue-mock", DEPOSITS, "--copies", str(copies), env=env)
         assert mock.returncode == 0, mock.stderr
         run_id = json.loads(mock.stdout)["run_id"]
         backoff = ("--backoff-base", "0.2", "--backoff-cap", "0.5")
-        for _ in range(8):
+        for _ in range(kills):
             worker = start("worker", *backoff, env=env)
-            time.sleep(seed.uniform(0.5, 1.5))
+            time.sleep(randomly.uniform(0.3, 1.5))
             kill(worker)
-        time.sleep(3.2)  # what the last one held becomes visible again
-        final = raasctl("worker", "--until-empty", *backoff, env=env, timeout=240)
+        time.sleep(visibility + 0.2)  # what the last one held becomes visible again
+        final = raasctl("worker", "--until-empty", *backoff, env=env, timeout=300)
         assert final.returncode in (0, 3), final.stderr
 
         view = show(run_id, env)
         dlq = json.loads(raasctl("queue", "status", env=env).stdout)["dlq"]["visible"]
         assert view["status"] in ("complete", "failed")
-        assert view["total"] == 200 and view["done"] == 200
-        assert view["succeeded"] == len(server.applied_keys())
-        assert view["failed"] + view["dead_lettered"] == dlq
-        assert server.twice_applied() == []
+        assert view["total"] == copies * 10 and view["done"] == copies * 10
+        assert view["succeeded"] == len(server.applied_keys())  # what the callback applied
+        assert view["failed"] + view["dead_lettered"] == dlq  # what the DLQ holds
+        assert server.twice_applied() == []  # exactly once (a repeat answered 409)
