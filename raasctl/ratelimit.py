@@ -65,25 +65,32 @@ class RateLimiter:
     def unlimited(self) -> bool:
         return self.per_second is None
 
-    def acquire(self, count: int, stop: threading.Event | None = None) -> int:
-        """Take up to `count` tokens, blocking until at least one is due; return how many.
+    def acquire(
+        self, count: int, stop: threading.Event | None = None, *, ahead_s: float = 0.0
+    ) -> int:
+        """Take up to `count` tokens, blocking until they are due; return how many.
 
-        Under a limit this is 1 (one message per receive), or more while making up for a
-        receive slower than one interval (TOKEN_CATCH_UP_S); without one, `count`. Returns 0
-        only when `stop` is set while waiting."""
+        A token is due `ahead_s` before its place on the schedule: the receive it pays for
+        may come that long before the message starts (`begin` paces the starts), so that
+        under a rate limit a receive brings a batch rather than one message. The call waits
+        until as many tokens as fit in `ahead_s` (at most `count`) are due. With `ahead_s` 0
+        that is one token, or more while making up for a receive slower than one interval
+        (TOKEN_CATCH_UP_S). Without a limit, `count`. Returns 0 only when `stop` is set while
+        waiting."""
         if count < 1:
             raise ValueError("count must be at least 1")
         if self.unlimited:
             return count
+        batch = min(count, 1 + int(ahead_s / self.interval_s))
         while True:
             with self._lock:
                 now = self._clock()
-                behind = now - self._next_token
-                if behind > TOKEN_CATCH_UP_S:  # idle: start the schedule afresh
-                    self._next_token = now + self.interval_s
-                    return 1
+                if now - self._next_token > TOKEN_CATCH_UP_S:  # idle: start afresh
+                    self._next_token = now
+                # How far the batch's last token is from being due.
+                behind = now + ahead_s - (self._next_token + (batch - 1) * self.interval_s)
                 if behind >= 0:
-                    due = min(count, 1 + int(behind / self.interval_s))
+                    due = min(count, batch + int(behind / self.interval_s))
                     self._next_token += due * self.interval_s
                     return due
                 delay = -behind

@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +31,7 @@ from raasctl.ratelimit import RateLimiter
 from raasctl.runs import run_lock
 from raasctl.sinks.base import Applied, Sink
 from raasctl.sinks.sqlite import SqliteLedger
-from raasctl.state.base import RunRecord
+from raasctl.state.base import AppliedEntry, Entry, EntryStatus, Known, RunRecord
 from raasctl.state.sqlite import SqliteState
 from raasctl.worker import (
     StopReason,
@@ -193,6 +193,7 @@ class RecordingQueue(Queue):
 
     inner: Queue
     receives: list[int] = field(default_factory=list)
+    received: list[int] = field(default_factory=list)  # how many each receive brought
     visibility: list[tuple[str, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -212,7 +213,9 @@ class RecordingQueue(Queue):
         self, max_messages: int, wait_time_s: float, visibility_timeout_s: int | None = None
     ) -> list[ReceivedMessage]:
         self.receives.append(max_messages)
-        return self.inner.receive(max_messages, wait_time_s, visibility_timeout_s)
+        messages = self.inner.receive(max_messages, wait_time_s, visibility_timeout_s)
+        self.received.append(len(messages))
+        return messages
 
     def delete(self, receipt_handles: Sequence[str]) -> None:
         self.inner.delete(receipt_handles)
@@ -544,7 +547,7 @@ def test_repeated_state_failures_stop_the_worker_with_the_error(env: Env) -> Non
     enqueue(env.queue, env.state, [deposit(n) for n in range(15)])
 
     class BrokenState(SqliteState):
-        def is_applied(self, key: str) -> bool:
+        def known(self, entries: Sequence[Entry]) -> dict[str, Known]:
             raise StateError("DynamoDB throttled")
 
     state = BrokenState(env.db)
@@ -740,7 +743,7 @@ def test_worker_command_on_a_queue_that_does_not_exist_exits_1_at_once(
 # ---------------------------------------------------------------- pool, rate, filters
 
 
-def test_concurrency_bounds_the_handlers_and_receives_ask_for_free_slots(env: Env) -> None:
+def test_concurrency_bounds_the_handlers_and_a_batch_is_read_ahead(env: Env) -> None:
     enqueue(env.queue, env.state, [deposit(n) for n in range(24)])
     sink = ScriptedSink(env.ledger, delay_s=0.05)
     queue = RecordingQueue(env.queue)
@@ -749,7 +752,9 @@ def test_concurrency_bounds_the_handlers_and_receives_ask_for_free_slots(env: En
 
     assert result.succeeded == 24
     assert sink.max_running == 3
-    assert max(queue.receives) == 3
+    # A whole batch beyond the busy slots: receives stay full, each taken when there was
+    # room for ten (3 slots + 10 ahead), never more.
+    assert set(queue.receives) == {10}
 
 
 def test_receives_at_most_ten_at_once(env: Env) -> None:
@@ -776,7 +781,10 @@ def test_rate_limit_spaces_starts_evenly(env: Env) -> None:
     # an interval (the sink's clock reads a little after the limiter's).
     assert min(gaps) >= 0.025 - 0.005
     assert 1.0 - 0.01 <= starts[-1] - starts[0] < 1.5  # 21 starts span about a second
-    assert set(queue.receives) == {1}  # a token per message, taken before each receive
+    # Tokens are taken before the receive, a batch's worth once they are all due within
+    # half a second (ten intervals): three receives, not 21.
+    assert set(queue.receives) == {10}
+    assert [count for count in queue.received if count] == [10, 10, 1]
 
 
 def test_max_messages_stops_after_that_many(env: Env) -> None:
@@ -907,8 +915,15 @@ def test_a_message_whose_visibility_ran_out_before_its_delete_is_counted_once(
         NoHeartbeat(queue),
         env.state,
         sink,
-        # One slot: its own poller waits for it, and cannot take the message back itself.
-        options(concurrency=1, visibility_timeout_s=1, until_empty=False, max_runtime_s=2.5),
+        # One slot and no read-ahead: its own poller waits for it, and cannot take the
+        # message back itself.
+        options(
+            concurrency=1,
+            read_ahead=0,
+            visibility_timeout_s=1,
+            until_empty=False,
+            max_runtime_s=2.5,
+        ),
     )
     thread, out = in_background(worker)
     # The heartbeat failed, so another worker receives the message while it is applied;
@@ -1054,8 +1069,17 @@ def test_an_error_on_the_last_receive_counts_failed(
     keys = enqueue(env.queue, env.state, [deposit(1), deposit(2)])
 
     class Unrecorded(SqliteState):
-        def record_applied(self, key: str, run_id: str, now: datetime) -> bool:
-            raise StateError("DynamoDB PutItem: internal error")
+        def record_outcomes(
+            self,
+            run_id: str,
+            outcomes: Mapping[str, EntryStatus],
+            now: datetime,
+            *,
+            applied: Sequence[AppliedEntry] = (),
+        ) -> RunRecord | None:
+            if applied:  # the records of an apply, written with its outcome
+                raise StateError("DynamoDB PutItem: internal error")
+            return super().record_outcomes(run_id, outcomes, now)
 
     state = Unrecorded(env.db)
     # Two receives each, as if earlier attempts had failed: the worker's is the last.

@@ -48,6 +48,35 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Entry:
+    """An entry as State knows it: its key and, for a versioned record, the record."""
+
+    key: str
+    cron: str
+    entity_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Known:
+    """What State knows of an entry before a worker handles it (one read for a batch)."""
+
+    applied: bool
+    applied_version: str | None  # the newest version applied for its record, if any
+
+
+@dataclass(frozen=True)
+class AppliedEntry:
+    """An entry the sink has applied: its idempotency record and, for a versioned record,
+    the version to keep as the record's applied one."""
+
+    key: str
+    run_id: str
+    cron: str
+    entity_id: str | None = None
+    version: str | None = None
+
+
+@dataclass(frozen=True)
 class LockInfo:
     name: str
     owner: str  # the run that holds it
@@ -136,13 +165,37 @@ class State(ABC):
 
     @abstractmethod
     def record_outcomes(
-        self, run_id: str, outcomes: Mapping[str, EntryStatus], now: datetime
+        self,
+        run_id: str,
+        outcomes: Mapping[str, EntryStatus],
+        now: datetime,
+        *,
+        applied: Sequence[AppliedEntry] = (),
     ) -> RunRecord | None:
         """Record each entry's outcome (entry key -> status), atomically with the run's
         counters: a first outcome adds one to its counter; one that replaces another
         (`transition`) moves one from the old counter to the new; any other changes nothing,
         so recording an outcome twice never counts twice. Sets started_at on the first.
-        Returns the run after the update, or None when the run is unknown."""
+
+        `applied` are the entries the sink applied, whose idempotency records (kept if there
+        already) and versions (kept unless a newer one is there) are written in the same
+        write, before the outcomes count them: one write for a worker's batch. They are
+        written even when the run is unknown. Returns the run after the update, or None when
+        the run is unknown."""
+
+    def known(self, entries: Sequence[Entry]) -> dict[str, Known]:
+        """What is known of each entry (by key): whether it was applied, and its record's
+        applied version. Adapters answer a batch with one read."""
+        applied = self.applied_keys([entry.key for entry in entries])
+        return {
+            entry.key: Known(
+                entry.key in applied,
+                None
+                if entry.entity_id is None
+                else self.applied_version(entry.cron, entry.entity_id),
+            )
+            for entry in entries
+        }
 
     @abstractmethod
     def outcome(self, run_id: str, key: str) -> EntryStatus | None:

@@ -49,7 +49,16 @@ from botocore.exceptions import ClientError
 from raasctl.codes import ErrorCode
 from raasctl.errors import StateError
 from raasctl.state import dynamodb_outcomes
-from raasctl.state.base import Claim, EntryStatus, LockInfo, RunRecord, State
+from raasctl.state.base import (
+    AppliedEntry,
+    Claim,
+    Entry,
+    EntryStatus,
+    Known,
+    LockInfo,
+    RunRecord,
+    State,
+)
 from raasctl.state.dynamodb_items import (
     FINISHED_RUNS,
     OPEN_RUNS,
@@ -156,16 +165,41 @@ class DynamoState(State):
         )
 
     def record_outcomes(
-        self, run_id: str, outcomes: Mapping[str, EntryStatus], now: datetime
+        self,
+        run_id: str,
+        outcomes: Mapping[str, EntryStatus],
+        now: datetime,
+        *,
+        applied: Sequence[AppliedEntry] = (),
     ) -> RunRecord | None:
         # A transaction returns no values, so the run is read after it (consistently): one
         # write and one read per batch when no other writer got there first.
         with self._errors("dynamodb:TransactWriteItems"):
-            if not dynamodb_outcomes.record_outcomes(
-                self.client, self.table, run_id, outcomes, now
-            ):
-                return None
+            recorded = dynamodb_outcomes.record_outcomes(
+                self.client, self.table, run_id, outcomes, now, applied
+            )
+        if not recorded:
+            for entry in applied:  # an unknown run: the records all the same
+                self.record_applied(entry.key, entry.run_id, now)
+                if entry.entity_id and entry.version:
+                    self.record_version(entry.cron, entry.entity_id, entry.version)
+            return None
         return self.get_run(run_id)
+
+    def known(self, entries: Sequence[Entry]) -> dict[str, Known]:
+        keys = [key(f"KEY#{entry}", "KEY") for entry in dict.fromkeys(e.key for e in entries)]
+        records = {(e.cron, e.entity_id) for e in entries if e.entity_id}
+        keys += [key(version_pk(cron, entity), "VERSION") for cron, entity in sorted(records)]
+        items = batch_get(self.client, self.table, keys)  # small items: read whole
+        found = {item["pk"]["S"]: item for item in items}
+        known = {}
+        for entry in entries:
+            version = None
+            if entry.entity_id:
+                item = found.get(version_pk(entry.cron, entry.entity_id))
+                version = None if item is None else text(item, "version")
+            known[entry.key] = Known(f"KEY#{entry.key}" in found, version)
+        return known
 
     def outcome(self, run_id: str, key: str) -> EntryStatus | None:
         item = self._get(run_pk(run_id), outcome_sk(key), projection="#status")

@@ -8,25 +8,42 @@ transaction; its cancellation reason carries the item's current status (ALL_OLD)
 that outcome is either dropped (nothing to change) or retried as the transition from what is
 there now. The first attempt assumes no outcome yet, the common case, so a batch costs one
 write request, and one more per round in which another worker got to an entry first.
+
+The entries the sink applied ride in the same transaction, before their outcomes count them:
+a conditional Put of each idempotency record (none yet) and of each record's version (none
+yet, or an older one). A failed condition there means the item is already what it should be
+(the record was written, or a newer version is in place), so the item is dropped from the
+next round.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from raasctl.errors import StateError
-from raasctl.state.base import EntryStatus, transition
-from raasctl.state.dynamodb_items import RUN_SK, code, key, n, outcome_sk, run_pk, s, text
+from raasctl.state.base import AppliedEntry, EntryStatus, transition
+from raasctl.state.dynamodb_items import (
+    RUN_SK,
+    code,
+    key,
+    n,
+    outcome_sk,
+    run_pk,
+    s,
+    text,
+    version_pk,
+)
 from raasctl.state.records import to_iso
 
-# TransactWriteItems takes at most 100 items: up to 99 outcomes and their run's update.
-MAX_OUTCOMES = 99
+# TransactWriteItems takes at most 100 items: the run's update and, per entry, its outcome,
+# idempotency record and version.
+MAX_ITEMS = 100
 # Each round either succeeds, drops or re-targets the outcomes another writer moved on (an
 # outcome moves forward at most three times), or waits out a conflicting transaction.
 ATTEMPTS = 8
@@ -35,32 +52,114 @@ _RETRYABLE = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputEx
 
 
 def record_outcomes(
-    client: Any, table: str, run_id: str, outcomes: Mapping[str, EntryStatus], now: datetime
+    client: Any,
+    table: str,
+    run_id: str,
+    outcomes: Mapping[str, EntryStatus],
+    now: datetime,
+    applied: Sequence[AppliedEntry] = (),
 ) -> bool:
-    """Record the outcomes with their run's counters; False when the run is unknown (then
-    nothing is written). botocore failures propagate for the caller to translate."""
-    items = list(outcomes.items())
-    for start in range(0, len(items), MAX_OUTCOMES):
-        if not _record_group(client, table, run_id, dict(items[start : start + MAX_OUTCOMES]), now):
+    """Record the outcomes with their run's counters, and the applied entries' records;
+    False when the run is unknown (then nothing is written). botocore failures propagate for
+    the caller to translate."""
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for item in applied_items(table, applied, now):
+        by_key.setdefault(item.pop("entry"), []).append(item)
+    for group in _groups(list(dict.fromkeys([*outcomes, *by_key])), outcomes, by_key):
+        wanted = {entry: outcomes[entry] for entry in group if entry in outcomes}
+        extras = [item for entry in group for item in by_key.get(entry, [])]
+        if not _record_group(client, table, run_id, wanted, extras, now):
             return False
     return True
 
 
+def _groups(
+    entries: list[str], outcomes: Mapping[str, EntryStatus], by_key: Mapping[str, list[Any]]
+) -> list[list[str]]:
+    """The entries in groups whose items (outcome, records) fit one transaction beside the
+    run's update."""
+    groups: list[list[str]] = [[]]
+    size = 0
+    for entry in entries:
+        items = (entry in outcomes) + len(by_key.get(entry, []))
+        if size + items > MAX_ITEMS - 1 and groups[-1]:
+            groups.append([])
+            size = 0
+        groups[-1].append(entry)
+        size += items
+    return groups
+
+
+def applied_items(
+    table: str, applied: Sequence[AppliedEntry], now: datetime
+) -> list[dict[str, Any]]:
+    """The conditional Puts of the applied entries' idempotency records and versions, each
+    tagged with its entry ("entry"). A record's version is written once, the newest."""
+    items: list[dict[str, Any]] = []
+    newest: dict[tuple[str, str], AppliedEntry] = {}
+    for entry in {entry.key: entry for entry in applied}.values():
+        items.append(
+            {
+                "entry": entry.key,
+                "Put": {
+                    "TableName": table,
+                    "Item": {
+                        **key(f"KEY#{entry.key}", "KEY"),
+                        "run_id": s(entry.run_id),
+                        "applied_at": s(to_iso(now)),
+                    },
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                },
+            }
+        )
+        if entry.entity_id and entry.version:
+            record = (entry.cron, entry.entity_id)
+            kept = newest.get(record)
+            if kept is None or str(kept.version) < entry.version:
+                newest[record] = entry
+    for (cron, entity_id), entry in newest.items():
+        items.append(
+            {
+                "entry": entry.key,
+                "Put": {
+                    "TableName": table,
+                    "Item": {
+                        **key(version_pk(cron, entity_id), "VERSION"),
+                        "version": s(str(entry.version)),
+                    },
+                    # Versions are ISO UTC timestamps: text order is time order.
+                    "ConditionExpression": "attribute_not_exists(pk) OR #version < :version",
+                    "ExpressionAttributeNames": {"#version": "version"},
+                    "ExpressionAttributeValues": {":version": s(str(entry.version))},
+                },
+            }
+        )
+    return items
+
+
 def _record_group(
-    client: Any, table: str, run_id: str, wanted: dict[str, EntryStatus], now: datetime
+    client: Any,
+    table: str,
+    run_id: str,
+    wanted: dict[str, EntryStatus],
+    extras: list[dict[str, Any]],
+    now: datetime,
 ) -> bool:
     # What each entry's outcome is believed to be now; None: none recorded.
     current: dict[str, EntryStatus | None] = dict.fromkeys(wanted)
     reasons: list[str] = []
     for attempt in range(ATTEMPTS):
         pending = [entry for entry, new in wanted.items() if transition(current[entry], new)]
-        if not pending:
+        if not pending and not extras:
             return True
         request = [
-            _outcome_put(table, run_id, entry, current[entry], wanted[entry], now)
-            for entry in pending
+            *extras,
+            *(
+                _outcome_put(table, run_id, entry, current[entry], wanted[entry], now)
+                for entry in pending
+            ),
+            _run_update(table, run_id, pending, current, wanted, now),
         ]
-        request.append(_run_update(table, run_id, pending, current, wanted, now))
         try:
             client.transact_write_items(TransactItems=request)
             return True
@@ -82,7 +181,13 @@ def _record_group(
                 f"DynamoDB table {table}: outcomes of run {run_id} were refused"
                 f" ({', '.join(sorted(unexpected))})"
             )
-        for entry, reason in zip(pending, cancellation, strict=False):
+        extra_reasons, outcome_reasons = cancellation[: len(extras)], cancellation[len(extras) :]
+        extras = [
+            item
+            for item, reason in zip(extras, extra_reasons, strict=True)
+            if reason.get("Code") != "ConditionalCheckFailed"  # in place already
+        ]
+        for entry, reason in zip(pending, outcome_reasons, strict=False):
             if reason.get("Code") == "ConditionalCheckFailed":
                 current[entry] = _status_after_failed_check(client, table, run_id, entry, reason)
         if _RETRYABLE & set(reasons):

@@ -21,7 +21,17 @@ from raasctl.codes import ErrorCode
 from raasctl.errors import StateError
 from raasctl.migrations import Migrations, add_column, execute_script, rebuild, without_rowid
 from raasctl.sqlite import Database
-from raasctl.state.base import Claim, EntryStatus, LockInfo, RunRecord, State, transition
+from raasctl.state.base import (
+    AppliedEntry,
+    Claim,
+    Entry,
+    EntryStatus,
+    Known,
+    LockInfo,
+    RunRecord,
+    State,
+    transition,
+)
 from raasctl.state.records import RUN_FIELDS, from_iso, run_from_fields, run_to_fields, to_iso
 
 _IN_CHUNK = 500
@@ -211,15 +221,20 @@ class SqliteState(State):
         return _record(rows, run_id)
 
     def record_outcomes(
-        self, run_id: str, outcomes: Mapping[str, EntryStatus], now: datetime
+        self,
+        run_id: str,
+        outcomes: Mapping[str, EntryStatus],
+        now: datetime,
+        *,
+        applied: Sequence[AppliedEntry] = (),
     ) -> RunRecord | None:
         at = to_iso(now)
-        keys = list(outcomes)
         with self._errors(), self._db.transaction() as conn:
+            _write_applied(conn, applied, at)
             known = conn.execute("SELECT 1 FROM state_runs WHERE run_id = ?", (run_id,))
             if known.fetchone() is None:
-                return None  # nothing is written for a run that does not exist
-            recorded = _outcomes_in(conn, run_id, keys)
+                return None  # no outcome is written for a run that does not exist
+            recorded = _outcomes_in(conn, run_id, list(outcomes))
             delta: Counter[str] = Counter()
             changed = []
             for key, status in outcomes.items():
@@ -243,6 +258,16 @@ class SqliteState(State):
                 (*(delta[name] for name in _OUTCOME_COUNTERS), at, run_id),
             ).fetchone()
         return None if row is None else _to_record(row)
+
+    def known(self, entries: Sequence[Entry]) -> dict[str, Known]:
+        with self._errors():
+            conn = self._db.connection()
+            applied = _applied_in(conn, [entry.key for entry in entries])
+            versions = _versions_in(conn, entries)
+        return {
+            entry.key: Known(entry.key in applied, versions.get((entry.cron, entry.entity_id)))
+            for entry in entries
+        }
 
     def outcome(self, run_id: str, key: str) -> EntryStatus | None:
         with self._errors():
@@ -341,12 +366,7 @@ class SqliteState(State):
 
     def record_version(self, cron: str, entity_id: str, version: str) -> None:
         with self._errors():
-            self._write(
-                "INSERT INTO state_versions (cron, entity_id, version) VALUES (?, ?, ?)"
-                " ON CONFLICT (cron, entity_id) DO UPDATE SET version = excluded.version"
-                " WHERE excluded.version > state_versions.version",
-                (cron, entity_id, version),
-            )
+            self._write(_UPSERT_VERSION, (cron, entity_id, version))
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._errors():
@@ -379,20 +399,8 @@ class SqliteState(State):
         return row is not None
 
     def applied_keys(self, keys: Sequence[str]) -> set[str]:
-        found: set[str] = set()
         with self._errors():
-            conn = self._db.connection()
-            # Chunked to stay under SQLite's limit on bound parameters.
-            for start in range(0, len(keys), _IN_CHUNK):
-                chunk = keys[start : start + _IN_CHUNK]
-                marks = ", ".join("?" for _ in chunk)
-                found.update(
-                    key
-                    for (key,) in conn.execute(
-                        f"SELECT key FROM state_applied WHERE key IN ({marks})", tuple(chunk)
-                    )
-                )
-        return found
+            return _applied_in(self._db.connection(), keys)
 
     def record_applied(self, key: str, run_id: str, now: datetime) -> bool:
         # The SQLite ledger, when it shares this file, has written the record with its apply:
@@ -464,6 +472,60 @@ class SqliteState(State):
 
 
 _OUTCOME_COUNTERS = tuple(status.value for status in EntryStatus)
+
+
+_UPSERT_VERSION = (
+    "INSERT INTO state_versions (cron, entity_id, version) VALUES (?, ?, ?)"
+    " ON CONFLICT (cron, entity_id) DO UPDATE SET version = excluded.version"
+    " WHERE excluded.version > state_versions.version"
+)
+
+
+def _write_applied(conn: sqlite3.Connection, applied: Sequence[AppliedEntry], at: str) -> None:
+    """The idempotency records (kept when there) and versions (kept unless newer) of the
+    entries a sink applied, in the caller's transaction."""
+    conn.executemany(_RECORD_APPLIED, [(entry.key, entry.run_id, at) for entry in applied])
+    conn.executemany(
+        _UPSERT_VERSION,
+        [
+            (entry.cron, entry.entity_id, entry.version)
+            for entry in applied
+            if entry.entity_id and entry.version
+        ],
+    )
+
+
+def _applied_in(conn: sqlite3.Connection, keys: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    # Chunked to stay under SQLite's limit on bound parameters.
+    for start in range(0, len(keys), _IN_CHUNK):
+        chunk = keys[start : start + _IN_CHUNK]
+        marks = ", ".join("?" for _ in chunk)
+        found.update(
+            key
+            for (key,) in conn.execute(
+                f"SELECT key FROM state_applied WHERE key IN ({marks})", tuple(chunk)
+            )
+        )
+    return found
+
+
+def _versions_in(
+    conn: sqlite3.Connection, entries: Sequence[Entry]
+) -> dict[tuple[str, str | None], str]:
+    """The applied versions of the entries' records, by (cron, entity_id)."""
+    wanted = sorted({(entry.cron, entry.entity_id) for entry in entries if entry.entity_id})
+    found: dict[tuple[str, str | None], str] = {}
+    chunk_size = _IN_CHUNK // 2  # two parameters a record
+    for start in range(0, len(wanted), chunk_size):
+        chunk = wanted[start : start + chunk_size]
+        marks = " OR ".join("(cron = ? AND entity_id = ?)" for _ in chunk)
+        parameters = [value for pair in chunk for value in pair]
+        for cron, entity_id, version in conn.execute(
+            f"SELECT cron, entity_id, version FROM state_versions WHERE {marks}", parameters
+        ):
+            found[(cron, entity_id)] = str(version)
+    return found
 
 
 def _outcomes_in(

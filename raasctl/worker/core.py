@@ -48,7 +48,7 @@ from raasctl.worker.options import WorkerOptions
 from raasctl.worker.poller import Poller
 from raasctl.worker.results import Tally, WorkerResult, WorkerStats, log_stats
 from raasctl.worker.served import RunsServed
-from raasctl.worker.settler import Settler
+from raasctl.worker.settler import Settler, settle_interval_s
 from raasctl.worker.slots import SlotPool
 
 if TYPE_CHECKING:
@@ -84,7 +84,14 @@ class Worker:
         self.tally = Tally()
         self.runs = RunsServed(state, now, env=env)
         limit = ReceiveLimit()
-        self.settler = Settler(queue, self.runs, self.tally, self.lifecycle, clock)
+        self.settler = Settler(
+            queue,
+            self.runs,
+            self.tally,
+            self.lifecycle,
+            clock,
+            interval_s=settle_interval_s(options.rate_per_s),
+        )
         self.releaser = Releaser(queue, self.lifecycle, self.tally, limit, self.settler.settle)
         self.handler = Handler(
             queue=queue,
@@ -107,6 +114,7 @@ class Worker:
             limiter=self.limiter,
             lifecycle=self.lifecycle,
             clock=clock,
+            read_ahead=options.read_ahead,
         )
         # The poller is made below; its idle flag is read only once the worker runs.
         self.progress = Progress(
@@ -126,6 +134,7 @@ class Worker:
         )
         self.poller = Poller(
             queue,
+            state,
             options,
             known_crons=frozenset(known_crons),
             limiter=self.limiter,
@@ -207,7 +216,7 @@ class Worker:
         """A worker that stops (say at --max-runtime) while its queue or state was failing
         did not do its work: it exits 1 with that error, not 0. A signal is the operator's
         own stop and keeps its exit."""
-        failing = self.poller.failing or self.handler.failing
+        failing = self.poller.failing or self.handler.failing or self.settler.failing
         if failing is not None and self.lifecycle.reason is not StopReason.SIGNAL:
             self.lifecycle.fail(failing)
 
@@ -220,13 +229,15 @@ class Worker:
 
     def _shut_down(self) -> None:
         """The stop order: (1) receiving has stopped (the poller returned); (2) messages a
-        stop held back are released; (3) in-flight work finishes within the shutdown
-        timeout, the heartbeat still covering it; (4) the heartbeat and (5) the slots end;
-        (6) the settler deletes and counts what is left; (7) runs whose total arrived late
-        are completed."""
+        stop held back are released, and at a signal those read ahead and not started;
+        (3) in-flight work finishes within the shutdown timeout, the heartbeat still
+        covering it; (4) the heartbeat and (5) the slots end; (6) the settler deletes and
+        counts what is left; (7) runs whose total arrived late are completed."""
         lifecycle = self.lifecycle
         lifecycle.stopping.set()
         self.releaser.polling_ended()
+        if lifecycle.abandoning.is_set():
+            self.pool.release_waiting("a stop came before it started")
         if lifecycle.reason is not None:
             event(
                 InfoCode.WORKER_STOPPING,

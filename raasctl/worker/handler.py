@@ -17,7 +17,7 @@ from raasctl.queues.base import Queue, ReceivedMessage
 from raasctl.ratelimit import RateLimiter
 from raasctl.redaction import shorten
 from raasctl.sinks.base import Sink
-from raasctl.state.base import EntryStatus, State
+from raasctl.state.base import AppliedEntry, Entry, EntryStatus, Known, State
 from raasctl.worker.decision import (
     APPLIED,
     Action,
@@ -186,10 +186,14 @@ class Handler:
         facts = self._facts(held)
         envelope = held.envelope
         if envelope is not None and facts.problem is None:
-            applied = self.state.is_applied(envelope.key)
-            facts = replace(
-                facts, applied=applied, superseded=not applied and self._older(envelope)
+            known = held.known or self._read_known(envelope)
+            superseded = (
+                not known.applied
+                and bool(envelope.version)
+                and known.applied_version is not None
+                and envelope.version < known.applied_version
             )
+            facts = replace(facts, applied=known.applied, superseded=superseded)
         verdict = decide(facts)
         if verdict.action is Action.APPLY:
             assert envelope is not None  # decide() applies only valid envelopes
@@ -222,22 +226,28 @@ class Handler:
         self._carry_out(held, verdict)
         return verdict
 
-    def _older(self, envelope: Envelope) -> bool:
-        """Whether a newer version of the entry's record has been applied already."""
-        if not envelope.version or not envelope.entity_id:
-            return False
-        applied = self.state.applied_version(envelope.cron, envelope.entity_id)
-        return applied is not None and envelope.version < applied
+    def _read_known(self, envelope: Envelope) -> Known:
+        """What State knows of the entry, when the receive's batch read did not say (it
+        failed, or the message was not read with one)."""
+        entry = Entry(envelope.key, envelope.cron, envelope.entity_id or None)
+        return self.state.known([entry])[entry.key]
 
     def _carry_out(self, held: Held, verdict: Verdict) -> None:
         message, envelope = held.message, held.envelope
         action = verdict.action
         if action in (Action.SKIP_APPLIED, Action.RECORD_APPLIED, Action.SKIP_SUPERSEDED):
             assert envelope is not None and verdict.outcome is not None
+            applied = None
             if action is Action.RECORD_APPLIED:
-                self.state.record_applied(envelope.key, envelope.run_id, self._now())
-                if envelope.version and envelope.entity_id:
-                    self.state.record_version(envelope.cron, envelope.entity_id, envelope.version)
+                # Written with the outcome, in the settler's batch: a crash before then only
+                # repeats an apply the sink's own idempotency makes harmless.
+                applied = AppliedEntry(
+                    envelope.key,
+                    envelope.run_id,
+                    envelope.cron,
+                    envelope.entity_id or None,
+                    envelope.version or None,
+                )
             elif action is Action.SKIP_SUPERSEDED:
                 event(
                     InfoCode.ENTRY_SUPERSEDED,
@@ -257,6 +267,7 @@ class Handler:
                     message.receipt_handle,
                     visible_until=held.extended_at + self.visibility_timeout_s,
                     last_receive=self._facts(held).last_receive,
+                    applied=applied,
                 )
             )
             return

@@ -10,6 +10,7 @@ from typing import Any
 
 from raasctl.envelope import Envelope, EnvelopeError
 from raasctl.queues.base import ReceivedMessage
+from raasctl.state.base import AppliedEntry, Known
 from raasctl.worker.decision import Outcome
 
 
@@ -23,6 +24,9 @@ class Held:
     extended_at: float  # when its current visibility began (read before the call that set it)
     lock: threading.Lock = field(default_factory=threading.Lock)
     settled: bool = False  # the heartbeat must no longer touch its visibility
+    # What State knew of its entry when it was received (one read for the receive's batch);
+    # None: not read (the handler reads it itself).
+    known: Known | None = None
 
     @property
     def run_id(self) -> str | None:
@@ -53,6 +57,7 @@ class Settled:
     receipt_handle: str | None = None
     visible_until: float = math.inf  # after this the receipt handle may be stale
     last_receive: bool = False  # the queue moves it to the DLQ if it is not deleted now
+    applied: AppliedEntry | None = None  # the sink applied it: its records go with the count
 
 
 def parse(

@@ -30,12 +30,17 @@ class WorkerOptions:
     foreign_pause_s: float = 1.0
     # Log RAAS_WORKER_IDLE once per idle spell; off where a progress line says it instead.
     log_idle: bool = True
+    # Messages held beyond the busy slots: one receive's batch, waiting under the heartbeat
+    # for the next free slot instead of every freed slot waiting out a receive.
+    read_ahead: int = 10
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if self.visibility_timeout_s < 1:
             raise ValueError("visibility_timeout_s must be at least 1")
+        if self.read_ahead < 0:
+            raise ValueError("read_ahead must not be negative")
 
 
 def worker_options(env: EnvironmentConfig, **overrides: Any) -> WorkerOptions:

@@ -1,8 +1,10 @@
-"""The poller: takes rate-limit tokens, receives `min(10, free slots)` messages and hands
-them to the slot pool, a message group's together and in order.
+"""The poller: takes rate-limit tokens, receives up to 10 messages when the slot pool has room
+for them (its free slots and a batch read ahead), reads what State knows of their entries in
+one request, and hands them to the slots, a message group's together and in order.
 
-The token comes before the receive: a message is only taken from the queue when it may
-start (within one interval), never left waiting in memory while its visibility runs out.
+The tokens come before the receive: a message is only taken from the queue when it may
+start soon (under a rate limit, within `ahead_s`: well inside the visibility timeout, which
+the heartbeat extends meanwhile), never left waiting in memory while its visibility runs out.
 A failed receive is retried after a pause that doubles; an error that waiting cannot mend
 ends the worker at once (`stops_worker`).
 """
@@ -18,6 +20,7 @@ from raasctl.errors import RaasctlError
 from raasctl.logs import event
 from raasctl.queues.base import MAX_BATCH, Queue, ReceivedMessage
 from raasctl.ratelimit import RateLimiter
+from raasctl.state.base import Entry, State
 from raasctl.worker.decision import stops_worker
 from raasctl.worker.handler import ReceiveLimit, Releaser
 from raasctl.worker.lifecycle import Lifecycle, StopReason
@@ -34,6 +37,7 @@ class Poller:
     def __init__(
         self,
         queue: Queue,
+        state: State,
         options: WorkerOptions,
         *,
         known_crons: frozenset[str],
@@ -57,8 +61,16 @@ class Poller:
         self.lifecycle = lifecycle
         self.tally = tally
         self.limit = limit
+        self.state = state
         self.time_left = time_left
         self._clock = clock
+        # Under a rate limit, a batch is received when its tokens are due within this long:
+        # a full batch's worth, but never more than a sixth of the visibility timeout.
+        self.ahead_s = (
+            0.0
+            if limiter.unlimited
+            else min(options.visibility_timeout_s / 6, MAX_BATCH * limiter.interval_s)
+        )
         self._received = 0  # messages taken on (not released as another cron's)
         self._receive_errors = 0  # failed receives in a row
         self.failing: RaasctlError | None = None  # the last receive failed with this
@@ -73,13 +85,12 @@ class Poller:
             if self.time_left() <= 0:
                 self.lifecycle.stop(StopReason.MAX_RUNTIME)
                 break
-            free = self.pool.wait_for_free(stopping)
-            if free == 0:
+            want = self.pool.wait_for_room(stopping)
+            if want == 0:
                 continue
-            want = min(MAX_BATCH, free)
             if options.max_messages is not None:
                 want = min(want, options.max_messages - self._received)
-            tokens = self.limiter.acquire(want, stop=stopping)
+            tokens = self.limiter.acquire(want, stop=stopping, ahead_s=self.ahead_s)
             if tokens == 0:
                 break
             # Read before the receive: a message's visibility may have begun any time after.
@@ -176,9 +187,29 @@ class Poller:
             # Only a FIFO queue orders a group; elsewhere every message goes on its own.
             unit: object = message.group_id if self.queue.fifo and message.group_id else held
             units.setdefault(unit, []).append(held)
+        self._read_known([held for unit_messages in units.values() for held in unit_messages])
         for unit_messages in units.values():
             self.pool.submit(unit_messages)
         return sum(len(unit_messages) for unit_messages in units.values())
+
+    def _read_known(self, batch: list[Held]) -> None:
+        """What State knows of the batch's entries, in one read; when it fails, each handler
+        reads its own (and meets the error there, counted as that message's)."""
+        readable = [held for held in batch if held.envelope is not None and held.problem is None]
+        entries = [
+            Entry(envelope.key, envelope.cron, envelope.entity_id or None)
+            for envelope in (held.envelope for held in readable)
+            if envelope is not None
+        ]
+        if not entries:
+            return
+        try:
+            known = self.state.known(entries)
+        except RaasctlError as exc:
+            event(exc.code, f"reading the batch's entries failed: {exc}", level=logging.DEBUG)
+            return
+        for held in readable:
+            held.known = known.get(held.key)
 
     def _foreign(self, envelope: Envelope) -> bool:
         crons = self.options.crons

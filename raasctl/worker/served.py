@@ -37,8 +37,9 @@ class RunsServed:
             self._seen.add(run_id)
 
     def count(self, run_id: str, items: list[Settled]) -> None:
-        """Record a batch's outcomes in the run (retries add to its retry counter); complete
-        the run if that was the last."""
+        """Record a batch's outcomes in the run, with the idempotency records and versions of
+        the entries applied (retries add to its retry counter); complete the run if that was
+        the last."""
         now = self._now()
         outcomes = {
             item.key: EntryStatus(item.outcome.value)
@@ -46,9 +47,10 @@ class RunsServed:
             if item.outcome is not Outcome.RETRY
         }
         retries = len(items) - len(outcomes)
+        applied = [item.applied for item in items if item.applied is not None]
         run = None
         if outcomes:
-            run = self.state.record_outcomes(run_id, outcomes, now)
+            run = self.state.record_outcomes(run_id, outcomes, now, applied=applied)
             if run is None:
                 # A message whose run record is gone (or was never made): nothing to count.
                 event(

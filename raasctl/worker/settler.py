@@ -17,14 +17,28 @@ from raasctl.codes import ErrorCode
 from raasctl.errors import RaasctlError
 from raasctl.logs import event
 from raasctl.queues.base import MAX_BATCH, Queue
-from raasctl.worker.decision import unfixable
+from raasctl.worker.decision import Outcome, stops_worker, unfixable
 from raasctl.worker.lifecycle import Lifecycle
 from raasctl.worker.messages import Settled
 from raasctl.worker.results import Tally
 from raasctl.worker.served import RunsServed
 
-# How long a handled message may wait for others to share its delete batch and count update.
-SETTLE_INTERVAL_S = 0.05
+# How long a handled message may wait for others to share its delete batch and count update:
+# long enough that a busy queue's batches fill (ten at 40 messages a second and up), short
+# enough that progress and run completion show without a noticeable lag. Under a rate limit,
+# the time the rate takes to fill a batch, up to a second.
+SETTLE_INTERVAL_S = 0.25
+MAX_SETTLE_INTERVAL_S = 1.0
+# A message whose visibility ends sooner than this is settled at once: once handled, the
+# heartbeat no longer extends it, and another receiver could take it before its delete.
+URGENT_S = 5.0
+
+
+def settle_interval_s(rate_per_s: float | None) -> float:
+    """How long the settler gathers a batch, for a worker at this rate limit."""
+    if rate_per_s is None:
+        return SETTLE_INTERVAL_S
+    return max(SETTLE_INTERVAL_S, min(MAX_SETTLE_INTERVAL_S, MAX_BATCH / rate_per_s))
 
 
 class Settler:
@@ -35,7 +49,9 @@ class Settler:
         tally: Tally,
         lifecycle: Lifecycle,
         clock: Callable[[], float],
+        interval_s: float = SETTLE_INTERVAL_S,
     ) -> None:
+        self.interval_s = interval_s
         self.queue = queue
         self.runs = runs
         self.tally = tally
@@ -44,6 +60,9 @@ class Settler:
         self._ready = threading.Condition()
         self._batch: list[Settled] = []
         self._stopping = False
+        self._urgent = False
+        self._errors_in_a_row = 0  # messages whose counting failed since the last success
+        self.failing: RaasctlError | None = None  # the last counting failed with this
         self._thread = threading.Thread(target=self._run, name="raasctl-settler", daemon=True)
 
     def start(self) -> None:
@@ -52,9 +71,11 @@ class Settler:
     def settle(self, item: Settled) -> None:
         """Hand over a handled message (its delete, when it has a receipt handle, and its
         count)."""
+        urgent = item.visible_until - self._clock() < URGENT_S
         with self._ready:
             self._batch.append(item)
-            if len(self._batch) in (1, MAX_BATCH):
+            self._urgent = self._urgent or urgent
+            if len(self._batch) in (1, MAX_BATCH) or urgent:
                 self._ready.notify()
 
     def stop(self, timeout_s: float) -> None:
@@ -75,9 +96,10 @@ class Settler:
             with self._ready:
                 if not self._batch and not self._stopping:
                     self._ready.wait()
-                if len(self._batch) < MAX_BATCH and not self._stopping:
-                    self._ready.wait(SETTLE_INTERVAL_S)  # let a batch gather
+                if len(self._batch) < MAX_BATCH and not (self._stopping or self._urgent):
+                    self._ready.wait(self.interval_s)  # let a batch gather
                 batch, self._batch = self._batch, []
+                self._urgent = False
                 stopping = self._stopping
             if batch:
                 self._flush(batch)
@@ -99,11 +121,11 @@ class Settler:
                 lapsed=len(lapsed),
             )
             self.tally.add("errors", len(lapsed))
-        self.tally.outcomes([item.outcome for item in batch])
         # Counted first, then deleted: a crash between the two only repeats an outcome that
         # is recorded already. A run whose counting failed keeps its messages, which come
-        # back, are found applied and are counted then.
+        # back, are found applied (or applied again, harmlessly) and are counted then.
         uncounted = self._count(batch)
+        self.tally.outcomes([item.outcome for item in batch if item.run_id not in uncounted])
         self._delete(
             [
                 item.receipt_handle
@@ -123,9 +145,33 @@ class Settler:
             try:
                 self.runs.count(run_id, items)
             except RaasctlError as exc:
-                event(exc.code, f"counting run {run_id} failed: {exc}", run_id=run_id)
                 failed.add(run_id)
+                self._count_failed(run_id, items, exc)
+            else:
+                self._errors_in_a_row = 0
+                self.failing = None
         return failed
+
+    def _count_failed(self, run_id: str, items: list[Settled], exc: RaasctlError) -> None:
+        """The run's outcomes could not be recorded: its messages are left to come back. One
+        on its last allowed receive goes to the DLQ instead, so it counts as failed (as the
+        handler recorded it, provisionally, before its sink call)."""
+        event(exc.code, f"counting run {run_id} failed: {exc}", run_id=run_id)
+        self.tally.add("errors", len(items))
+        last = [item for item in items if item.last_receive]
+        for item in last:
+            event(
+                ErrorCode.MESSAGE_FAILED,
+                "its outcome could not be recorded on its last allowed receive: "
+                "the queue moves it to the DLQ",
+                run_id=run_id,
+                key=item.key,
+            )
+        self.tally.outcomes([Outcome.FAILED for _ in last])
+        self._errors_in_a_row += len(items)
+        self.failing = exc
+        if stops_worker(exc, self._errors_in_a_row):
+            self.lifecycle.fail(exc)
 
     def _delete(self, handles: list[str]) -> bool:
         if not handles:

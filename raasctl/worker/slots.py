@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from raasctl.codes import InfoCode
 from raasctl.logs import event
+from raasctl.queues.base import MAX_BATCH
 from raasctl.ratelimit import RateLimiter
 from raasctl.worker.handler import Handler, Releaser
 from raasctl.worker.lifecycle import Lifecycle
@@ -24,8 +25,8 @@ from raasctl.worker.messages import Held, envelope_fields
 
 
 class SlotPool:
-    """Counts the messages held (received, not yet done with) against `concurrency`, and runs
-    the slot threads that handle them."""
+    """Counts the messages held (received, not yet done with) against `concurrency` plus
+    `read_ahead`, and runs the slot threads that handle them."""
 
     def __init__(
         self,
@@ -36,8 +37,10 @@ class SlotPool:
         limiter: RateLimiter,
         lifecycle: Lifecycle,
         clock: Callable[[], float],
+        read_ahead: int = 0,
     ) -> None:
         self.concurrency = concurrency
+        self.read_ahead = read_ahead
         self.handler = handler
         self.releaser = releaser
         self.limiter = limiter
@@ -45,6 +48,7 @@ class SlotPool:
         self._clock = clock
         self._free = threading.Condition()
         self._held: set[Held] = set()
+        self._waiting = 0  # held messages submitted and not yet taken by a slot
         self._work: queue_module.SimpleQueue[list[Held] | None] = queue_module.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._slot, name=f"raasctl-slot-{n}", daemon=True)
@@ -57,18 +61,31 @@ class SlotPool:
         for thread in self._threads:
             thread.start()
 
-    def wait_for_free(self, stop: threading.Event) -> int:
-        """Block until a slot is free or `stop` is set; the free slots (0 when stopping)."""
+    def wait_for_room(self, stop: threading.Event) -> int:
+        """Block until there is room for a receive, or `stop` is set; how many messages to
+        receive (0 when stopping).
+
+        Room is the free slots and `read_ahead` places beyond them: the next batch waits
+        here, under the heartbeat, instead of every freed slot waiting out a receive. While
+        every slot is busy, the poller waits for room for a whole batch, so receives (and the
+        deletes that follow) stay full."""
+        capacity = self.concurrency + self.read_ahead
         with self._free:
-            while len(self._held) >= self.concurrency and not stop.is_set():
+            while not stop.is_set():
+                held = len(self._held)
+                room = capacity - held
+                if held < self.concurrency or room >= MAX_BATCH:
+                    return min(MAX_BATCH, room)
                 self._free.wait(0.5)
-            return 0 if stop.is_set() else self.concurrency - len(self._held)
+            return 0
 
     def hold(self, held: Held) -> None:
         with self._free:
             self._held.add(held)
 
     def submit(self, unit: list[Held]) -> None:
+        with self._free:
+            self._waiting += len(unit)
         self._work.put(unit)
 
     # ---------------------------------------------------------------- for the others
@@ -78,8 +95,31 @@ class SlotPool:
             return list(self._held)
 
     def in_flight(self) -> int:
+        """The messages being handled (held, and not waiting for a slot)."""
         with self._free:
-            return len(self._held)
+            return len(self._held) - self._waiting
+
+    def release_waiting(self, why: str) -> int:
+        """Release the messages still waiting for a slot (a stop came first); how many."""
+        released = 0
+        while True:
+            try:
+                unit = self._work.get_nowait()
+            except queue_module.Empty:
+                return released
+            if unit is None:  # pragma: no cover - the stop sentinels come after this
+                self._work.put(None)
+                return released
+            self._took(unit)
+            self._release_unit(unit, why)
+            self._forget(unit)
+            released += len(unit)
+
+    def _release_unit(self, unit: list[Held], why: str) -> None:
+        for held in unit:
+            held.settle()
+            self.releaser.release(held.message, held.envelope, why)
+        self.limiter.give_back(len(unit))  # their tokens were never used for a start
 
     def wait_until_idle(self, timeout_s: float) -> int:
         """Wait up to `timeout_s` for every held message to be done with; the number still
@@ -108,6 +148,7 @@ class SlotPool:
             unit = self._work.get()
             if unit is None:
                 return
+            self._took(unit)
             try:
                 self._handle_in_order(unit)
             except BaseException as exc:  # a defect: stop the worker and re-raise from run()
@@ -116,6 +157,10 @@ class SlotPool:
                 self._forget(unit)
 
     def _handle_in_order(self, unit: list[Held]) -> None:
+        if self.lifecycle.abandoning.is_set():
+            # A signal or a failure came while it waited for a slot (read ahead): not started.
+            self._release_unit(unit, "a stop came before it started")
+            return
         for index, held in enumerate(unit):
             done_with = self.handler.handle(held)
             self._forget([held])
@@ -140,6 +185,10 @@ class SlotPool:
             level=logging.WARNING,
             **envelope_fields(stopped_at.envelope),
         )
+
+    def _took(self, unit: list[Held]) -> None:
+        with self._free:
+            self._waiting -= len(unit)
 
     def _forget(self, held_messages: list[Held]) -> None:
         """The slot no longer holds these messages: free their places in the pool (once)."""
