@@ -121,7 +121,7 @@ def test_receive_takes_at_most_the_number_asked_for(harness: Harness) -> None:
     assert len(harness.queue.receive(3, 0)) == 3
     assert len(harness.queue.receive(10, 0)) == 2
     with pytest.raises(ValueError):
-        harness.queue.receive(11, 0)
+        harness.queue.receive(harness.queue.max_receive + 1, 0)
     with pytest.raises(ValueError):
         harness.queue.receive(0, 0)
 
@@ -373,8 +373,8 @@ def test_a_dedup_id_beyond_the_sqs_alphabet_or_length_deduplicates_alike(
 @pytest.mark.parametrize(
     ("args", "text"),
     [
-        ((0, 0), "max_messages must be 1-10, not 0"),
-        ((11, 0), "max_messages must be 1-10, not 11"),
+        ((0, 0), "max_messages must be 1-{max}, not 0"),
+        (("max+1", 0), "max_messages must be 1-{max}, not {max+1}"),
         ((1, -1), "wait_time_s must be 0 or more seconds, not -1"),
         ((1, float("nan")), "wait_time_s must be 0 or more seconds, not nan"),
         ((1, 0, -1), "visibility timeout must be 0-43200 s, not -1"),
@@ -385,11 +385,13 @@ def test_both_adapters_refuse_bad_receive_arguments_alike(
     harness: Harness, args: tuple[Any, ...], text: str
 ) -> None:
     harness.queue.send_batch([message("kept")])
+    most = harness.queue.max_receive  # SQS's 10; the embedded queue's 100
+    args = tuple(most + 1 if arg == "max+1" else arg for arg in args)
 
     with pytest.raises(ValueError) as caught:
         harness.queue.receive(*args)
 
-    assert str(caught.value) == text
+    assert str(caught.value) == text.replace("{max+1}", str(most + 1)).replace("{max}", str(most))
     assert harness.queue.depth().visible == 1  # nothing was received
 
 

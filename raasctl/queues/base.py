@@ -99,11 +99,17 @@ def refusal(index: int, message: OutgoingMessage, *, fifo: bool) -> BatchFailure
     return None
 
 
-def check_receive(max_messages: int, wait_time_s: float, visibility_timeout_s: int | None) -> None:
+def check_receive(
+    max_messages: int,
+    wait_time_s: float,
+    visibility_timeout_s: int | None,
+    *,
+    limit: int = MAX_BATCH,
+) -> None:
     """The arguments of `Queue.receive`, checked alike by both adapters (ValueError: a
-    programming error, not a queue failure)."""
-    if not 1 <= max_messages <= MAX_BATCH:
-        raise ValueError(f"max_messages must be 1-{MAX_BATCH}, not {max_messages}")
+    programming error, not a queue failure); `limit` is the adapter's `max_receive`."""
+    if not 1 <= max_messages <= limit:
+        raise ValueError(f"max_messages must be 1-{limit}, not {max_messages}")
     if not (math.isfinite(wait_time_s) and wait_time_s >= 0):
         raise ValueError(f"wait_time_s must be 0 or more seconds, not {wait_time_s}")
     if visibility_timeout_s is not None:
@@ -183,6 +189,9 @@ class Queue(ABC):
     # The most messages one send_batch call takes: SQS's 10 per SendMessageBatch; an adapter
     # whose natural batch is larger (one SQLite transaction) says so.
     max_batch_size: int = MAX_BATCH
+    # The most messages one receive returns: SQS's 10; the embedded queue takes more in one
+    # transaction (a worker whose sink applies batches asks for that many).
+    max_receive: int = MAX_BATCH
     # Whether send_batch reports the messages it dropped as duplicates (BatchResult.duplicates).
     # SQS does not: a duplicate within its window is "sent" and never delivered, so the
     # producer keeps claims in State for such a queue.

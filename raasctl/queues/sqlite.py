@@ -80,6 +80,9 @@ class SqliteQueue(Queue):
     # Messages written per transaction: a commit costs about as much as a few hundred inserts,
     # so SQS's 10 per call would spend most of a send committing.
     max_batch_size = 500
+    # Messages claimed per receive: a worker applying batches (the ledger) takes 100 in one
+    # transaction; the cost of a claim is mostly its transaction, not its rows.
+    max_receive = 100
 
     def __init__(
         self,
@@ -233,7 +236,7 @@ class SqliteQueue(Queue):
     def receive(
         self, max_messages: int, wait_time_s: float, visibility_timeout_s: int | None = None
     ) -> list[ReceivedMessage]:
-        check_receive(max_messages, wait_time_s, visibility_timeout_s)
+        check_receive(max_messages, wait_time_s, visibility_timeout_s, limit=self.max_receive)
         timeout = visibility_timeout_s
         if timeout is None:
             timeout = self.visibility_timeout_s

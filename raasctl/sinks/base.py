@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from enum import StrEnum
+from typing import ClassVar
 
 from raasctl.envelope import Envelope
+from raasctl.errors import SinkError
 
 
 class Applied(StrEnum):
@@ -18,8 +21,25 @@ class Sink(ABC):
     retryable (408/429/5xx, timeouts, connection errors; `retry_after_s` from Retry-After)
     or permanent (validation, other 4xx), which sends the message to the DLQ at once."""
 
+    # Whether `apply_batch` is one call for the whole batch (a transaction), cheaper than
+    # the applies one by one: the worker then hands it a receive's messages together.
+    batches: ClassVar[bool] = False
+
     @abstractmethod
     def apply(self, envelope: Envelope) -> Applied: ...
+
+    def apply_batch(self, envelopes: Sequence[Envelope]) -> list[SinkError | None]:
+        """Apply each envelope; per envelope, the error it met (None: in place, applied now
+        or before)."""
+        errors: list[SinkError | None] = []
+        for envelope in envelopes:
+            try:
+                self.apply(envelope)
+            except SinkError as exc:
+                errors.append(exc)
+            else:
+                errors.append(None)
+        return errors
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -241,44 +241,102 @@ TABLES_BY_CRON: dict[str, _Table] = {
 }
 
 
+_INSERT_APPLICATION = (
+    "INSERT INTO ledger_applications (entry_key, cron, table_name, record_id,"
+    " run_id, mock, applied_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_IN_CHUNK = 500  # keys per IN (...): under SQLite's limit on bound parameters
+
+
+def _applied_keys(conn: sqlite3.Connection, keys: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(keys), _IN_CHUNK):
+        chunk = keys[start : start + _IN_CHUNK]
+        marks = ", ".join("?" for _ in chunk)
+        found.update(
+            key
+            for (key,) in conn.execute(
+                f"SELECT entry_key FROM ledger_applications WHERE entry_key IN ({marks})", chunk
+            )
+        )
+    return found
+
+
 class SqliteLedger(Sink):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = Database(path, MIGRATIONS)
         self._holds_state: bool | None = None  # known at the first apply
 
+    batches = True  # a receive's messages in one transaction: commits bound the rate
+
     def apply(self, envelope: Envelope) -> Applied:
-        table, record_id, values = _row(envelope)
+        result = self._apply_in_one([envelope])[0]
+        if isinstance(result, SinkError):
+            raise result
+        return result
+
+    def apply_batch(self, envelopes: Sequence[Envelope]) -> list[SinkError | None]:
+        return [
+            result if isinstance(result, SinkError) else None
+            for result in self._apply_in_one(envelopes)
+        ]
+
+    def _apply_in_one(self, envelopes: Sequence[Envelope]) -> list[Applied | SinkError]:
+        """Apply the envelopes in one transaction; per envelope, how (or the error: a
+        permanent one for a payload that cannot be stored, a retryable one for all when the
+        transaction fails)."""
+        results: list[Applied | SinkError] = []
+        rows: list[tuple[Envelope, _Table, str, dict[str, Any]] | None] = []
+        for envelope in envelopes:
+            try:
+                rows.append((envelope, *_row(envelope)))
+            except SinkError as exc:
+                rows.append(None)
+                results.append(exc)
+            else:
+                results.append(Applied.APPLIED)
         applied_at = datetime.now(UTC)
         now = applied_at.isoformat(timespec="microseconds")
         try:
             records_applied = self._records_applied()
             with self._db.transaction() as conn:
-                claimed = conn.execute(
-                    "INSERT INTO ledger_applications (entry_key, cron, table_name, record_id,"
-                    " run_id, mock, applied_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (entry_key) DO NOTHING",
-                    (
-                        envelope.key,
-                        envelope.cron,
-                        table.name,
-                        record_id,
-                        envelope.run_id,
-                        int(envelope.mock),
-                        now,
-                    ),
+                # Which keys are applied already, in one read under the write lock; the rest
+                # are written statement by statement kind (executemany), not row by row.
+                keys = [row[0].key for row in rows if row is not None]
+                known = _applied_keys(conn, keys)
+                fresh: list[tuple[Envelope, _Table, str, dict[str, Any]]] = []
+                for index, row in enumerate(rows):
+                    if row is None:
+                        continue
+                    if row[0].key in known:
+                        results[index] = Applied.ALREADY_APPLIED
+                        continue
+                    known.add(row[0].key)
+                    fresh.append(row)
+                conn.executemany(
+                    _INSERT_APPLICATION,
+                    [
+                        (e.key, e.cron, table.name, record_id, e.run_id, int(e.mock), now)
+                        for e, table, record_id, _ in fresh
+                    ],
                 )
-                if claimed.rowcount == 0:
-                    return Applied.ALREADY_APPLIED
-                conn.execute(
-                    table.upsert, (record_id, *values.values(), envelope.run_id, envelope.key, now)
-                )
+                for table in {row[1].name: row[1] for row in fresh}.values():
+                    conn.executemany(
+                        table.upsert,
+                        [
+                            (record_id, *values.values(), e.run_id, e.key, now)
+                            for e, of, record_id, values in fresh
+                            if of is table
+                        ],
+                    )
                 if records_applied:
-                    record_applied_in(conn, envelope.key, envelope.run_id, applied_at)
+                    record_applied_in(conn, [(e.key, e.run_id) for e, *_ in fresh], applied_at)
         except sqlite3.Error as exc:
-            # Lock timeouts and I/O errors pass; the message comes back after a backoff.
-            raise SinkError(f"SQLite ledger {self.path}: {exc}", retryable=True) from exc
-        return Applied.APPLIED
+            # Lock timeouts and I/O errors pass; the messages come back after a backoff.
+            error = SinkError(f"SQLite ledger {self.path}: {exc}", retryable=True)
+            return [result if isinstance(result, SinkError) else error for result in results]
+        return results
 
     def _records_applied(self) -> bool:
         # Asked once: in the worker the state has made its tables (is_applied) before the

@@ -155,10 +155,13 @@ _RECORD_APPLIED = (
 )
 
 
-def record_applied_in(conn: sqlite3.Connection, key: str, run_id: str, now: datetime) -> bool:
-    """Write the idempotency record in the caller's transaction on a file that holds the
-    state's tables (the SQLite ledger's apply); False when it was there already."""
-    return conn.execute(_RECORD_APPLIED, (key, run_id, to_iso(now))).rowcount == 1
+def record_applied_in(
+    conn: sqlite3.Connection, entries: Sequence[tuple[str, str]], now: datetime
+) -> None:
+    """Write the idempotency records of (key, run_id) pairs in the caller's transaction on a
+    file that holds the state's tables (the SQLite ledger's apply); kept when there."""
+    at = to_iso(now)
+    conn.executemany(_RECORD_APPLIED, [(key, run_id, at) for key, run_id in entries])
 
 
 def holds_state(conn: sqlite3.Connection) -> bool:
@@ -514,17 +517,22 @@ def _versions_in(
     conn: sqlite3.Connection, entries: Sequence[Entry]
 ) -> dict[tuple[str, str | None], str]:
     """The applied versions of the entries' records, by (cron, entity_id)."""
-    wanted = sorted({(entry.cron, entry.entity_id) for entry in entries if entry.entity_id})
+    per_cron: dict[str, list[str]] = {}
+    for entry in entries:
+        if entry.entity_id:
+            per_cron.setdefault(entry.cron, []).append(entry.entity_id)
     found: dict[tuple[str, str | None], str] = {}
-    chunk_size = _IN_CHUNK // 2  # two parameters a record
-    for start in range(0, len(wanted), chunk_size):
-        chunk = wanted[start : start + chunk_size]
-        marks = " OR ".join("(cron = ? AND entity_id = ?)" for _ in chunk)
-        parameters = [value for pair in chunk for value in pair]
-        for cron, entity_id, version in conn.execute(
-            f"SELECT cron, entity_id, version FROM state_versions WHERE {marks}", parameters
-        ):
-            found[(cron, entity_id)] = str(version)
+    for cron, entity_ids in per_cron.items():
+        unique = sorted(set(entity_ids))
+        for start in range(0, len(unique), _IN_CHUNK):
+            chunk = unique[start : start + _IN_CHUNK]
+            marks = ", ".join("?" for _ in chunk)
+            for entity_id, version in conn.execute(
+                "SELECT entity_id, version FROM state_versions"
+                f" WHERE cron = ? AND entity_id IN ({marks})",
+                (cron, *chunk),
+            ):
+                found[(cron, entity_id)] = str(version)
     return found
 
 

@@ -146,7 +146,10 @@ class Worker:
             limit=limit,
             time_left=self._time_left,
             clock=clock,
+            batches=sink.batches,
         )
+        self.pool.batches = self.poller.batches
+        self.pool.batch_size = queue.max_receive
 
     # ---------------------------------------------------------------- public
 

@@ -159,14 +159,50 @@ class Handler:
         """Handle one message; True when it is done with (deleted, or in the DLQ), so the next
         message of its group may go on."""
         try:
-            verdict = self._handle(held)
+            facts, verdict = self._judge(held)
+            if verdict.action is Action.APPLY:
+                verdict = self._apply(held, facts)
+            else:
+                self._carry_out(held, verdict)
         except RaasctlError as exc:
             self._failed(held, exc)
             return False
-        with self._lock:
-            self._errors_in_a_row = 0
-            self._failing = None
+        self._succeeded()
         return verdict.done_with
+
+    def handle_batch(self, batch: list[Held]) -> None:
+        """Handle messages that need no order between them, with one sink call for those to
+        apply: for a sink that applies a batch in one transaction (the SQLite ledger), where
+        a slot and a commit per message would cost more than the apply itself. Only without
+        a rate limit: every apply of the batch starts at once."""
+        to_apply: list[tuple[Held, Facts]] = []
+        for held in batch:
+            try:
+                facts, verdict = self._judge(held)
+                if verdict.action is Action.APPLY:
+                    self._before_apply(held, facts)
+                    to_apply.append((held, facts))
+                    continue
+                self._carry_out(held, verdict)
+            except RaasctlError as exc:
+                self._failed(held, exc)
+                continue
+            self._succeeded()
+        if not to_apply:
+            return
+        if self.limiter.begin(self.lifecycle.abandoning):
+            for held, facts in to_apply:
+                self._let_go(held, facts)
+            return
+        envelopes = [held.envelope for held, _ in to_apply if held.envelope is not None]
+        errors = self.sink.apply_batch(envelopes)
+        for (held, facts), error in zip(to_apply, errors, strict=True):
+            try:
+                self._after_apply(held, facts, error)
+            except RaasctlError as exc:
+                self._failed(held, exc)
+                continue
+            self._succeeded()
 
     @property
     def failing(self) -> RaasctlError | None:
@@ -182,7 +218,8 @@ class Handler:
             backoff=self.backoff,
         )
 
-    def _handle(self, held: Held) -> Verdict:
+    def _judge(self, held: Held) -> tuple[Facts, Verdict]:
+        """The facts known before any sink call, and the verdict on them."""
         facts = self._facts(held)
         envelope = held.envelope
         if envelope is not None and facts.problem is None:
@@ -194,36 +231,51 @@ class Handler:
                 and envelope.version < known.applied_version
             )
             facts = replace(facts, applied=known.applied, superseded=superseded)
-        verdict = decide(facts)
-        if verdict.action is Action.APPLY:
-            assert envelope is not None  # decide() applies only valid envelopes
-            if facts.last_receive:
-                # Counted failed before the sink call, replaced on success: a crash during
-                # the call leaves the run's counts agreeing with the DLQ, which is where the
-                # queue moves the message next.
-                self.state.record_outcomes(
-                    envelope.run_id, {envelope.key: EntryStatus.FAILED}, self._now()
-                )
-            # The start the rate limit counts is the call to the downstream. It waits about
-            # one interval at most, since the token was taken before the receive.
-            if self.limiter.begin(self.lifecycle.abandoning):
-                why = "a stop came before it started"
-                held.settle()
-                self.releaser.release(held.message, envelope, why)
-                return decide(replace(facts, let_go=why))
-            try:
-                self.sink.apply(envelope)  # APPLIED and ALREADY_APPLIED alike: it is in place
-            except SinkError as exc:
-                outcome = SinkOutcome(
-                    False, exc.retryable, exc.retry_after_s, str(exc), exc.stops_worker
-                )
-                verdict = decide(replace(facts, sink=outcome))
-                self._carry_out(held, verdict)
-                if exc.stops_worker:
-                    self.lifecycle.fail(exc)
-                return verdict
+        return facts, decide(facts)
+
+    def _apply(self, held: Held, facts: Facts) -> Verdict:
+        envelope = held.envelope
+        assert envelope is not None  # decide() applies only valid envelopes
+        self._before_apply(held, facts)
+        # The start the rate limit counts is the call to the downstream. It waits about
+        # one interval at most, since the token was taken before the receive.
+        if self.limiter.begin(self.lifecycle.abandoning):
+            return self._let_go(held, facts)
+        try:
+            self.sink.apply(envelope)  # APPLIED and ALREADY_APPLIED alike: it is in place
+        except SinkError as exc:
+            return self._after_apply(held, facts, exc)
+        return self._after_apply(held, facts, None)
+
+    def _before_apply(self, held: Held, facts: Facts) -> None:
+        envelope = held.envelope
+        if facts.last_receive and envelope is not None:
+            # Counted failed before the sink call, replaced on success: a crash during the
+            # call leaves the run's counts agreeing with the DLQ, which is where the queue
+            # moves the message next.
+            self.state.record_outcomes(
+                envelope.run_id, {envelope.key: EntryStatus.FAILED}, self._now()
+            )
+
+    def _let_go(self, held: Held, facts: Facts) -> Verdict:
+        why = "a stop came before it started"
+        held.settle()
+        self.releaser.release(held.message, held.envelope, why)
+        return decide(replace(facts, let_go=why))
+
+    def _after_apply(self, held: Held, facts: Facts, error: SinkError | None) -> Verdict:
+        """Carry out the verdict on the sink call's result (`error` None: applied)."""
+        if error is None:
             verdict = decide(replace(facts, sink=APPLIED))
+            self._carry_out(held, verdict)
+            return verdict
+        outcome = SinkOutcome(
+            False, error.retryable, error.retry_after_s, str(error), error.stops_worker
+        )
+        verdict = decide(replace(facts, sink=outcome))
         self._carry_out(held, verdict)
+        if error.stops_worker:
+            self.lifecycle.fail(error)
         return verdict
 
     def _read_known(self, envelope: Envelope) -> Known:
@@ -312,6 +364,11 @@ class Handler:
             raise AssertionError(f"unexpected verdict {verdict}")
         assert verdict.outcome is not None
         self.settle(Settled(verdict.outcome, held.run_id, held.key))
+
+    def _succeeded(self) -> None:
+        with self._lock:
+            self._errors_in_a_row = 0
+            self._failing = None
 
     def _failed(self, held: Held, exc: RaasctlError) -> None:
         """The queue or state failed mid-way: the message comes back after its visibility

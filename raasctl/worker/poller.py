@@ -50,8 +50,12 @@ class Poller:
         limit: ReceiveLimit,
         time_left: Callable[[], float],
         clock: Callable[[], float],
+        batches: bool = False,
     ) -> None:
         self.queue = queue
+        # Hand a receive's messages to one slot together (the sink applies a batch in one
+        # call); only without a rate limit, whose starts are paced one by one.
+        self.batches = batches and limiter.unlimited
         self.options = options
         self.known_crons = known_crons
         self.limiter = limiter
@@ -187,10 +191,20 @@ class Poller:
             # Only a FIFO queue orders a group; elsewhere every message goes on its own.
             unit: object = message.group_id if self.queue.fifo and message.group_id else held
             units.setdefault(unit, []).append(held)
-        self._read_known([held for unit_messages in units.values() for held in unit_messages])
+        taken = [held for unit_messages in units.values() for held in unit_messages]
+        self._read_known(taken)
+        if self.batches:
+            # Messages with no order between them (each alone in its group) go together;
+            # a group of several keeps its order on a slot of its own.
+            alone = [
+                unit_messages[0] for unit_messages in units.values() if len(unit_messages) == 1
+            ]
+            if alone:
+                self.pool.submit(alone, batch=True)
+            units = {unit: held for unit, held in units.items() if len(held) > 1}
         for unit_messages in units.values():
             self.pool.submit(unit_messages)
-        return sum(len(unit_messages) for unit_messages in units.values())
+        return len(taken)
 
     def _read_known(self, batch: list[Held]) -> None:
         """What State knows of the batch's entries, in one read; when it fails, each handler

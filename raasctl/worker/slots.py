@@ -49,7 +49,16 @@ class SlotPool:
         self._free = threading.Condition()
         self._held: set[Held] = set()
         self._waiting = 0  # held messages submitted and not yet taken by a slot
-        self._work: queue_module.SimpleQueue[list[Held] | None] = queue_module.SimpleQueue()
+        self._units = 0  # units submitted and not yet finished
+        # Whether the poller submits whole receives as batches (`Handler.handle_batch`):
+        # room is then counted in batches, a slot each.
+        self.batches = False
+        self.batch_size = MAX_BATCH  # the queue's largest receive, when batches
+        # A unit of work, and whether its messages are one batch (no order between them,
+        # one sink call: `Handler.handle_batch`) rather than a group handled in order.
+        self._work: queue_module.SimpleQueue[tuple[list[Held], bool] | None] = (
+            queue_module.SimpleQueue()
+        )
         self._threads = [
             threading.Thread(target=self._slot, name=f"raasctl-slot-{n}", daemon=True)
             for n in range(concurrency)
@@ -72,6 +81,12 @@ class SlotPool:
         capacity = self.concurrency + self.read_ahead
         with self._free:
             while not stop.is_set():
+                if self.batches:
+                    # A batch takes one slot: every slot busy with one, and one more ahead.
+                    if self._units <= self.concurrency:
+                        return self.batch_size
+                    self._free.wait(0.5)
+                    continue
                 held = len(self._held)
                 room = capacity - held
                 if held < self.concurrency or room >= MAX_BATCH:
@@ -83,10 +98,11 @@ class SlotPool:
         with self._free:
             self._held.add(held)
 
-    def submit(self, unit: list[Held]) -> None:
+    def submit(self, unit: list[Held], *, batch: bool = False) -> None:
         with self._free:
             self._waiting += len(unit)
-        self._work.put(unit)
+            self._units += 1
+        self._work.put((unit, batch))
 
     # ---------------------------------------------------------------- for the others
 
@@ -104,15 +120,16 @@ class SlotPool:
         released = 0
         while True:
             try:
-                unit = self._work.get_nowait()
+                work = self._work.get_nowait()
             except queue_module.Empty:
                 return released
-            if unit is None:  # pragma: no cover - the stop sentinels come after this
+            if work is None:  # pragma: no cover - the stop sentinels come after this
                 self._work.put(None)
                 return released
+            unit, _ = work
             self._took(unit)
             self._release_unit(unit, why)
-            self._forget(unit)
+            self._forget(unit, done=True)
             released += len(unit)
 
     def _release_unit(self, unit: list[Held], why: str) -> None:
@@ -145,22 +162,25 @@ class SlotPool:
 
     def _slot(self) -> None:
         while True:
-            unit = self._work.get()
-            if unit is None:
+            work = self._work.get()
+            if work is None:
                 return
+            unit, batch = work
             self._took(unit)
             try:
-                self._handle_in_order(unit)
+                if self.lifecycle.abandoning.is_set():
+                    # A signal or a failure came while it waited for a slot (read ahead).
+                    self._release_unit(unit, "a stop came before it started")
+                elif batch:
+                    self.handler.handle_batch(unit)
+                else:
+                    self._handle_in_order(unit)
             except BaseException as exc:  # a defect: stop the worker and re-raise from run()
                 self.lifecycle.fail(exc)
             finally:
-                self._forget(unit)
+                self._forget(unit, done=True)
 
     def _handle_in_order(self, unit: list[Held]) -> None:
-        if self.lifecycle.abandoning.is_set():
-            # A signal or a failure came while it waited for a slot (read ahead): not started.
-            self._release_unit(unit, "a stop came before it started")
-            return
         for index, held in enumerate(unit):
             done_with = self.handler.handle(held)
             self._forget([held])
@@ -190,9 +210,11 @@ class SlotPool:
         with self._free:
             self._waiting -= len(unit)
 
-    def _forget(self, held_messages: list[Held]) -> None:
-        """The slot no longer holds these messages: free their places in the pool (once)."""
+    def _forget(self, held_messages: list[Held], *, done: bool = False) -> None:
+        """The slot no longer holds these messages: free their places in the pool (once);
+        `done`: the unit they came in is finished."""
         with self._free:
+            self._units -= done
             for held in held_messages:
                 self._held.discard(held)
             self._free.notify_all()

@@ -1,0 +1,90 @@
+"""A sink that applies a batch in one transaction (the SQLite ledger): the worker hands it a
+whole receive at once, and every message still gets its own verdict."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from raasctl.envelope import Envelope
+from raasctl.errors import SinkError
+from raasctl.queues.base import ReceivedMessage
+from raasctl.queues.sqlite import SqliteQueue
+from raasctl.sinks.base import Applied
+from raasctl.sinks.sqlite import SqliteLedger
+from raasctl.state.base import RunRecord
+from raasctl.state.sqlite import SqliteState
+from raasctl.worker import Worker, WorkerOptions
+
+DEPOSITS = "clientDepositUpdate"
+
+
+class CountingQueue(SqliteQueue):
+    """The embedded queue, recording how many messages each receive brought."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, fifo=True, max_receive_count=3, visibility_timeout_s=30)
+        self.received: list[int] = []
+
+    def receive(
+        self, max_messages: int, wait_time_s: float, visibility_timeout_s: int | None = None
+    ) -> list[ReceivedMessage]:
+        messages = super().receive(max_messages, wait_time_s, visibility_timeout_s)
+        self.received.append(len(messages))
+        return messages
+
+
+def envelope(n: int, *, run_id: str = "run-1", **payload: object) -> Envelope:
+    body = {"deposit_id": f"D-{n}", "amount": f"{n}.50", "currency": "USD", **payload}
+    return Envelope.new(cron=DEPOSITS, run_id=run_id, key=f"{DEPOSITS}:D-{n}:v1", payload=body)
+
+
+def enqueue(queue: SqliteQueue, state: SqliteState, envelopes: Sequence[Envelope]) -> None:
+    state.create_run(
+        RunRecord(run_id="run-1", cron=DEPOSITS, env="t", mock=False, created_at=datetime.now(UTC))
+    )
+    queue.send_batch([e.to_message(e.key) for e in envelopes])
+    n = len(envelopes)
+    state.finish_enqueue("run-1", entries=n, enqueued=n, invalid=0, duplicates=0)
+
+
+def test_a_ledger_worker_takes_a_hundred_at_once_and_judges_each(tmp_path: Path) -> None:
+    db = tmp_path / "batches.db"
+    queue, state, ledger = CountingQueue(db), SqliteState(db), SqliteLedger(db)
+    envelopes = [envelope(n) for n in range(250)]
+    envelopes[7] = Envelope.new(  # no deposit_id: a permanent failure, to the DLQ
+        cron=DEPOSITS, run_id="run-1", key=f"{DEPOSITS}:bad:v1", payload={"amount": "1.00"}
+    )
+    enqueue(queue, state, envelopes)
+    ledger.apply(envelopes[3])  # applied before, by another worker
+    options = WorkerOptions(concurrency=4, until_empty=True, wait_time_s=0.2, stats_interval_s=None)
+
+    result = Worker(queue, state, ledger, options).run()
+
+    assert sorted(count for count in queue.received if count)[-2:] == [100, 100]
+    assert (result.succeeded, result.dead_lettered) == (249, 1)
+    assert ledger.counts()["applications"] == 249  # D-3 once, the bad one never
+    run = state.get_run("run-1")
+    assert run is not None
+    assert (run.succeeded, run.dead_lettered, run.status) == (249, 1, "failed")
+    [dead] = queue.peek(10, dlq=True)
+    assert "deposit_id" in dead.attributes["reason"]
+    assert queue.depth().empty
+    for closable in (queue, state, ledger):
+        closable.close()
+
+
+def test_the_ledger_applies_a_batch_in_one_call_and_says_how_each_went(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "ledger.db")
+    first, second = envelope(1), envelope(2)
+    bad = Envelope.new(cron=DEPOSITS, run_id="run-1", key="k:bad", payload={"amount": "1"})
+    ledger.apply(second)
+
+    errors = ledger.apply_batch([first, bad, second, first])
+
+    assert errors[0] is None and errors[2] is None and errors[3] is None
+    assert isinstance(errors[1], SinkError) and not errors[1].retryable
+    assert ledger.counts()["applications"] == 2  # the repeats change nothing
+    assert ledger.apply(first) is Applied.ALREADY_APPLIED
+    ledger.close()
