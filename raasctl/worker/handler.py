@@ -31,6 +31,7 @@ from raasctl.worker.decision import (
 )
 from raasctl.worker.lifecycle import Lifecycle
 from raasctl.worker.messages import Held, Settled, envelope_fields
+from raasctl.worker.recorder import Recorder
 from raasctl.worker.results import Tally
 
 SettleFn = Callable[[Settled], None]
@@ -138,7 +139,9 @@ class Handler:
         backoff: Backoff,
         visibility_timeout_s: int,
         now: Callable[[], datetime],
+        recorder: Recorder | None = None,
     ) -> None:
+        self.recorder = recorder or Recorder()  # run statistics and metrics
         self.queue = queue
         self.state = state
         self.sink = sink
@@ -202,13 +205,16 @@ class Handler:
                 )
             # The start the rate limit counts is the call to the downstream. It waits about
             # one interval at most, since the token was taken before the receive.
-            if self.limiter.begin(self.lifecycle.abandoning):
+            with self.recorder.limiter_wait():
+                stopped = self.limiter.begin(self.lifecycle.abandoning)
+            if stopped:
                 why = "a stop came before it started"
                 held.settle()
                 self.releaser.release(held.message, envelope, why)
                 return decide(replace(facts, let_go=why))
             try:
-                self.sink.apply(envelope)  # APPLIED and ALREADY_APPLIED alike: it is in place
+                with self.recorder.sink_call(envelope.run_id, envelope.cron):
+                    self.sink.apply(envelope)  # APPLIED and ALREADY_APPLIED alike: in place
             except SinkError as exc:
                 outcome = SinkOutcome(
                     False, exc.retryable, exc.retry_after_s, str(exc), exc.stops_worker

@@ -30,6 +30,9 @@ class WorkerOptions:
     foreign_pause_s: float = 1.0
     # Log RAAS_WORKER_IDLE once per idle spell; off where a progress line says it instead.
     log_idle: bool = True
+    # Serve Prometheus metrics on metrics_host:metrics_port (None: not served; 0: any port).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:

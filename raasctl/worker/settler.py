@@ -20,6 +20,7 @@ from raasctl.queues.base import MAX_BATCH, Queue
 from raasctl.worker.decision import unfixable
 from raasctl.worker.lifecycle import Lifecycle
 from raasctl.worker.messages import Settled
+from raasctl.worker.recorder import Recorder
 from raasctl.worker.results import Tally
 from raasctl.worker.served import RunsServed
 
@@ -35,7 +36,9 @@ class Settler:
         tally: Tally,
         lifecycle: Lifecycle,
         clock: Callable[[], float],
+        recorder: Recorder | None = None,
     ) -> None:
+        self.recorder = recorder or Recorder()  # run statistics and metrics
         self.queue = queue
         self.runs = runs
         self.tally = tally
@@ -100,6 +103,7 @@ class Settler:
             )
             self.tally.add("errors", len(lapsed))
         self.tally.outcomes([item.outcome for item in batch])
+        self.recorder.outcomes(batch)
         # Counted first, then deleted: a crash between the two only repeats an outcome that
         # is recorded already. A run whose counting failed keeps its messages, which come
         # back, are found applied and are counted then.
