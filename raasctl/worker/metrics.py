@@ -65,6 +65,7 @@ class WorkerMetrics:
             "Time starts spent waiting for the rate limiter.",
             registry=self.registry,
         )
+        self.port: int | None = None  # once served
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -82,7 +83,8 @@ class WorkerMetrics:
                 f"--metrics-port: cannot listen on {host}:{port}: {exc.strerror or exc}",
                 code=ErrorCode.USAGE,
             ) from None
-        return int(self._server.server_port)
+        self.port = int(self._server.server_port)
+        return self.port
 
     def close(self) -> None:
         if self._server is not None:
