@@ -49,6 +49,8 @@ svg text { font: 11px system-ui, sans-serif; fill: #57606a; }
 .legend i { display: inline-block; width: 10px; height: 10px; margin-right: 4px;
   border-radius: 2px; vertical-align: -1px; }
 .empty { color: #57606a; font-style: italic; }
+/* The charts scale with the window; their labels must not shrink out of reading. */
+@media (max-width: 600px) { svg text { font-size: 22px; } .legend { font-size: .8rem; } }
 @media print {
   body { max-width: none; padding: 0; font-size: 12px; }
   section { break-inside: avoid; }
