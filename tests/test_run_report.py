@@ -31,8 +31,10 @@ from raasctl.state.base import RunRecord
 
 DEPOSITS = "clientDepositUpdate"
 ROOT = Path(__file__).resolve().parent.parent
-# Time a sink call takes beyond the server's own delay (HTTP, threads) on a busy machine.
-OVERHEAD_MS = 15.0
+# Time a sink call may take beyond the server's own delay (HTTP, threads): a few ms alone,
+# tens of ms on a shared machine running other suites. Below the known values nothing can
+# push a measurement, so the lower bound is the histogram's bucket error alone.
+OVERHEAD_MS = 40.0
 
 
 def latency_s(key: str) -> float:
@@ -125,8 +127,8 @@ def configure(server: CallbackServer, monkeypatch: pytest.MonkeyPatch) -> None:
         "queue": {"kind": "sqlite", "max_receive_count": 5},
         "state": {"kind": "sqlite"},
         "sink": {"kind": "http", "base_url": server.base_url, "token": "env:CALLBACK_TOKEN"},
-        "concurrency": 16,
-        "rate_limit": 150,
+        "concurrency": 8,
+        "rate_limit": 100,
     }
     config = {"default_env": "local", "environments": {"local": env}}
     Path("raasctl.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -191,7 +193,10 @@ def test_a_drained_run_reports_the_known_latencies_and_its_timeline_adds_up_to_i
     for q in (50, 90, 95, 99):
         exact = exact_percentile(known, q)
         measured = report["latency_ms"][f"p{q}"]
-        assert exact / BUCKET_RATIO <= measured <= exact * BUCKET_RATIO + OVERHEAD_MS, q
+        # A stall of a loaded machine delays every call in flight at once, a few percent of
+        # them: the top percentiles get a wider margin above (never below).
+        slack = OVERHEAD_MS if q < 95 else 10 * OVERHEAD_MS
+        assert exact / BUCKET_RATIO <= measured <= exact * BUCKET_RATIO + slack, q
     # The maximum is one call: a connection's first request or a thread scheduled late may
     # add more than the usual overhead to it.
     assert max(known) <= report["latency_ms"]["max"] <= max(known) + 10 * OVERHEAD_MS
@@ -202,9 +207,9 @@ def test_a_drained_run_reports_the_known_latencies_and_its_timeline_adds_up_to_i
         assert sum(second[counter] for second in timeline) == view[counter], counter
     assert all(second["workers"] in (0, 1) for second in timeline)
     assert [second["t"] for second in timeline] == list(range(len(timeline)))
-    # The bound: min(150/s, 16 / p50).
+    # The bound: min(100/s, 8 / p50).
     p50_s = report["latency_ms"]["p50"] / 1000
-    assert report["bound_per_second"] == pytest.approx(min(150, 16 / p50_s), rel=0.01)
+    assert report["bound_per_second"] == pytest.approx(min(100, 8 / p50_s), rel=0.01)
     assert 0 < report["per_second"] <= report["bound_per_second"] * 1.1
 
     # Metrics: the same counts, and one latency observation per request served.
@@ -212,8 +217,8 @@ def test_a_drained_run_reports_the_known_latencies_and_its_timeline_adds_up_to_i
     assert after[f'raasctl_messages_total{{{label},outcome="succeeded"}}'] == 200
     assert after[f'raasctl_messages_total{{{label},outcome="retries"}}'] == view["retries"]
     assert after[f"raasctl_sink_latency_seconds_count{{{label}}}"] == len(callback.served)
-    assert after["raasctl_rate_limiter_waits_total"] > 0  # 150/s is below 16 / ~50 ms
-    assert 0 <= during["raasctl_in_flight"] <= 16
+    assert after["raasctl_rate_limiter_waits_total"] > 0  # 100/s is below 8 / ~50 ms
+    assert 0 <= during["raasctl_in_flight"] <= 8
     assert after["raasctl_in_flight"] == 0
 
     # The terminal view: the summary, the latency percentiles and a sparkline.
