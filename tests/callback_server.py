@@ -20,7 +20,8 @@ What it does (ThreadingHTTPServer, HTTP/1.1 keep-alive, one thread per connectio
   with a reason naming the problem; nothing is applied.
 - `outage(503, retry_after="7")` answers every request with that status (and Retry-After)
   without applying anything, until `outage(None)`: the service down for maintenance.
-- `latency_s` delays every answer (the benchmark's 200 ms downstream).
+- `latency_s` delays every answer (the benchmark's 200 ms downstream); `latency_for(key)`,
+  when given, instead (a known latency distribution).
 - `record_starts` keeps the arrival time of every request (time.monotonic()).
 """
 
@@ -31,7 +32,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -57,12 +58,14 @@ class CallbackServer:
         latency_s: float = 0.0,
         poison_keys: Iterable[str] = (),
         required_ids: Mapping[str, str] | None = None,
+        latency_for: Callable[[str], float] | None = None,
     ) -> None:
         self.token = token
         self.fail_rate = fail_rate
         self.seed = seed
         self.timeout_delay_s = timeout_delay_s
         self.latency_s = latency_s
+        self.latency_for = latency_for
         self.poison_keys = frozenset(poison_keys)
         self.required_ids = dict(required_ids) if required_ids is not None else None
         self._outage: tuple[int, str | None] | None = None  # (status, Retry-After)
@@ -195,7 +198,8 @@ class CallbackServer:
                 status, body = (409, {"error": "already applied"}) if already else (201, {})
         with self._lock:
             self.served.append(Served(key, cron, status, fault, arrived))
-        delay = self.latency_s + (self.timeout_delay_s if fault == "timeout" else 0.0)
+        latency = self.latency_s if self.latency_for is None else self.latency_for(key)
+        delay = latency + (self.timeout_delay_s if fault == "timeout" else 0.0)
         if delay:
             self._stopping.wait(delay)
         return status, body, headers

@@ -117,6 +117,7 @@ def _register() -> None:
     from raasctl.cli.run_cmd import run
     from raasctl.cli.runs_admin_cmd import reconcile_command, unlock_command
     from raasctl.cli.runs_cmd import runs
+    from raasctl.cli.runs_report_cmd import report as report_command
     from raasctl.cli.schedule_cmd import schedule
     from raasctl.cli.state_cmd import state
     from raasctl.cli.worker_cmd import worker
@@ -129,6 +130,7 @@ def _register() -> None:
     main.add_command(worker)
     runs.add_command(reconcile_command)
     runs.add_command(unlock_command)
+    runs.add_command(report_command)
     main.add_command(runs)
     main.add_command(queue)
     main.add_command(state)

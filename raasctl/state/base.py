@@ -7,6 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from raasctl.state.stats_base import RunStatsStore
 
 
 class EntryStatus(StrEnum):
@@ -285,6 +289,12 @@ class State(ABC):
     @abstractmethod
     def break_lock(self, name: str) -> bool:
         """Remove a lock whoever holds it (an operator's unlock); True if there was one."""
+
+    def stats(self) -> RunStatsStore:
+        """The per-second run statistics kept with this state (a store of its own)."""
+        from raasctl.state.stats_base import open_run_stats
+
+        return open_run_stats(self)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -172,34 +172,16 @@ class DynamoState(State):
         *,
         applied: Sequence[AppliedEntry] = (),
     ) -> RunRecord | None:
-        # A transaction returns no values, so the run is read after it (consistently): one
-        # write and one read per batch when no other writer got there first.
+        # A transaction returns no values: the run is read after it (one write, one read).
         with self._errors("dynamodb:TransactWriteItems"):
-            recorded = dynamodb_outcomes.record_outcomes(
+            if not dynamodb_outcomes.record_outcomes(
                 self.client, self.table, run_id, outcomes, now, applied
-            )
-        if not recorded:
-            for entry in applied:  # an unknown run: the records all the same
-                self.record_applied(entry.key, entry.run_id, now)
-                if entry.entity_id and entry.version:
-                    self.record_version(entry.cron, entry.entity_id, entry.version)
-            return None
+            ):
+                return None
         return self.get_run(run_id)
 
     def known(self, entries: Sequence[Entry]) -> dict[str, Known]:
-        keys = [key(f"KEY#{entry}", "KEY") for entry in dict.fromkeys(e.key for e in entries)]
-        records = {(e.cron, e.entity_id) for e in entries if e.entity_id}
-        keys += [key(version_pk(cron, entity), "VERSION") for cron, entity in sorted(records)]
-        items = batch_get(self.client, self.table, keys)  # small items: read whole
-        found = {item["pk"]["S"]: item for item in items}
-        known = {}
-        for entry in entries:
-            version = None
-            if entry.entity_id:
-                item = found.get(version_pk(entry.cron, entry.entity_id))
-                version = None if item is None else text(item, "version")
-            known[entry.key] = Known(f"KEY#{entry.key}" in found, version)
-        return known
+        return dynamodb_outcomes.known(self.client, self.table, entries)
 
     def outcome(self, run_id: str, key: str) -> EntryStatus | None:
         item = self._get(run_pk(run_id), outcome_sk(key), projection="#status")
@@ -335,12 +317,8 @@ class DynamoState(State):
         return self._get(f"KEY#{key}", "KEY", projection="pk") is not None
 
     def applied_keys(self, keys: Sequence[str]) -> set[str]:
-        items = batch_get(
-            self.client,
-            self.table,
-            [key(f"KEY#{entry}", "KEY") for entry in dict.fromkeys(keys)],
-            projection="pk",
-        )
+        wanted = [key(f"KEY#{entry}", "KEY") for entry in dict.fromkeys(keys)]
+        items = batch_get(self.client, self.table, wanted, projection="pk")
         return {item["pk"]["S"].removeprefix("KEY#") for item in items}
 
     def record_applied(self, key: str, run_id: str, now: datetime) -> bool:

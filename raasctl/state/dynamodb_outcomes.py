@@ -27,7 +27,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from raasctl.errors import StateError
-from raasctl.state.base import AppliedEntry, EntryStatus, transition
+from raasctl.state.base import AppliedEntry, Entry, EntryStatus, Known, transition
 from raasctl.state.dynamodb_items import (
     RUN_SK,
     code,
@@ -39,6 +39,7 @@ from raasctl.state.dynamodb_items import (
     text,
     version_pk,
 )
+from raasctl.state.dynamodb_table import batch_get
 from raasctl.state.records import to_iso
 
 # TransactWriteItems takes at most 100 items: the run's update and, per entry, its outcome,
@@ -60,8 +61,8 @@ def record_outcomes(
     applied: Sequence[AppliedEntry] = (),
 ) -> bool:
     """Record the outcomes with their run's counters, and the applied entries' records;
-    False when the run is unknown (then nothing is written). botocore failures propagate for
-    the caller to translate."""
+    False when the run is unknown (then only the records are written). botocore failures
+    propagate for the caller to translate."""
     by_key: dict[str, list[dict[str, Any]]] = {}
     for item in applied_items(table, applied, now):
         by_key.setdefault(item.pop("entry"), []).append(item)
@@ -69,8 +70,19 @@ def record_outcomes(
         wanted = {entry: outcomes[entry] for entry in group if entry in outcomes}
         extras = [item for entry in group for item in by_key.get(entry, [])]
         if not _record_group(client, table, run_id, wanted, extras, now):
+            # An unknown run: no outcome is written, the applied entries' records are.
+            _put_each([item for items in by_key.values() for item in items], client)
             return False
     return True
+
+
+def _put_each(items: list[dict[str, Any]], client: Any) -> None:
+    for item in items:
+        try:
+            client.put_item(**item["Put"])
+        except ClientError as exc:
+            if code(exc) != "ConditionalCheckFailedException":  # in place already
+                raise
 
 
 def _groups(
@@ -275,3 +287,20 @@ def _status_after_failed_check(
         ).get("Item")
     status = None if item is None else text(item, "status")
     return None if status is None else EntryStatus(status)
+
+
+def known(client: Any, table: str, entries: Sequence[Entry]) -> dict[str, Known]:
+    """What is known of each entry, in one BatchGetItem (up to 100 items): its idempotency
+    record and its record's version."""
+    keys = [key(f"KEY#{entry}", "KEY") for entry in dict.fromkeys(e.key for e in entries)]
+    records = {(e.cron, e.entity_id) for e in entries if e.entity_id}
+    keys += [key(version_pk(cron, entity), "VERSION") for cron, entity in sorted(records)]
+    found = {item["pk"]["S"]: item for item in batch_get(client, table, keys)}
+    answers = {}
+    for entry in entries:
+        version = None
+        if entry.entity_id:
+            item = found.get(version_pk(entry.cron, entry.entity_id))
+            version = None if item is None else text(item, "version")
+        answers[entry.key] = Known(f"KEY#{entry.key}" in found, version)
+    return answers

@@ -33,6 +33,7 @@ from raasctl.state.base import (
     transition,
 )
 from raasctl.state.records import RUN_FIELDS, from_iso, run_from_fields, run_to_fields, to_iso
+from raasctl.state.sqlite_stats import m007_run_stats
 
 _IN_CHUNK = 500
 
@@ -142,6 +143,9 @@ CREATE TABLE IF NOT EXISTS state_purges (
 def m005_claims_sent(conn: sqlite3.Connection) -> None:
     """Whether a claimed key's message was taken by the queue (confirmed after the send)."""
     add_column(conn, "state_claims", "sent INTEGER NOT NULL DEFAULT 0")
+
+
+MIGRATIONS(m007_run_stats)  # per-second run statistics: raasctl/state/sqlite_stats.py
 
 
 # The run's fields are state_runs' columns, named alike (raasctl/state/records.py).

@@ -46,6 +46,7 @@ from raasctl.worker.heartbeat import Housekeeper, Progress
 from raasctl.worker.lifecycle import Lifecycle, StopReason
 from raasctl.worker.options import WorkerOptions
 from raasctl.worker.poller import Poller
+from raasctl.worker.recorder import Recorder, open_recorder
 from raasctl.worker.results import Tally, WorkerResult, WorkerStats, log_stats
 from raasctl.worker.served import RunsServed
 from raasctl.worker.settler import Settler, settle_interval_s
@@ -74,8 +75,11 @@ class Worker:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_stats: Callable[[WorkerStats], None] | None = None,
         env: str | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.queue = queue
+        # Per-second run statistics and Prometheus metrics (raasctl/worker/recorder.py).
+        self.recorder = recorder or Recorder()
         self.options = options
         self.limiter = limiter or RateLimiter(options.rate_per_s, clock=clock)
         self._clock = clock
@@ -91,6 +95,7 @@ class Worker:
             self.lifecycle,
             clock,
             interval_s=settle_interval_s(options.rate_per_s),
+            recorder=self.recorder,
         )
         self.releaser = Releaser(queue, self.lifecycle, self.tally, limit, self.settler.settle)
         self.handler = Handler(
@@ -106,6 +111,7 @@ class Worker:
             backoff=Backoff(options.backoff_base_s, options.backoff_cap_s),
             visibility_timeout_s=options.visibility_timeout_s,
             now=now,
+            recorder=self.recorder,
         )
         self.pool = SlotPool(
             options.concurrency,
@@ -116,6 +122,7 @@ class Worker:
             clock=clock,
             read_ahead=options.read_ahead,
         )
+        self.recorder.watch_in_flight(self.pool.in_flight)
         # The poller is made below; its idle flag is read only once the worker runs.
         self.progress = Progress(
             self.tally, self.pool, self.runs, self._elapsed, idle=lambda: self.poller.idle
@@ -172,6 +179,7 @@ class Worker:
         )
         # Start order: the consumers of work before its producer.
         self.settler.start()
+        self.recorder.start()
         self.pool.start()
         self.housekeeper.start()
         try:
@@ -262,6 +270,7 @@ class Worker:
         self.housekeeper.stop()
         self.pool.stop(join=not abandoned)
         self.settler.stop(self.options.shutdown_timeout_s)
+        self.recorder.stop()  # after the settler: its last counts are in the last rows
         try:
             self.runs.complete_open()
         except RaasctlError as exc:
@@ -304,7 +313,16 @@ def open_worker(
     try:
         state = runtime.state()
         sink = runtime.sink()
-        yield Worker(queue, state, sink, options, on_stats=on_stats, env=runtime.env_name)
+        with open_recorder(state, options) as recorder:
+            yield Worker(
+                queue,
+                state,
+                sink,
+                options,
+                on_stats=on_stats,
+                env=runtime.env_name,
+                recorder=recorder,
+            )
     finally:
         for resource in (sink, state, queue):
             if resource is not None:

@@ -31,6 +31,7 @@ from raasctl.worker.decision import (
 )
 from raasctl.worker.lifecycle import Lifecycle
 from raasctl.worker.messages import Held, Settled, envelope_fields
+from raasctl.worker.recorder import Recorder
 from raasctl.worker.results import Tally
 
 SettleFn = Callable[[Settled], None]
@@ -138,7 +139,9 @@ class Handler:
         backoff: Backoff,
         visibility_timeout_s: int,
         now: Callable[[], datetime],
+        recorder: Recorder | None = None,
     ) -> None:
+        self.recorder = recorder or Recorder()  # run statistics and metrics
         self.queue = queue
         self.state = state
         self.sink = sink
@@ -195,7 +198,8 @@ class Handler:
                 self._let_go(held, facts)
             return
         envelopes = [held.envelope for held, _ in to_apply if held.envelope is not None]
-        errors = self.sink.apply_batch(envelopes)
+        with self.recorder.sink_calls([(e.run_id, e.cron) for e in envelopes]):
+            errors = self.sink.apply_batch(envelopes)
         for (held, facts), error in zip(to_apply, errors, strict=True):
             try:
                 self._after_apply(held, facts, error)
@@ -239,10 +243,13 @@ class Handler:
         self._before_apply(held, facts)
         # The start the rate limit counts is the call to the downstream. It waits about
         # one interval at most, since the token was taken before the receive.
-        if self.limiter.begin(self.lifecycle.abandoning):
+        with self.recorder.limiter_wait():
+            stopped = self.limiter.begin(self.lifecycle.abandoning)
+        if stopped:
             return self._let_go(held, facts)
         try:
-            self.sink.apply(envelope)  # APPLIED and ALREADY_APPLIED alike: it is in place
+            with self.recorder.sink_call(envelope.run_id, envelope.cron):
+                self.sink.apply(envelope)  # APPLIED and ALREADY_APPLIED alike: in place
         except SinkError as exc:
             return self._after_apply(held, facts, exc)
         return self._after_apply(held, facts, None)

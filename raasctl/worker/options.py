@@ -33,6 +33,9 @@ class WorkerOptions:
     # Messages held beyond the busy slots: one receive's batch, waiting under the heartbeat
     # for the next free slot instead of every freed slot waiting out a receive.
     read_ahead: int = 10
+    # Serve Prometheus metrics on metrics_host:metrics_port (None: not served; 0: any port).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:

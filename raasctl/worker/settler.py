@@ -20,6 +20,7 @@ from raasctl.queues.base import MAX_BATCH, Queue
 from raasctl.worker.decision import Outcome, stops_worker, unfixable
 from raasctl.worker.lifecycle import Lifecycle
 from raasctl.worker.messages import Settled
+from raasctl.worker.recorder import Recorder
 from raasctl.worker.results import Tally
 from raasctl.worker.served import RunsServed
 
@@ -50,7 +51,9 @@ class Settler:
         lifecycle: Lifecycle,
         clock: Callable[[], float],
         interval_s: float = SETTLE_INTERVAL_S,
+        recorder: Recorder | None = None,
     ) -> None:
+        self.recorder = recorder or Recorder()  # run statistics and metrics
         self.interval_s = interval_s
         self.queue = queue
         self.runs = runs
@@ -125,7 +128,9 @@ class Settler:
         # is recorded already. A run whose counting failed keeps its messages, which come
         # back, are found applied (or applied again, harmlessly) and are counted then.
         uncounted = self._count(batch)
-        self.tally.outcomes([item.outcome for item in batch if item.run_id not in uncounted])
+        counted = [item for item in batch if item.run_id not in uncounted]
+        self.tally.outcomes([item.outcome for item in counted])
+        self.recorder.outcomes(counted)
         self._delete(
             [
                 item.receipt_handle
