@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from raasctl.state.workers import WorkerStore
+
 
 class EntryStatus(StrEnum):
     """An entry's outcome in its run (the names are the run's counters)."""
@@ -232,6 +234,11 @@ class State(ABC):
     @abstractmethod
     def break_lock(self, name: str) -> bool:
         """Remove a lock whoever holds it (an operator's unlock); True if there was one."""
+
+    @abstractmethod
+    def workers(self) -> WorkerStore:
+        """The worker registry and the global rate schedule, in the same store
+        (raasctl/state/workers.py)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

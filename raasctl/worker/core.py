@@ -35,12 +35,15 @@ from typing import TYPE_CHECKING
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.config import CRON_NAMES
 from raasctl.errors import RaasctlError, RuntimeFailure, UsageError
+from raasctl.globalrate import log_limiter, rate_limiter
 from raasctl.logs import event
 from raasctl.queues.base import Queue
 from raasctl.ratelimit import RateLimiter
 from raasctl.sinks.base import Sink
 from raasctl.state.base import State
+from raasctl.state.workers import WorkerStore
 from raasctl.worker.decision import Backoff
+from raasctl.worker.elsewhere import ElsewhereWatch
 from raasctl.worker.handler import Handler, ReceiveLimit, Releaser
 from raasctl.worker.heartbeat import Housekeeper, Progress
 from raasctl.worker.lifecycle import Lifecycle, StopReason
@@ -50,6 +53,7 @@ from raasctl.worker.results import Tally, WorkerResult, WorkerStats, log_stats
 from raasctl.worker.served import RunsServed
 from raasctl.worker.settler import Settler
 from raasctl.worker.slots import SlotPool
+from raasctl.workers_registry import Presence
 
 if TYPE_CHECKING:
     from raasctl.runtime import Runtime
@@ -74,7 +78,25 @@ class Worker:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_stats: Callable[[WorkerStats], None] | None = None,
         env: str | None = None,
+        registry: WorkerStore | None = None,
     ) -> None:
+        # The worker registry's record of this worker (None: not registered).
+        self.presence = (
+            None
+            if registry is None or env is None
+            else Presence(
+                registry,
+                env,
+                crons=options.crons,
+                rate_scope=options.rate_scope,
+                rate_limit=options.rate_per_s,
+                processed=lambda: self.tally.snapshot().processed,
+                clock=clock,
+                now=now,
+                refresh_s=options.registry_refresh_s,
+            )
+        )
+        self.elsewhere = ElsewhereWatch(options.visibility_timeout_s, clock)
         self.queue = queue
         self.options = options
         self.limiter = limiter or RateLimiter(options.rate_per_s, clock=clock)
@@ -110,7 +132,12 @@ class Worker:
         )
         # The poller is made below; its idle flag is read only once the worker runs.
         self.progress = Progress(
-            self.tally, self.pool, self.runs, self._elapsed, idle=lambda: self.poller.idle
+            self.tally,
+            self.pool,
+            self.runs,
+            self._elapsed,
+            idle=lambda: self.poller.idle,
+            elsewhere=self.elsewhere.current,
         )
         self.housekeeper = Housekeeper(
             queue,
@@ -123,6 +150,7 @@ class Worker:
             stats_interval_s=options.stats_interval_s,
             time_left=self._time_left,
             clock=clock,
+            presence=self.presence,
         )
         self.poller = Poller(
             queue,
@@ -137,6 +165,7 @@ class Worker:
             limit=limit,
             time_left=self._time_left,
             clock=clock,
+            elsewhere=self.elsewhere,
         )
 
     # ---------------------------------------------------------------- public
@@ -158,6 +187,8 @@ class Worker:
             rate_per_s=options.rate_per_s,
             crons=sorted(options.crons) or None,
         )
+        if self.presence is not None:
+            self.presence.register()
         # Start order: the consumers of work before its producer.
         self.settler.start()
         self.pool.start()
@@ -252,6 +283,8 @@ class Worker:
             self.runs.complete_open()
         except RaasctlError as exc:
             event(exc.code, f"checking run completion failed: {exc}", level=logging.WARNING)
+        if self.presence is not None:
+            self.presence.remove()  # last: a clean stop leaves no record behind
 
 
 def check_cron_filter(queue: Queue, crons: frozenset[str]) -> None:
@@ -290,7 +323,20 @@ def open_worker(
     try:
         state = runtime.state()
         sink = runtime.sink()
-        yield Worker(queue, state, sink, options, on_stats=on_stats, env=runtime.env_name)
+        registry = state.workers()
+        env = runtime.env_name
+        limiter = rate_limiter(options.rate_per_s, options.rate_scope, lambda: registry, env)
+        yield Worker(
+            queue,
+            state,
+            sink,
+            options,
+            on_stats=on_stats,
+            env=env,
+            limiter=limiter,
+            registry=registry,
+        )
+        log_limiter(limiter)
     finally:
         for resource in (sink, state, queue):
             if resource is not None:
