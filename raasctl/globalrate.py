@@ -12,14 +12,14 @@ process limiter). A slot nobody starts in simply passes, so a worker that dies l
 the slots it leased (a second's worth or less) and nothing needs returning.
 
 `k` follows the worker's demand: twice the starts it made since its previous lease, between
-LEASE_MIN and half a second's worth of slots, so store requests stay near one per `k` starts
-(about 0.1 per message at full demand) while a slow worker does not hold slots it cannot use.
+LEASE_MIN and three quarters of a second's worth of slots, so store requests stay near one per `k` starts
+(under 0.1 per message at full demand) while a slow worker does not hold slots it cannot use.
 
 Clocks: a slot is a time on the schedule's clock (seconds since the epoch); a worker turns
 its leased slots into its own monotonic clock once, when the lease comes back, by the wall
 clock it read as it asked. Hosts whose clocks differ by `d` can therefore overlap by `d` at a
 lease boundary: at most `d * rate` starts too many in that second, never a lasting excess
-(with NTP, `d` is a few milliseconds, within the 1 % margin). Leases are short (half a
+(with NTP, `d` is a few milliseconds, within the 1 % margin). Leases are short (under a
 second) so a host's clock step matters for one lease only, and a worker never starts a slot
 before its own `now`, since the store hands out nothing earlier than max(TAT, now). On one
 machine (the embedded SQLite state) every process reads the same clock and there is no skew.
@@ -49,11 +49,11 @@ from raasctl.state.workers import WorkerStore
 # Tokens are granted for leased slots due within this long: a message received now waits at
 # most this long for its start, far inside any visibility timeout.
 READ_AHEAD_S = 1.0
-# The most a lease covers: half a second of the schedule. Shorter leases mean more store
-# requests per message (one per lease: 0.1 at 20/s); longer ones let a worker that dies take
+# The most a lease covers: three quarters of a second. Shorter leases mean more store
+# requests per message (one per lease: 0.07 at 20/s); longer ones let a worker that dies take
 # more of the schedule with it, and make the schedule run further ahead of now.
-LEASE_S = 0.5
-LEASE_MIN = 4
+LEASE_S = 0.75
+LEASE_MIN = 8
 # A worker leases its next slots when fewer than this share of its lease is left unclaimed,
 # so the lease's round trip overlaps the starts still ahead of it.
 LEASE_AHEAD_SHARE = 0.5
@@ -96,9 +96,14 @@ class GlobalRateLimiter(RateLimiter):
         self._slots: deque[float] = deque()  # leased slots not started in, monotonic, in order
         self._token_upto = -math.inf  # slots up to here back tokens already handed out
         self._lease_max = max(LEASE_MIN, math.ceil(per_second * LEASE_S))
-        self._starts_since_lease = 0
+        # The first lease is a full one: a worker starting up has work waiting, usually.
+        self._starts_since_lease = self._lease_max // 2
         self._idle = False  # the last receive came back empty: probe without a slot
         self._last_grant = 0
+        self._granted_at = 0.0
+        # How long a receive takes (smoothed): leases ask for no slot sooner than this from
+        # now, so the messages received for a slot are there when it comes.
+        self._receive_s = 0.0
         self._leases = self._requests = self._leased = self._starts = self._missed = 0
 
     def stats(self) -> LimiterStats:
@@ -132,6 +137,7 @@ class GlobalRateLimiter(RateLimiter):
                 if due:
                     self._token_upto = due[-1]
                     self._last_grant = len(due)
+                    self._granted_at = now
                 delay = ahead[0] - READ_AHEAD_S - now if ahead and not due else 0.0
             if lease_now and self._lease(stop):
                 return 0
@@ -145,9 +151,13 @@ class GlobalRateLimiter(RateLimiter):
     def give_back(self, count: int) -> None:
         """Tokens a receive did not use back their slots again. A receive that used none of
         its tokens makes the worker idle (see `acquire`)."""
-        if count <= 0:
-            return
         with self._lock:
+            if self._granted_at:  # the poller gives back right after each receive
+                took = self._clock() - self._granted_at
+                self._receive_s = 0.8 * self._receive_s + 0.2 * min(took, READ_AHEAD_S / 2)
+                self._granted_at = 0.0
+            if count <= 0:
+                return
             if count >= self._last_grant:
                 self._idle = True
             taken = [slot for slot in self._slots if slot <= self._token_upto]
@@ -195,10 +205,13 @@ class GlobalRateLimiter(RateLimiter):
                 if unclaimed >= LEASE_AHEAD_SHARE * self._lease_size() and self._slots:
                     return False
                 size = self._lease_size()
+                lead = self._receive_s
             for pause in (*LEASE_RETRY_PAUSES_S, None):
                 asked_mono, asked_wall = self._clock(), self._wall()
                 try:
-                    lease = self.store.lease_slots(self.env, size, self.interval_s, asked_wall)
+                    lease = self.store.lease_slots(
+                        self.env, size, self.interval_s, asked_wall + lead
+                    )
                     break
                 except StateError as exc:
                     if pause is None:
