@@ -12,8 +12,10 @@ process limiter). A slot nobody starts in simply passes, so a worker that dies l
 the slots it leased (a second's worth or less) and nothing needs returning.
 
 `k` follows the worker's demand: twice the starts it made since its previous lease, between
-LEASE_MIN and three quarters of a second's worth of slots, so store requests stay near one per `k` starts
-(under 0.1 per message at full demand) while a slow worker does not hold slots it cannot use.
+LEASE_MIN and three quarters of a second's worth of slots, so store requests stay near one
+per `k` starts (under 0.1 per message at full demand) while a slow worker does not hold
+slots it cannot use. A lease asks for no slot sooner than one receive's time from now, so the
+messages received for a slot are there when it comes.
 
 Clocks: a slot is a time on the schedule's clock (seconds since the epoch); a worker turns
 its leased slots into its own monotonic clock once, when the lease comes back, by the wall
