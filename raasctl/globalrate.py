@@ -239,13 +239,11 @@ class GlobalRateLimiter(RateLimiter):
             return False
 
 
-def rate_limiter(
-    per_second: float | None, scope: str, store: Callable[[], WorkerStore], env: str
-) -> RateLimiter:
+def rate_limiter(per_second: float | None, scope: str, store: WorkerStore, env: str) -> RateLimiter:
     """The worker's limiter: shared by the environment's workers when `scope` is global and
     there is a rate to share, this process's own otherwise."""
     if scope == "global" and per_second is not None:
-        return GlobalRateLimiter(store(), env, per_second)
+        return GlobalRateLimiter(store, env, per_second)
     return RateLimiter(per_second)
 
 

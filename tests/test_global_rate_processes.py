@@ -7,6 +7,7 @@ Kept short (a few seconds of starts each); benchmarks/global_rate.py measures lo
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from callback_server import CallbackServer
 from fleet import (
     Fleet,
     enqueue,
@@ -57,31 +59,6 @@ def workers_json(config: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def test_three_embedded_workers_share_one_rate(tmp_path: Path) -> None:
-    db = tmp_path / "bench.db"
-    queue, state = SqliteQueue(db), SqliteState(db)
-    enqueue(queue, state, "shared", 400, "bench")
-    queue.close()
-    state.close()
-    config = write_config(tmp_path / "raasctl.yaml", "bench", embedded(db))
-    fleet = Fleet(config, ["--max-runtime", "4"])
-    try:
-        fleet.start(3)
-        results = fleet.finish()
-    finally:
-        fleet.stop_all()
-    assert [code for code, _, _ in results] == [0, 0, 0], results
-    starts = ledger_starts(db)
-    # Each worker alone could start 20/s; together they still start 20/s, not 60.
-    assert max_in_window(starts) <= RATE + 1
-    assert steady_rate(starts) >= 0.95 * RATE, (len(starts), steady_rate(starts))
-    assert all(summary["processed"] > 0 for _, summary, _ in results)
-    leases = [log_events(stderr, "RAAS_RATE_LIMIT_SHARED")[0] for _, _, stderr in results]
-    assert sum(e["requests"] for e in leases) / len(starts) <= 0.2
-    # A clean stop removes the worker's record.
-    assert workers_json(config) == []
-
-
 def test_four_workers_on_sqs_and_dynamodb_share_one_rate(tmp_path: Path) -> None:
     with moto_deployment("global-rate", visibility_s=30, max_receive=5) as (env, _, url):
         endpoint = env["aws"]["endpoint_url"]
@@ -119,7 +96,13 @@ def test_four_workers_on_sqs_and_dynamodb_share_one_rate(tmp_path: Path) -> None
     assert sum(e["requests"] for e in leases) / len(starts) <= 0.2
 
 
-def test_a_killed_worker_leaves_its_rate_to_the_others_and_goes_stale(tmp_path: Path) -> None:
+def test_three_embedded_workers_share_one_rate_and_a_killed_ones_share_returns(
+    tmp_path: Path,
+) -> None:
+    """Three workers on the embedded default, each able to start far more than 20/s alone,
+    start 20/s together; one SIGKILLed soon after the start leaves its share to the other
+    two within 5 s and drops out of `raasctl workers`; the two that stop cleanly remove
+    their records."""
     db = tmp_path / "bench.db"
     queue, state = SqliteQueue(db), SqliteState(db)
     enqueue(queue, state, "shared", 400, "bench")
@@ -147,3 +130,56 @@ def test_a_killed_worker_leaves_its_rate_to_the_others_and_goes_stale(tmp_path: 
     # The two others go on until --max-runtime, well past the five seconds judged here.
     recovered = recovery_s([at for at in starts if at <= killed_at + 6], killed_at, RATE)
     assert recovered is not None and recovered <= 5.0, recovered
+    after = [at for at in starts if at >= killed_at + recovered]
+    assert steady_rate(after) >= 0.95 * RATE, (len(after), steady_rate(after))
+    leases = [log_events(stderr, "RAAS_RATE_LIMIT_SHARED")[0] for _, _, stderr in results[1:]]
+    assert sum(e["requests"] for e in leases) / sum(e["starts"] for e in leases) <= 0.2
+    # A clean stop removes the worker's record; the killed one's stays, stale.
+    state = SqliteState(db)
+    assert [r.pid for r in state.workers().list_workers("bench")] == [victim]
+    state.close()
+
+
+def test_a_worker_waiting_on_a_dead_workers_messages_says_so(tmp_path: Path) -> None:
+    """Worker A takes four messages into a downstream that answers only after 30 s and is
+    SIGKILLed; worker B drains the rest, then waits on A's four, saying how many and about
+    how long, until their visibility runs out and it applies them."""
+    db = tmp_path / "bench.db"
+    queue, state = SqliteQueue(db), SqliteState(db)
+    enqueue(queue, state, "shared", 10, "bench")
+    state.close()
+    base = {
+        "queue": {"kind": "sqlite", "path": str(db), "visibility_timeout_s": 6},
+        "state": {"kind": "sqlite", "path": str(db)},
+        "concurrency": 4,
+    }
+    with CallbackServer(latency_s=30) as server:
+        slow = write_config(
+            tmp_path / "slow.yaml",
+            "bench",
+            {**base, "sink": {"kind": "http", "base_url": server.base_url, "token": "env:CB"}},
+        )
+        holder = Fleet(slow, [], env=dict(os.environ, CB=server.token))
+        drainer = Fleet(
+            write_config(
+                tmp_path / "fast.yaml",
+                "bench",
+                {**base, "sink": {"kind": "sqlite", "path": str(db)}},
+            ),
+            ["--until-empty", "--stats-every", "0.5"],
+        )
+        try:
+            holder.start(1)
+            wait_until(lambda: queue.depth().in_flight == 4, timeout_s=20)
+            holder.kill(0)
+            drainer.start(1)
+            ((code, summary, stderr),) = drainer.finish(timeout_s=30)
+        finally:
+            holder.stop_all()
+            drainer.stop_all()
+            queue.close()
+    assert code == 0 and summary["succeeded"] == 10, stderr[-2000:]
+    waiting = [e for e in log_events(stderr, "RAAS_WORKER_STATS") if e["in_flight_elsewhere"]]
+    assert waiting, stderr[-2000:]
+    assert waiting[0]["in_flight_elsewhere"] == 4 and 0 <= waiting[0]["visible_again_s"] <= 6
+    assert "4 in flight elsewhere, visible again in about" in waiting[0]["msg"]

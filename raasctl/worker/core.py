@@ -325,7 +325,7 @@ def open_worker(
         sink = runtime.sink()
         registry = state.workers()
         env = runtime.env_name
-        limiter = rate_limiter(options.rate_per_s, options.rate_scope, lambda: registry, env)
+        limiter = rate_limiter(options.rate_per_s, options.rate_scope, registry, env)
         yield Worker(
             queue,
             state,
