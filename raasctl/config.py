@@ -178,6 +178,8 @@ class EnvironmentConfig(Strict):
     )
     concurrency: int = Field(8, ge=1, le=512)
     rate_limit: float | None = Field(None, gt=0)  # messages per second; None = unlimited
+    # process: each worker's own limit; global: one limit shared by the environment's workers
+    rate_limit_scope: Literal["process", "global"] = "process"
 
 
 # ---------------------------------------------------------------- crons

@@ -121,6 +121,7 @@ def _register() -> None:
     from raasctl.cli.schedule_cmd import schedule
     from raasctl.cli.state_cmd import state
     from raasctl.cli.worker_cmd import worker
+    from raasctl.cli.workers_cmd import workers
 
     main.add_command(access)
     main.add_command(config)
@@ -128,6 +129,7 @@ def _register() -> None:
     main.add_command(run)
     main.add_command(enqueue_mock_command)
     main.add_command(worker)
+    main.add_command(workers)
     runs.add_command(reconcile_command)
     runs.add_command(unlock_command)
     runs.add_command(report_command)

@@ -25,6 +25,7 @@ from raasctl.codes import ErrorCode
 from raasctl.errors import RuntimeFailure, UsageError
 from raasctl.logs import event
 from raasctl.worker import run_progress
+from raasctl.workers_registry import live_workers, serving
 
 # (heading, how to show a row's value): the run id names the cron and the time already.
 _LIST_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
@@ -139,7 +140,10 @@ def show(
             record = state.get_run(run_id)
             if record is None:
                 raise RuntimeFailure(f"run {run_id} not found", code=ErrorCode.RUN_NOT_FOUND)
-            data = run_progress(record, datetime.now(UTC))
+            now = datetime.now(UTC)
+            data = run_progress(record, now)
+            # The live workers that take its messages (0 once it is finished).
+            data["workers"] = serving(live_workers(state.workers(), record.env, now), record)
             table = auto_table(data, title=f"Run {run_id}")
             return Frame(data, table, final=record.finished_at is not None)
 

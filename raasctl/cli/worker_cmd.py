@@ -39,6 +39,12 @@ TERMINAL_REFRESH_S = 1.0
     "Start at most this many messages per second, evenly spaced "
     "(default: the environment's `rate_limit`; none means unlimited)."
 )
+@click.option(
+    "--rate-scope",
+    type=click.Choice(["process", "global"]),
+    help="Whose rate --rate is: this worker's (process), or one shared by every worker of the "
+    "environment on every host (global; default: the environment's `rate_limit_scope`).",
+)
 @click.option("--until-empty", is_flag=True, help="Stop once the queue is empty.")
 @click.option(
     "--max-messages", type=click.IntRange(min=1), metavar="N", help="Stop after N messages."
@@ -83,6 +89,8 @@ TERMINAL_REFRESH_S = 1.0
 # and drills shorten them.
 @click.option("--backoff-base", type=click.FloatRange(min=0), default=2.0, hidden=True)
 @click.option("--backoff-cap", type=click.FloatRange(min=0), default=60.0, hidden=True)
+# Hidden: the registry refresh (10 s) suits operators; tests of staleness shorten it.
+@click.option("--registry-every", type=click.FloatRange(min=0.1), default=10.0, hidden=True)
 @format_option
 @pass_app
 def worker(
@@ -90,6 +98,7 @@ def worker(
     crons: tuple[str, ...],
     concurrency: int | None,
     rate: float | None,
+    rate_scope: str | None,
     until_empty: bool,
     max_messages: int | None,
     max_runtime: float | None,
@@ -99,6 +108,7 @@ def worker(
     metrics_host: str,
     backoff_base: float,
     backoff_cap: float,
+    registry_every: float,
 ) -> None:
     """Apply queued entries to the accounting system at the rate it allows.
 
@@ -124,6 +134,8 @@ def worker(
             crons=frozenset(crons),
             concurrency=concurrency,
             rate_per_s=rate,
+            rate_scope=rate_scope,
+            registry_refresh_s=registry_every,
             until_empty=until_empty,
             max_messages=max_messages,
             max_runtime_s=max_runtime,
@@ -170,6 +182,9 @@ def progress_detail(stats: WorkerStats) -> str:
     share) and its outcome counters; while the queue is empty, that it waits and how to stop."""
     if stats.idle and stats.in_flight == 0:
         return f"waiting for messages (Ctrl-C to stop)  ok {stats.succeeded}  failed {stats.failed}"
+    waiting = stats.waiting_elsewhere()
+    if waiting is not None:  # messages another worker holds (or held, and died)
+        return f"{waiting}  ok {stats.succeeded}  failed {stats.failed}"
     return (
         f"{format_rate(stats.per_hour, 'h')}  ETA {format_duration(stats.eta_s)}"
         f"  ok {stats.succeeded}  retries {stats.retries}"

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from raasctl.state.stats_base import RunStatsStore
 
+from raasctl.state.workers import WorkerStore
+
 
 class EntryStatus(StrEnum):
     """An entry's outcome in its run (the names are the run's counters)."""
@@ -295,6 +297,11 @@ class State(ABC):
         from raasctl.state.stats_base import open_run_stats
 
         return open_run_stats(self)
+
+    @abstractmethod
+    def workers(self) -> WorkerStore:
+        """The worker registry and the global rate schedule, in the same store
+        (raasctl/state/workers.py)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -84,6 +84,7 @@ from raasctl.state.dynamodb_table import (
     create_table,
     index_keys,
 )
+from raasctl.state.dynamodb_workers import DynamoWorkers
 from raasctl.state.records import from_iso, run_to_fields, to_iso
 
 # create_table and the table's names are the adapter's public face (the CLI and tests use it).
@@ -96,6 +97,9 @@ class DynamoState(State):
     def __init__(self, client: Any, table: str) -> None:
         self.client = client
         self.table = table
+
+    def workers(self) -> DynamoWorkers:
+        return DynamoWorkers(self.client, self.table)
 
     # ------------------------------------------------------------ runs
 

@@ -34,6 +34,7 @@ from raasctl.state.base import (
 )
 from raasctl.state.records import RUN_FIELDS, from_iso, run_from_fields, run_to_fields, to_iso
 from raasctl.state.sqlite_stats import m007_run_stats
+from raasctl.state.sqlite_workers import SqliteWorkers, create_tables
 
 _IN_CHUNK = 500
 
@@ -143,6 +144,12 @@ CREATE TABLE IF NOT EXISTS state_purges (
 def m005_claims_sent(conn: sqlite3.Connection) -> None:
     """Whether a claimed key's message was taken by the queue (confirmed after the send)."""
     add_column(conn, "state_claims", "sent INTEGER NOT NULL DEFAULT 0")
+
+
+@MIGRATIONS
+def m006_workers_and_rate(conn: sqlite3.Connection) -> None:
+    """The worker registry and the global rate schedule (raasctl/state/sqlite_workers.py)."""
+    create_tables(conn)
 
 
 MIGRATIONS(m007_run_stats)  # per-second run statistics: raasctl/state/sqlite_stats.py
@@ -458,6 +465,9 @@ class SqliteState(State):
         with self._errors():
             _, changed = self._write("DELETE FROM state_locks WHERE name = ?", (name,))
         return changed == 1
+
+    def workers(self) -> SqliteWorkers:
+        return SqliteWorkers(self._db, self.path)
 
     def close(self) -> None:
         self._db.close()

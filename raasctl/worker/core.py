@@ -35,12 +35,15 @@ from typing import TYPE_CHECKING
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.config import CRON_NAMES
 from raasctl.errors import RaasctlError, RuntimeFailure, UsageError
+from raasctl.globalrate import log_limiter, rate_limiter
 from raasctl.logs import event
 from raasctl.queues.base import Queue
 from raasctl.ratelimit import RateLimiter
 from raasctl.sinks.base import Sink
 from raasctl.state.base import State
+from raasctl.state.workers import WorkerStore
 from raasctl.worker.decision import Backoff
+from raasctl.worker.elsewhere import ElsewhereWatch
 from raasctl.worker.handler import Handler, ReceiveLimit, Releaser
 from raasctl.worker.heartbeat import Housekeeper, Progress
 from raasctl.worker.lifecycle import Lifecycle, StopReason
@@ -51,6 +54,7 @@ from raasctl.worker.results import Tally, WorkerResult, WorkerStats, log_stats
 from raasctl.worker.served import RunsServed
 from raasctl.worker.settler import Settler, settle_interval_s
 from raasctl.worker.slots import SlotPool
+from raasctl.workers_registry import Presence
 
 if TYPE_CHECKING:
     from raasctl.runtime import Runtime
@@ -76,7 +80,25 @@ class Worker:
         on_stats: Callable[[WorkerStats], None] | None = None,
         env: str | None = None,
         recorder: Recorder | None = None,
+        registry: WorkerStore | None = None,
     ) -> None:
+        # The worker registry's record of this worker (None: not registered).
+        self.presence = (
+            None
+            if registry is None or env is None
+            else Presence(
+                registry,
+                env,
+                crons=options.crons,
+                rate_scope=options.rate_scope,
+                rate_limit=options.rate_per_s,
+                processed=lambda: self.tally.snapshot().processed,
+                clock=clock,
+                now=now,
+                refresh_s=options.registry_refresh_s,
+            )
+        )
+        self.elsewhere = ElsewhereWatch(options.visibility_timeout_s, clock)
         self.queue = queue
         # Per-second run statistics and Prometheus metrics (raasctl/worker/recorder.py).
         self.recorder = recorder or Recorder()
@@ -125,7 +147,12 @@ class Worker:
         self.recorder.watch_in_flight(self.pool.in_flight)
         # The poller is made below; its idle flag is read only once the worker runs.
         self.progress = Progress(
-            self.tally, self.pool, self.runs, self._elapsed, idle=lambda: self.poller.idle
+            self.tally,
+            self.pool,
+            self.runs,
+            self._elapsed,
+            idle=lambda: self.poller.idle,
+            elsewhere=self.elsewhere.current,
         )
         self.housekeeper = Housekeeper(
             queue,
@@ -138,6 +165,7 @@ class Worker:
             stats_interval_s=options.stats_interval_s,
             time_left=self._time_left,
             clock=clock,
+            presence=self.presence,
         )
         self.poller = Poller(
             queue,
@@ -154,6 +182,7 @@ class Worker:
             time_left=self._time_left,
             clock=clock,
             batches=sink.batches,
+            elsewhere=self.elsewhere,
         )
         self.pool.batches = self.poller.batches
         self.pool.batch_size = queue.max_receive
@@ -177,6 +206,8 @@ class Worker:
             rate_per_s=options.rate_per_s,
             crons=sorted(options.crons) or None,
         )
+        if self.presence is not None:
+            self.presence.register()
         # Start order: the consumers of work before its producer.
         self.settler.start()
         self.recorder.start()
@@ -275,6 +306,8 @@ class Worker:
             self.runs.complete_open()
         except RaasctlError as exc:
             event(exc.code, f"checking run completion failed: {exc}", level=logging.WARNING)
+        if self.presence is not None:
+            self.presence.remove()  # last: a clean stop leaves no record behind
 
 
 def check_cron_filter(queue: Queue, crons: frozenset[str]) -> None:
@@ -313,6 +346,9 @@ def open_worker(
     try:
         state = runtime.state()
         sink = runtime.sink()
+        registry = state.workers()
+        env = runtime.env_name
+        limiter = rate_limiter(options.rate_per_s, options.rate_scope, registry, env)
         with open_recorder(state, options) as recorder:
             yield Worker(
                 queue,
@@ -320,9 +356,12 @@ def open_worker(
                 sink,
                 options,
                 on_stats=on_stats,
-                env=runtime.env_name,
+                env=env,
+                limiter=limiter,
+                registry=registry,
                 recorder=recorder,
             )
+        log_limiter(limiter)
     finally:
         for resource in (sink, state, queue):
             if resource is not None:

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from raasctl.errors import RaasctlError
 from raasctl.logs import event
 from raasctl.queues.base import Queue
+from raasctl.worker.elsewhere import Elsewhere
 from raasctl.worker.lifecycle import Lifecycle, StopReason
 from raasctl.worker.results import Tally, WorkerStats
 from raasctl.worker.served import RunsServed
 from raasctl.worker.slots import SlotPool
+from raasctl.workers_registry import Presence
 
 # How often the runs this worker served are checked for completion, for a run whose total
 # became known (enqueueing finished) after its last message was counted.
@@ -31,7 +33,9 @@ class Progress:
         runs: RunsServed,
         elapsed: Callable[[], float],
         idle: Callable[[], bool] = lambda: False,
+        elsewhere: Callable[[], Elsewhere | None] = lambda: None,
     ) -> None:
+        self.elsewhere = elsewhere
         self.tally = tally
         self.pool = pool
         self.runs = runs
@@ -52,6 +56,7 @@ class Progress:
         completing = counts.succeeded + counts.failed + counts.dead_lettered
         if total is not None and completing > 0 and elapsed > 0:
             eta = max(0, total - done) / (completing / elapsed)
+        elsewhere = self.elsewhere()
         return WorkerStats(
             processed=counts.processed,
             succeeded=counts.succeeded,
@@ -65,6 +70,8 @@ class Progress:
             runs_total=total,
             eta_s=eta,
             idle=self.idle(),
+            in_flight_elsewhere=0 if elsewhere is None else elsewhere.count,
+            visible_again_s=None if elsewhere is None else elsewhere.visible_in_s,
         )
 
 
@@ -85,7 +92,9 @@ class Housekeeper:
         stats_interval_s: float | None,
         time_left: Callable[[], float],
         clock: Callable[[], float],
+        presence: Presence | None = None,
     ) -> None:
+        self.presence = presence  # this worker's registry record, refreshed from here
         self.queue = queue
         self.pool = pool
         self.runs = runs
@@ -122,6 +131,8 @@ class Housekeeper:
             self._heartbeat(now, visibility)
             if self.time_left() <= 0:
                 self.lifecycle.stop(StopReason.MAX_RUNTIME)
+            if self.presence is not None:
+                self.presence.tick(now)
             try:
                 if now >= next_completion:
                     next_completion = now + COMPLETION_CHECK_S

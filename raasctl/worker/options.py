@@ -15,6 +15,10 @@ EMBEDDED_WAIT_TIME_S = 1.0  # the SQLite queue's long poll: idle waiting costs n
 class WorkerOptions:
     concurrency: int = 8
     rate_per_s: float | None = None  # None: unlimited
+    # "process": the rate is this worker's own; "global": shared by the environment's
+    # workers (raasctl/globalrate.py).
+    rate_scope: str = "process"
+    registry_refresh_s: float = 10.0  # how often the worker refreshes its registry record
     crons: frozenset[str] = frozenset()  # empty: every cron
     until_empty: bool = False
     max_messages: int | None = None
@@ -44,6 +48,8 @@ class WorkerOptions:
             raise ValueError("visibility_timeout_s must be at least 1")
         if self.read_ahead < 0:
             raise ValueError("read_ahead must not be negative")
+        if self.rate_scope not in ("process", "global"):
+            raise ValueError("rate_scope must be process or global")
 
 
 def worker_options(env: EnvironmentConfig, **overrides: Any) -> WorkerOptions:
@@ -53,6 +59,7 @@ def worker_options(env: EnvironmentConfig, **overrides: Any) -> WorkerOptions:
     base: dict[str, Any] = {
         "concurrency": env.concurrency,
         "rate_per_s": env.rate_limit,
+        "rate_scope": env.rate_limit_scope,
         "visibility_timeout_s": queue.visibility_timeout_s,
         "wait_time_s": queue.wait_time_s if queue.kind == "sqs" else EMBEDDED_WAIT_TIME_S,
     }

@@ -22,6 +22,7 @@ from raasctl.queues.base import MAX_BATCH, Queue, ReceivedMessage
 from raasctl.ratelimit import RateLimiter
 from raasctl.state.base import Entry, State
 from raasctl.worker.decision import stops_worker
+from raasctl.worker.elsewhere import ElsewhereWatch
 from raasctl.worker.handler import ReceiveLimit, Releaser
 from raasctl.worker.lifecycle import Lifecycle, StopReason
 from raasctl.worker.messages import Held, parse
@@ -51,11 +52,13 @@ class Poller:
         time_left: Callable[[], float],
         clock: Callable[[], float],
         batches: bool = False,
+        elsewhere: ElsewhereWatch | None = None,
     ) -> None:
         self.queue = queue
         # Hand a receive's messages to one slot together (the sink applies a batch in one
         # call); only without a rate limit, whose starts are paced one by one.
         self.batches = batches and limiter.unlimited
+        self.elsewhere = elsewhere or ElsewhereWatch(options.visibility_timeout_s, clock)
         self.options = options
         self.known_crons = known_crons
         self.limiter = limiter
@@ -119,6 +122,7 @@ class Poller:
             self.failing = None
             self._empty_logged = False
             self.idle = False
+            self.elsewhere.clear()
             self.limiter.give_back(tokens - len(messages))
             if not self._dispatch(messages, asked_at) and not stopping.is_set():
                 # Only other crons' messages: a filtered worker must not spin on (and burn
@@ -149,6 +153,7 @@ class Poller:
         """DESIGN.md: empty means visible + in-flight + delayed are all 0 and a long poll came
         back empty. Logged once per time the queue runs empty."""
         depth = self.queue.depth()
+        self.elsewhere.saw(depth.in_flight, self.pool.in_flight())
         if not depth.empty:
             return
         if not self._empty_logged:

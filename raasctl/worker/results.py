@@ -3,6 +3,7 @@ progress snapshot `WorkerStats`."""
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -117,6 +118,20 @@ class WorkerStats:
     runs_total: int | None  # those runs' totals; None until one has finished enqueueing
     eta_s: float | None
     idle: bool = False  # the queue is empty and the worker waits for messages
+    # Receives come back empty while this many messages are in flight in other workers'
+    # hands; visible again within about this long if their holder stopped (worker/elsewhere.py).
+    in_flight_elsewhere: int = 0
+    visible_again_s: float | None = None
+
+    def waiting_elsewhere(self) -> str | None:
+        """While this worker holds nothing and waits on messages other workers hold:
+        "10 in flight elsewhere, visible again in about 42 s"."""
+        if not self.in_flight_elsewhere or self.in_flight or self.visible_again_s is None:
+            return None
+        return (
+            f"{self.in_flight_elsewhere} in flight elsewhere, visible again in about "
+            f"{math.ceil(self.visible_again_s)} s"
+        )
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -132,9 +147,15 @@ class WorkerStats:
             "total": self.runs_total,
             "eta_s": None if self.eta_s is None else round(self.eta_s),
             "idle": self.idle,
+            "in_flight_elsewhere": self.in_flight_elsewhere,
+            "visible_again_s": None
+            if self.visible_again_s is None
+            else round(self.visible_again_s),
         }
 
 
 def log_stats(stats: WorkerStats) -> None:
     """The default progress report: one RAAS_WORKER_STATS event."""
-    event(InfoCode.WORKER_STATS, "worker progress", **stats.fields())
+    waiting = stats.waiting_elsewhere()
+    message = "worker progress" if waiting is None else f"worker progress: {waiting}"
+    event(InfoCode.WORKER_STATS, message, **stats.fields())
