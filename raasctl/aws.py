@@ -14,12 +14,8 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any
-
-import boto3
-import botocore.config
-from botocore.credentials import Credentials, RefreshableCredentials
-from botocore.exceptions import ProfileNotFound
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.config import AwsConfig
@@ -28,12 +24,25 @@ from raasctl.logs import event
 from raasctl.redaction import register_secret
 from raasctl.secrets import SSM_PREFIX_VAR
 
-_CLIENT_CONFIG = botocore.config.Config(
-    retries={"mode": "standard", "max_attempts": 4},
-    connect_timeout=5,
-    read_timeout=60,  # above SQS's 20 s long poll
-    max_pool_connections=64,
-)
+# boto3 and botocore are imported when the first session is made, not with this module:
+# they take a large share of a process's start-up, and embedded environments never use them.
+if TYPE_CHECKING:
+    import boto3
+    import botocore.config
+    from botocore.credentials import Credentials
+
+
+@cache
+def _client_config() -> botocore.config.Config:
+    import botocore.config
+
+    return botocore.config.Config(
+        retries={"mode": "standard", "max_attempts": 4},
+        connect_timeout=5,
+        read_timeout=60,  # above SQS's 20 s long poll
+        max_pool_connections=64,
+    )
+
 
 LONG_TERM = "long-term"
 TEMPORARY = "temporary"
@@ -93,6 +102,8 @@ def _not_yet_fetched(credentials: Credentials) -> bool:
     assume-role, sso and web-identity credentials are deferred: reading the key would make
     that call now, only to describe it. Those providers issue session credentials only.
     """
+    from botocore.credentials import RefreshableCredentials
+
     return isinstance(credentials, RefreshableCredentials) and credentials.refresh_needed()
 
 
@@ -136,6 +147,9 @@ class AwsClients:
                 profile=profile,
             )
             profile = None
+        import boto3
+        from botocore.exceptions import ProfileNotFound
+
         try:
             return boto3.Session(profile_name=profile, region_name=self.config.region)
         except ProfileNotFound:
@@ -184,7 +198,7 @@ class AwsClients:
             service,
             region_name=self.config.region,
             endpoint_url=self.config.endpoint_url,
-            config=_CLIENT_CONFIG,
+            config=_client_config(),
         )
         with self._lock:
             return self._clients.setdefault(service, client)
