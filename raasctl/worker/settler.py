@@ -64,7 +64,7 @@ class Settler:
         self._batch: list[Settled] = []
         self._stopping = False
         self._urgent = False
-        self._errors_in_a_row = 0  # messages whose counting failed since the last success
+        self._errors_in_a_row = 0  # counting writes that failed since the last success
         self.failing: RaasctlError | None = None  # the last counting failed with this
         self._thread = threading.Thread(target=self._run, name="raasctl-settler", daemon=True)
 
@@ -173,7 +173,7 @@ class Settler:
                 key=item.key,
             )
         self.tally.outcomes([Outcome.FAILED for _ in last])
-        self._errors_in_a_row += len(items)
+        self._errors_in_a_row += 1  # one failed write, however many messages it counted
         self.failing = exc
         if stops_worker(exc, self._errors_in_a_row):
             self.lifecycle.fail(exc)
