@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -182,6 +183,10 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", choices=["a", "b", "c"], default=["a", "b", "c"])
     parser.add_argument("--seconds", type=float, default=20.0, help="run time of (a) and (b)")
     args = parser.parse_args()
+    # moto's server takes any credentials; the workers (child processes) inherit these.
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(name, "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
