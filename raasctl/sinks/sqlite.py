@@ -7,8 +7,9 @@ its message; load tests count applications to see that every copy arrived.
 
 When the environment's SQLite state lives in the same file (the default), the apply writes
 the state's idempotency record in that transaction too: the record exists exactly when the
-apply does, and the worker's `record_applied` finds it there instead of committing again
-(one commit per entry instead of two, where commits bound a worker's rate).
+apply does (the worker's own write of it, with the outcome, then changes nothing). The worker
+hands the ledger a whole receive at once (`apply_batch`): one transaction for up to 100
+entries, where commits bound a worker's rate.
 
 Amounts are stored as TEXT holding the exact decimal (never a float); dates as the ISO
 strings the job mappers produce. The tables come from the migrations below, each applied once
@@ -32,7 +33,8 @@ from raasctl.errors import SinkError
 from raasctl.migrations import Migrations, execute_script, rebuild, table_exists, without_rowid
 from raasctl.sinks.base import Applied, Sink
 from raasctl.sqlite import Database
-from raasctl.state.sqlite import holds_state, record_applied_in
+from raasctl.state.sqlite import holds_state
+from raasctl.state.sqlite_entries import record_applied_in
 
 MIGRATIONS = Migrations("ledger")
 

@@ -33,6 +33,14 @@ from raasctl.state.base import (
     transition,
 )
 from raasctl.state.records import RUN_FIELDS, from_iso, run_from_fields, run_to_fields, to_iso
+from raasctl.state.sqlite_entries import (
+    RECORD_APPLIED,
+    UPSERT_VERSION,
+    applied_in,
+    outcomes_in,
+    versions_in,
+    write_applied,
+)
 from raasctl.state.sqlite_stats import m007_run_stats
 from raasctl.state.sqlite_workers import SqliteWorkers, create_tables
 
@@ -160,19 +168,6 @@ _INSERT_RUN = (
     f"INSERT INTO state_runs ({', '.join(RUN_FIELDS)})"
     f" VALUES ({', '.join('?' for _ in RUN_FIELDS)})"
 )
-_RECORD_APPLIED = (
-    "INSERT INTO state_applied (key, run_id, applied_at) VALUES (?, ?, ?)"
-    " ON CONFLICT (key) DO NOTHING"
-)
-
-
-def record_applied_in(
-    conn: sqlite3.Connection, entries: Sequence[tuple[str, str]], now: datetime
-) -> None:
-    """Write the idempotency records of (key, run_id) pairs in the caller's transaction on a
-    file that holds the state's tables (the SQLite ledger's apply); kept when there."""
-    at = to_iso(now)
-    conn.executemany(_RECORD_APPLIED, [(key, run_id, at) for key, run_id in entries])
 
 
 def holds_state(conn: sqlite3.Connection) -> bool:
@@ -244,11 +239,11 @@ class SqliteState(State):
     ) -> RunRecord | None:
         at = to_iso(now)
         with self._errors(), self._db.transaction() as conn:
-            _write_applied(conn, applied, at)
+            write_applied(conn, applied, at)
             known = conn.execute("SELECT 1 FROM state_runs WHERE run_id = ?", (run_id,))
             if known.fetchone() is None:
                 return None  # no outcome is written for a run that does not exist
-            recorded = _outcomes_in(conn, run_id, list(outcomes))
+            recorded = outcomes_in(conn, run_id, list(outcomes))
             delta: Counter[str] = Counter()
             changed = []
             for key, status in outcomes.items():
@@ -276,8 +271,8 @@ class SqliteState(State):
     def known(self, entries: Sequence[Entry]) -> dict[str, Known]:
         with self._errors():
             conn = self._db.connection()
-            applied = _applied_in(conn, [entry.key for entry in entries])
-            versions = _versions_in(conn, entries)
+            applied = applied_in(conn, [entry.key for entry in entries])
+            versions = versions_in(conn, entries)
         return {
             entry.key: Known(entry.key in applied, versions.get((entry.cron, entry.entity_id)))
             for entry in entries
@@ -285,7 +280,7 @@ class SqliteState(State):
 
     def outcome(self, run_id: str, key: str) -> EntryStatus | None:
         with self._errors():
-            return _outcomes_in(self._db.connection(), run_id, [key]).get(key)
+            return outcomes_in(self._db.connection(), run_id, [key]).get(key)
 
     def mark_finished(
         self,
@@ -380,7 +375,7 @@ class SqliteState(State):
 
     def record_version(self, cron: str, entity_id: str, version: str) -> None:
         with self._errors():
-            self._write(_UPSERT_VERSION, (cron, entity_id, version))
+            self._write(UPSERT_VERSION, (cron, entity_id, version))
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._errors():
@@ -414,7 +409,7 @@ class SqliteState(State):
 
     def applied_keys(self, keys: Sequence[str]) -> set[str]:
         with self._errors():
-            return _applied_in(self._db.connection(), keys)
+            return applied_in(self._db.connection(), keys)
 
     def record_applied(self, key: str, run_id: str, now: datetime) -> bool:
         # The SQLite ledger, when it shares this file, has written the record with its apply:
@@ -422,7 +417,7 @@ class SqliteState(State):
         if self.is_applied(key):
             return False
         with self._errors():
-            _, changed = self._write(_RECORD_APPLIED, (key, run_id, to_iso(now)))
+            _, changed = self._write(RECORD_APPLIED, (key, run_id, to_iso(now)))
         return changed == 1
 
     def acquire_lock(
@@ -489,80 +484,6 @@ class SqliteState(State):
 
 
 _OUTCOME_COUNTERS = tuple(status.value for status in EntryStatus)
-
-
-_UPSERT_VERSION = (
-    "INSERT INTO state_versions (cron, entity_id, version) VALUES (?, ?, ?)"
-    " ON CONFLICT (cron, entity_id) DO UPDATE SET version = excluded.version"
-    " WHERE excluded.version > state_versions.version"
-)
-
-
-def _write_applied(conn: sqlite3.Connection, applied: Sequence[AppliedEntry], at: str) -> None:
-    """The idempotency records (kept when there) and versions (kept unless newer) of the
-    entries a sink applied, in the caller's transaction."""
-    conn.executemany(_RECORD_APPLIED, [(entry.key, entry.run_id, at) for entry in applied])
-    conn.executemany(
-        _UPSERT_VERSION,
-        [
-            (entry.cron, entry.entity_id, entry.version)
-            for entry in applied
-            if entry.entity_id and entry.version
-        ],
-    )
-
-
-def _applied_in(conn: sqlite3.Connection, keys: Sequence[str]) -> set[str]:
-    found: set[str] = set()
-    # Chunked to stay under SQLite's limit on bound parameters.
-    for start in range(0, len(keys), _IN_CHUNK):
-        chunk = keys[start : start + _IN_CHUNK]
-        marks = ", ".join("?" for _ in chunk)
-        found.update(
-            key
-            for (key,) in conn.execute(
-                f"SELECT key FROM state_applied WHERE key IN ({marks})", tuple(chunk)
-            )
-        )
-    return found
-
-
-def _versions_in(
-    conn: sqlite3.Connection, entries: Sequence[Entry]
-) -> dict[tuple[str, str | None], str]:
-    """The applied versions of the entries' records, by (cron, entity_id)."""
-    per_cron: dict[str, list[str]] = {}
-    for entry in entries:
-        if entry.entity_id:
-            per_cron.setdefault(entry.cron, []).append(entry.entity_id)
-    found: dict[tuple[str, str | None], str] = {}
-    for cron, entity_ids in per_cron.items():
-        unique = sorted(set(entity_ids))
-        for start in range(0, len(unique), _IN_CHUNK):
-            chunk = unique[start : start + _IN_CHUNK]
-            marks = ", ".join("?" for _ in chunk)
-            for entity_id, version in conn.execute(
-                "SELECT entity_id, version FROM state_versions"
-                f" WHERE cron = ? AND entity_id IN ({marks})",
-                (cron, *chunk),
-            ):
-                found[(cron, entity_id)] = str(version)
-    return found
-
-
-def _outcomes_in(
-    conn: sqlite3.Connection, run_id: str, keys: Sequence[str]
-) -> dict[str, EntryStatus]:
-    found: dict[str, EntryStatus] = {}
-    for start in range(0, len(keys), _IN_CHUNK):
-        chunk = keys[start : start + _IN_CHUNK]
-        marks = ", ".join("?" for _ in chunk)
-        for key, status in conn.execute(
-            f"SELECT key, status FROM state_outcomes WHERE run_id = ? AND key IN ({marks})",
-            (run_id, *chunk),
-        ):
-            found[key] = EntryStatus(status)
-    return found
 
 
 def _record(rows: list[sqlite3.Row], run_id: str) -> RunRecord:
