@@ -171,7 +171,11 @@ def build_report(run: RunRecord, rows: Iterable[StatsRow], now: datetime) -> Run
     timeline = _timeline(by_second)
     latency = merge(second.latency for second in timeline)
     maximum = max((row.latency_max_ms for group in by_second.values() for row in group), default=0)
-    latency_ms: dict[str, float | None] = {f"p{q}": percentile(latency, q) for q in PERCENTILES}
+    latency_ms: dict[str, float | None] = {}
+    for q in PERCENTILES:
+        estimate = percentile(latency, q)
+        # A bucket's estimate can pass the largest value seen; no percentile is above it.
+        latency_ms[f"p{q}"] = None if estimate is None else min(estimate, maximum)
     latency_ms["max"] = maximum if latency else None
     concurrency, rate_limit = _capacity(by_second)
     p50 = latency_ms["p50"]

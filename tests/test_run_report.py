@@ -78,6 +78,28 @@ def test_percentiles_from_the_histogram_are_within_one_bucket_of_the_exact_ones(
     assert percentile({}, 50) is None
 
 
+def test_no_percentile_is_reported_above_the_largest_latency_seen() -> None:
+    run = RunRecord(
+        "r1",
+        DEPOSITS,
+        "local",
+        True,
+        datetime(2026, 1, 1, tzinfo=UTC),
+        total=5,
+        succeeded=5,
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+        finished_at=datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC),
+    )
+    row = StatsRow("r1", 100, "a", DEPOSITS, succeeded=5, concurrency=1)
+    for _ in range(5):
+        row.add_latency(11.0)  # one value: a bucket's upper edge lies above it
+
+    latency = build_report(run, [row], datetime.now(UTC)).latency_ms
+
+    assert latency["max"] == 11.0
+    assert all(value is not None and 10.0 <= value <= 11.0 for value in latency.values())
+
+
 def test_rows_of_several_workers_merge_into_one_timeline_and_bound() -> None:
     run = RunRecord(
         "r1",
