@@ -182,6 +182,7 @@ class Worker:
             time_left=self._time_left,
             clock=clock,
             batches=sink.batches,
+            settle_pending=self.settler.flush_pending,
             elsewhere=self.elsewhere,
         )
         self.pool.batches = self.poller.batches

@@ -53,8 +53,10 @@ class Poller:
         clock: Callable[[], float],
         batches: bool = False,
         elsewhere: ElsewhereWatch | None = None,
+        settle_pending: Callable[[], None] = lambda: None,
     ) -> None:
         self.queue = queue
+        self.settle_pending = settle_pending
         # Hand a receive's messages to one slot together (the sink applies a batch in one
         # call); only without a rate limit, whose starts are paced one by one.
         self.batches = batches and limiter.unlimited
@@ -158,6 +160,7 @@ class Poller:
             return
         if not self._empty_logged:
             self._empty_logged = True
+            self.settle_pending()  # the outcomes gathering in the settler count first
             self.runs.reconcile()
             event(InfoCode.QUEUE_EMPTY, "queue is empty", queue=self.queue.name)
             if not self.options.until_empty:

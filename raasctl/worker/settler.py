@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from raasctl.codes import ErrorCode
@@ -64,6 +65,7 @@ class Settler:
         self._batch: list[Settled] = []
         self._stopping = False
         self._urgent = False
+        self._flushing = False  # a batch taken from `_batch` is being counted and deleted
         self._errors_in_a_row = 0  # counting writes that failed since the last success
         self.failing: RaasctlError | None = None  # the last counting failed with this
         self._thread = threading.Thread(target=self._run, name="raasctl-settler", daemon=True)
@@ -79,13 +81,27 @@ class Settler:
             self._batch.append(item)
             self._urgent = self._urgent or urgent
             if len(self._batch) in (1, MAX_BATCH) or urgent:
-                self._ready.notify()
+                self._ready.notify_all()
+
+    def flush_pending(self, timeout_s: float = 10.0) -> None:
+        """Count what was handed over so far, now, and wait for it: the queue ran empty, and
+        a reconcile must see every outcome this worker holds (or it would take an outcome
+        still gathering here for a message that never arrived)."""
+        deadline = time.monotonic() + timeout_s  # real time, whatever clock a test injects
+        with self._ready:
+            self._urgent = True
+            self._ready.notify_all()
+            while (self._batch or self._flushing) and self._thread.is_alive():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._ready.wait(min(left, 0.5))
 
     def stop(self, timeout_s: float) -> None:
         """Settle what is left, then end."""
         with self._ready:
             self._stopping = True
-            self._ready.notify()
+            self._ready.notify_all()
         self._thread.join(timeout=timeout_s)
 
     def _run(self) -> None:
@@ -104,8 +120,14 @@ class Settler:
                 batch, self._batch = self._batch, []
                 self._urgent = False
                 stopping = self._stopping
+                self._flushing = bool(batch)
             if batch:
-                self._flush(batch)
+                try:
+                    self._flush(batch)
+                finally:
+                    with self._ready:
+                        self._flushing = False
+                        self._ready.notify_all()  # wakes `flush_pending`
             elif stopping:
                 return
 
