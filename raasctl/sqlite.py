@@ -35,7 +35,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -258,6 +258,22 @@ class Database:
 
 
 # ---------------------------------------------------------------------- size and compaction
+
+
+# Values bound in one `IN (...)`: well under SQLite's limit on bound parameters (32,766 since
+# 3.32, 999 before).
+IN_CHUNK = 500
+
+
+def rows_in(
+    conn: sqlite3.Connection, sql: str, values: Sequence[Any], *, first: Sequence[Any] = ()
+) -> Iterator[Any]:
+    """The rows of `sql`, whose `{marks}` is an IN list of `values`, asked in chunks of
+    IN_CHUNK; `first` are the parameters bound before the list."""
+    for start in range(0, len(values), IN_CHUNK):
+        chunk = values[start : start + IN_CHUNK]
+        marks = ", ".join("?" for _ in chunk)
+        yield from conn.execute(sql.format(marks=marks), (*first, *chunk))
 
 
 def file_bytes(path: Path) -> int:

@@ -32,7 +32,7 @@ from raasctl.envelope import Envelope
 from raasctl.errors import SinkError
 from raasctl.migrations import Migrations, execute_script, rebuild, table_exists, without_rowid
 from raasctl.sinks.base import Applied, Sink
-from raasctl.sqlite import Database
+from raasctl.sqlite import Database, rows_in
 from raasctl.state.sqlite import holds_state
 from raasctl.state.sqlite_entries import record_applied_in
 
@@ -247,21 +247,11 @@ _INSERT_APPLICATION = (
     "INSERT INTO ledger_applications (entry_key, cron, table_name, record_id,"
     " run_id, mock, applied_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_IN_CHUNK = 500  # keys per IN (...): under SQLite's limit on bound parameters
 
 
 def _applied_keys(conn: sqlite3.Connection, keys: list[str]) -> set[str]:
-    found: set[str] = set()
-    for start in range(0, len(keys), _IN_CHUNK):
-        chunk = keys[start : start + _IN_CHUNK]
-        marks = ", ".join("?" for _ in chunk)
-        found.update(
-            key
-            for (key,) in conn.execute(
-                f"SELECT entry_key FROM ledger_applications WHERE entry_key IN ({marks})", chunk
-            )
-        )
-    return found
+    sql = "SELECT entry_key FROM ledger_applications WHERE entry_key IN ({marks})"
+    return {key for (key,) in rows_in(conn, sql, keys)}
 
 
 class SqliteLedger(Sink):

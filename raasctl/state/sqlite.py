@@ -20,7 +20,7 @@ from pathlib import Path
 from raasctl.codes import ErrorCode
 from raasctl.errors import StateError
 from raasctl.migrations import Migrations, add_column, execute_script, rebuild, without_rowid
-from raasctl.sqlite import Database
+from raasctl.sqlite import Database, rows_in
 from raasctl.state.base import (
     AppliedEntry,
     Claim,
@@ -43,8 +43,6 @@ from raasctl.state.sqlite_entries import (
 )
 from raasctl.state.sqlite_stats import m007_run_stats
 from raasctl.state.sqlite_workers import SqliteWorkers, create_tables
-
-_IN_CHUNK = 500
 
 MIGRATIONS = Migrations("state")
 
@@ -304,19 +302,12 @@ class SqliteState(State):
 
     def claims(self, keys: Sequence[str]) -> dict[str, Claim]:
         found: dict[str, Claim] = {}
+        sql = "SELECT key, run_id, claimed_at, sent FROM state_claims WHERE key IN ({marks})"
         with self._errors():
-            conn = self._db.connection()
-            for start in range(0, len(keys), _IN_CHUNK):
-                chunk = keys[start : start + _IN_CHUNK]
-                marks = ", ".join("?" for _ in chunk)
-                for key, run_id, claimed_at, sent in conn.execute(
-                    "SELECT key, run_id, claimed_at, sent FROM state_claims"
-                    f" WHERE key IN ({marks})",
-                    tuple(chunk),
-                ):
-                    at = from_iso(claimed_at)
-                    assert at is not None
-                    found[key] = Claim(key, run_id, at, bool(sent))
+            for key, run_id, claimed_at, sent in rows_in(self._db.connection(), sql, keys):
+                at = from_iso(claimed_at)
+                assert at is not None
+                found[key] = Claim(key, run_id, at, bool(sent))
         return found
 
     def put_claims(

@@ -9,10 +9,9 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 
+from raasctl.sqlite import rows_in
 from raasctl.state.base import AppliedEntry, Entry, EntryStatus
 from raasctl.state.records import to_iso
-
-_IN_CHUNK = 500  # values per IN (...): under SQLite's limit on bound parameters
 
 RECORD_APPLIED = (
     "INSERT INTO state_applied (key, run_id, applied_at) VALUES (?, ?, ?)"
@@ -51,18 +50,8 @@ def write_applied(conn: sqlite3.Connection, applied: Sequence[AppliedEntry], at:
 
 
 def applied_in(conn: sqlite3.Connection, keys: Sequence[str]) -> set[str]:
-    found: set[str] = set()
-    # Chunked to stay under SQLite's limit on bound parameters.
-    for start in range(0, len(keys), _IN_CHUNK):
-        chunk = keys[start : start + _IN_CHUNK]
-        marks = ", ".join("?" for _ in chunk)
-        found.update(
-            key
-            for (key,) in conn.execute(
-                f"SELECT key FROM state_applied WHERE key IN ({marks})", tuple(chunk)
-            )
-        )
-    return found
+    sql = "SELECT key FROM state_applied WHERE key IN ({marks})"
+    return {key for (key,) in rows_in(conn, sql, keys)}
 
 
 def versions_in(
@@ -74,30 +63,15 @@ def versions_in(
         if entry.entity_id:
             per_cron.setdefault(entry.cron, []).append(entry.entity_id)
     found: dict[tuple[str, str | None], str] = {}
+    sql = "SELECT entity_id, version FROM state_versions WHERE cron = ? AND entity_id IN ({marks})"
     for cron, entity_ids in per_cron.items():
-        unique = sorted(set(entity_ids))
-        for start in range(0, len(unique), _IN_CHUNK):
-            chunk = unique[start : start + _IN_CHUNK]
-            marks = ", ".join("?" for _ in chunk)
-            for entity_id, version in conn.execute(
-                "SELECT entity_id, version FROM state_versions"
-                f" WHERE cron = ? AND entity_id IN ({marks})",
-                (cron, *chunk),
-            ):
-                found[(cron, entity_id)] = str(version)
+        for entity_id, version in rows_in(conn, sql, sorted(set(entity_ids)), first=(cron,)):
+            found[(cron, entity_id)] = str(version)
     return found
 
 
 def outcomes_in(
     conn: sqlite3.Connection, run_id: str, keys: Sequence[str]
 ) -> dict[str, EntryStatus]:
-    found: dict[str, EntryStatus] = {}
-    for start in range(0, len(keys), _IN_CHUNK):
-        chunk = keys[start : start + _IN_CHUNK]
-        marks = ", ".join("?" for _ in chunk)
-        for key, status in conn.execute(
-            f"SELECT key, status FROM state_outcomes WHERE run_id = ? AND key IN ({marks})",
-            (run_id, *chunk),
-        ):
-            found[key] = EntryStatus(status)
-    return found
+    sql = "SELECT key, status FROM state_outcomes WHERE run_id = ? AND key IN ({marks})"
+    return {key: EntryStatus(status) for key, status in rows_in(conn, sql, keys, first=(run_id,))}
