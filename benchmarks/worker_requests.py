@@ -35,7 +35,6 @@ import sys
 import tempfile
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +43,8 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from callback_server import CallbackServer  # noqa: E402
-from worker_throughput import max_in_window, run_worker, steady_rate  # noqa: E402
+from worker_throughput import fill, max_in_window, run_worker, steady_rate  # noqa: E402
 
-from raasctl.envelope import Envelope  # noqa: E402
-from raasctl.state.base import RunRecord  # noqa: E402
-
-CRON = "clientDepositUpdate"
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -141,23 +136,7 @@ def deploy(moto: Moto, count: int) -> dict[str, Any]:
         Attributes={"RedrivePolicy": json.dumps(policy), "VisibilityTimeout": "60"},
     )["QueueUrl"]
     create_table(dynamodb, name)
-    state = DynamoState(dynamodb, name)
-    run_id = f"bench-{name}"
-    state.create_run(
-        RunRecord(run_id=run_id, cron=CRON, env="bench", mock=True, created_at=datetime.now(UTC))
-    )
-    queue = SqsQueue(sqs, url, dlq_url=dlq)
-    batch = []
-    for n in range(count):
-        payload = {"deposit_id": f"D-{n:07d}", "amount": f"{n % 1000}.50", "currency": "USD"}
-        envelope = Envelope.new(cron=CRON, run_id=run_id, key=f"{CRON}:D-{n}:b", payload=payload)
-        batch.append(envelope.to_message(f"D-{n:07d}"))
-        if len(batch) == queue.max_batch_size:
-            queue.send_batch(batch)
-            batch = []
-    if batch:
-        queue.send_batch(batch)
-    state.finish_enqueue(run_id, entries=count, enqueued=count, invalid=0, duplicates=0)
+    fill(SqsQueue(sqs, url, dlq_url=dlq), DynamoState(dynamodb, name), count, f"bench-{name}")
     return {
         "aws": {"region": "us-east-1", "endpoint_url": moto.endpoint},
         "queue": {"kind": "sqs", "url": url, "dlq_url": dlq, "wait_time_s": 1},

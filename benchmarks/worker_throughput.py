@@ -47,9 +47,10 @@ sys.path.insert(0, str(REPO / "tests"))
 from callback_server import CallbackServer  # noqa: E402
 
 from raasctl.envelope import Envelope  # noqa: E402
+from raasctl.queues.base import Queue  # noqa: E402
 from raasctl.queues.sqlite import SqliteQueue  # noqa: E402
 from raasctl.sinks.base import Applied, Sink  # noqa: E402
-from raasctl.state.base import RunRecord  # noqa: E402
+from raasctl.state.base import RunRecord, State  # noqa: E402
 from raasctl.state.sqlite import SqliteState  # noqa: E402
 from raasctl.worker import Worker, WorkerOptions  # noqa: E402
 
@@ -62,6 +63,13 @@ C_TARGET = 15_000  # (c1): one worker process, embedded queue, ledger sink, no l
 
 def enqueue(db: Path, count: int, run_id: str = "bench") -> None:
     queue, state = SqliteQueue(db), SqliteState(db)
+    fill(queue, state, count, run_id)
+    queue.close()
+    state.close()
+
+
+def fill(queue: Queue, state: State, count: int, run_id: str) -> None:
+    """A run of `count` deposit messages (each its own FIFO group), its total known."""
     state.create_run(
         RunRecord(run_id=run_id, cron=CRON, env="bench", mock=True, created_at=datetime.now(UTC))
     )
@@ -78,8 +86,6 @@ def enqueue(db: Path, count: int, run_id: str = "bench") -> None:
     if batch:
         queue.send_batch(batch)
     state.finish_enqueue(run_id, entries=count, enqueued=count, invalid=0, duplicates=0)
-    queue.close()
-    state.close()
 
 
 def write_config(folder: Path, db: Path, sink: dict[str, Any]) -> Path:
