@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from raasctl.state.sqlite_entries import (
     UPSERT_VERSION,
     applied_in,
     outcomes_in,
+    state_errors,
     versions_in,
     write_applied,
 )
@@ -466,12 +467,8 @@ class SqliteState(State):
             cursor = conn.execute(sql, parameters)
             return cursor.fetchall(), cursor.rowcount
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise StateError(f"SQLite state {self.path}: {exc}") from exc
+    def _errors(self) -> AbstractContextManager[None]:
+        return state_errors(self.path)
 
 
 _OUTCOME_COUNTERS = tuple(status.value for status in EntryStatus)

@@ -1,17 +1,31 @@
 """The SQLite state's per-entry rows, read and written in the caller's connection or
 transaction: idempotency records (`state_applied`), records' applied versions
 (`state_versions`) and outcomes (`state_outcomes`). Batches are one statement kind at a
-time (executemany, `IN (...)`), never a statement per row."""
+time (executemany, `IN (...)`), never a statement per row. Also `state_errors`, how every
+store in the state's file (runs, statistics, workers) reports a failure of SQLite."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 
+from raasctl.errors import StateError
 from raasctl.sqlite import rows_in
 from raasctl.state.base import AppliedEntry, Entry, EntryStatus
 from raasctl.state.records import to_iso
+
+
+@contextmanager
+def state_errors(path: Path) -> Iterator[None]:
+    """SQLite's errors in the block raised as StateError (exit 1), naming the file."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StateError(f"SQLite state {path}: {exc}") from exc
+
 
 RECORD_APPLIED = (
     "INSERT INTO state_applied (key, run_id, applied_at) VALUES (?, ?, ?)"

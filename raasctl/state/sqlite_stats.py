@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
-from raasctl.errors import StateError
 from raasctl.migrations import execute_script
 from raasctl.runstats import StatsRow
 from raasctl.sqlite import Database
+from raasctl.state.sqlite_entries import state_errors
 from raasctl.state.stats_base import RunStatsStore, histogram_from, histogram_text
 
 _COLUMNS = (
@@ -89,12 +89,8 @@ class SqliteRunStats(RunStatsStore):
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise StateError(f"SQLite state {self.path}: {exc}") from exc
+    def _errors(self) -> AbstractContextManager[None]:
+        return state_errors(self.path)
 
 
 def _to_values(row: StatsRow) -> tuple[object, ...]:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
-from raasctl.errors import StateError
 from raasctl.migrations import execute_script
 from raasctl.sqlite import Database
 from raasctl.state.records import from_iso, to_iso
+from raasctl.state.sqlite_entries import state_errors
 from raasctl.state.workers import Lease, WorkerRecord, WorkerStore
 
 _COLUMNS = (
@@ -123,12 +122,8 @@ class SqliteWorkers(WorkerStore):
             ).fetchone()
         return Lease(float(tat) - span, count, interval_s, requests=1)
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise StateError(f"SQLite state {self.path}: {exc}") from exc
+    def _errors(self) -> AbstractContextManager[None]:
+        return state_errors(self.path)
 
 
 def _to_record(row: tuple[object, ...]) -> WorkerRecord:
