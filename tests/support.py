@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -43,6 +44,29 @@ def wait_until(condition: Callable[[], T], timeout_s: float = 10.0, every_s: flo
         time.sleep(every_s)
 
 
+_DYNAMODB_ONE_AT_A_TIME = threading.Lock()
+
+
+def serialise_moto_dynamodb() -> None:
+    """moto's DynamoDB is not safe under concurrent requests: a TransactWriteItems copies the
+    whole table while other requests change it, and fails with a 500 ("dictionary changed size
+    during iteration"), more often the busier the machine. Real DynamoDB has no such failure;
+    tests that drain with many threads serve moto's DynamoDB one request at a time (once per
+    process)."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    original = DynamoHandler.call_action
+    if getattr(original, "serialised", False):
+        return
+
+    def one_at_a_time(self: Any) -> Any:
+        with _DYNAMODB_ONE_AT_A_TIME:
+            return original(self)
+
+    one_at_a_time.serialised = True  # type: ignore[attr-defined]
+    DynamoHandler.call_action = one_at_a_time  # type: ignore[method-assign]
+
+
 @contextmanager
 def moto_deployment(
     prefix: str,
@@ -60,6 +84,7 @@ def moto_deployment(
 
     from raasctl.state.dynamodb import create_table
 
+    serialise_moto_dynamodb()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:

@@ -216,12 +216,13 @@ def test_a_drained_run_reports_the_known_latencies_and_its_timeline_adds_up_to_i
         exact = exact_percentile(known, q)
         measured = report["latency_ms"][f"p{q}"]
         # A stall of a loaded machine delays every call in flight at once, a few percent of
-        # them: the top percentiles get a wider margin above (never below).
-        slack = OVERHEAD_MS if q < 95 else 10 * OVERHEAD_MS
+        # them (p99 of 200 calls is two of them; half a second in a suite running two
+        # processes): the top percentiles get a wider margin above, never below.
+        slack = OVERHEAD_MS if q < 95 else 25 * OVERHEAD_MS
         assert exact / BUCKET_RATIO <= measured <= exact * BUCKET_RATIO + slack, q
     # The maximum is one call: a connection's first request or a thread scheduled late may
     # add more than the usual overhead to it.
-    assert max(known) <= report["latency_ms"]["max"] <= max(known) + 10 * OVERHEAD_MS
+    assert max(known) <= report["latency_ms"]["max"] <= max(known) + 25 * OVERHEAD_MS
 
     # The timeline's sums are the run's counters.
     timeline = report["timeline"]
