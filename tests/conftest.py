@@ -10,8 +10,14 @@ from pathlib import Path
 import boto3
 import pytest
 from click.testing import CliRunner
+from support import patch_moto
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every test meets the same moto, whatever ran before it in the process.
+    patch_moto()
 
 
 @pytest.fixture(autouse=True)

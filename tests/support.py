@@ -47,8 +47,12 @@ def wait_until(condition: Callable[[], T], timeout_s: float = 10.0, every_s: flo
 _DYNAMODB_ONE_AT_A_TIME = threading.Lock()
 
 
-def serialise_moto_dynamodb() -> None:
-    """moto's DynamoDB is not safe under concurrent requests: a TransactWriteItems copies the
+def patch_moto() -> None:
+    """Three artefacts of moto's, none of them the behaviour of the services (once per
+    process): DynamoDB served one request at a time, transactions that roll back only what they
+    touch, and SQS receives whose cost does not grow with the queue (below).
+
+    moto's DynamoDB is not safe under concurrent requests: a TransactWriteItems copies the
     whole table while other requests change it, and fails with a 500 ("dictionary changed size
     during iteration"), more often the busier the machine. Real DynamoDB has no such failure;
     tests that drain with many threads serve moto's DynamoDB one request at a time (once per
@@ -65,6 +69,88 @@ def serialise_moto_dynamodb() -> None:
 
     one_at_a_time.serialised = True  # type: ignore[attr-defined]
     DynamoHandler.call_action = one_at_a_time  # type: ignore[method-assign]
+    _roll_back_touched_items_only()
+    _retention_from_the_queue()
+
+
+def _retention_from_the_queue() -> None:
+    """moto's SQS checks each received message's retention by building every attribute of
+    the queue, its approximate counts included, which walks the whole queue: O(depth) per
+    message received. The check reads the retention period from the queue instead, as
+    SQS's cost does not grow with the queue."""
+    from moto.core.utils import unix_time
+    from moto.sqs import models
+
+    def is_message_valid_based_on_retention_period(
+        self: Any, queue_name: str, message: Any
+    ) -> bool:
+        retention_s = self.get_queue(queue_name).message_retention_period
+        return bool(retention_s + message.sent_timestamp / 1000 > unix_time())
+
+    models.SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]
+        is_message_valid_based_on_retention_period
+    )
+
+
+def _roll_back_touched_items_only() -> None:
+    """moto's TransactWriteItems deep-copies the whole table once per item in the transaction,
+    to roll back on failure: O(items x table), up to a second a transaction once a drain has
+    written a few thousand items, where real DynamoDB's cost is O(items). Instead, the items the
+    transaction names are saved and put back when it fails: the same outcome and the same
+    rollback, at a cost that does not grow with the table."""
+    import copy
+    import types
+
+    from moto.dynamodb import models
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.models.table import Table
+
+    original = models.DynamoDBBackend.transact_write_items
+
+    def deepcopy(value: Any, memo: Any = None) -> Any:
+        # moto's own rollback then puts the same table back: a no-op (the items are below)
+        return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+    models.copy = types.SimpleNamespace(deepcopy=deepcopy)  # type: ignore[attr-defined]
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        saved = []
+        for item in transact_items:
+            op = next(iter(item.values()))
+            table = self.tables.get(op.get("TableName"))
+            if table is None:
+                continue
+            key = op.get("Key") or op.get("Item") or {}
+            if table.hash_key_attr not in key:
+                continue
+            hash_value = DynamoType(key[table.hash_key_attr])
+            range_value = (
+                DynamoType(key[table.range_key_attr])
+                if table.range_key_attr and table.range_key_attr in key
+                else None
+            )
+            previous = (
+                table.get_item(hash_value, range_value)
+                if range_value or not table.range_key_attr
+                else None
+            )
+            saved.append((table, hash_value, range_value, copy.deepcopy(previous)))
+        try:
+            original(self, transact_items)
+        except Exception:
+            for table, hash_value, range_value, previous in reversed(saved):
+                if range_value is None:
+                    if previous is None:
+                        table.items.pop(hash_value, None)
+                    else:
+                        table.items[hash_value] = previous
+                elif previous is None:
+                    table.items[hash_value].pop(range_value, None)
+                else:
+                    table.items[hash_value][range_value] = previous
+            raise
+
+    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
 
 
 @contextmanager
@@ -84,7 +170,7 @@ def moto_deployment(
 
     from raasctl.state.dynamodb import create_table
 
-    serialise_moto_dynamodb()
+    patch_moto()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
