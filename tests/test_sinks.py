@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
+import urllib3
 
 from raasctl.codes import ErrorCode
 from raasctl.envelope import Envelope, entry_key, mock_key
@@ -540,7 +540,7 @@ def test_a_non_ascii_key_is_sent_percent_encoded(server: CallbackServer, sink: H
 
 
 def test_many_threads_share_one_connection_pool(server: CallbackServer, sink: HttpSink) -> None:
-    assert sink.session.get_adapter(server.url)._pool_maxsize == 64  # type: ignore[attr-defined]
+    assert sink.pool.connection_from_url(server.url).pool.maxsize == 64  # type: ignore[union-attr]
     entries = [
         envelope("clientDepositUpdate", {**DEPOSIT, "deposit_id": f"D{n}"}) for n in range(64)
     ]
@@ -554,12 +554,40 @@ def test_many_threads_share_one_connection_pool(server: CallbackServer, sink: Ht
     )
 
 
-def test_a_callers_session_is_left_open(server: CallbackServer) -> None:
-    session = requests.Session()
-    sink = HttpSink(server.url, TOKEN, session=session)
+def test_a_callers_pool_is_left_open(server: CallbackServer) -> None:
+    pool = urllib3.PoolManager()
+    sink = HttpSink(server.url, TOKEN, pool=pool)
     sink.apply(envelope("clientDepositUpdate", DEPOSIT))
 
     sink.close()
 
-    assert session.post(f"{server.url}/still-open", timeout=2).status_code == 200
-    session.close()
+    assert pool.request("POST", f"{server.url}/still-open", timeout=2).status == 200
+    pool.clear()
+
+
+def test_the_environments_proxy_is_used_as_requests_would(
+    server: CallbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The callback server plays the proxy: a proxied request names the whole URL.
+    host = server.url.removeprefix("http://")
+    monkeypatch.setenv("HTTP_PROXY", f"http://ops:s%40fe@{host}")
+    monkeypatch.setenv("NO_PROXY", "direct.invalid")
+    sink = HttpSink("http://accounting.invalid/cron-jobs", TOKEN)
+
+    sink.apply(envelope("clientDepositUpdate", DEPOSIT))
+
+    (received,) = server.received
+    assert received.path == "http://accounting.invalid/cron-jobs/clientDepositUpdate"
+    headers = {name.lower(): value for name, value in received.headers.items()}
+    assert headers["proxy-authorization"] == "Basic b3BzOnNAZmU="  # ops:s@fe
+    sink.close()
+
+
+def test_no_proxy_is_honoured(server: CallbackServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    sink = HttpSink(server.url, TOKEN)
+
+    assert sink.apply(envelope("clientDepositUpdate", DEPOSIT)) is Applied.APPLIED
+    assert server.received[0].path == "/clientDepositUpdate"
+    sink.close()

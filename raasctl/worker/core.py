@@ -142,7 +142,7 @@ class Worker:
             limiter=self.limiter,
             lifecycle=self.lifecycle,
             clock=clock,
-            read_ahead=options.read_ahead,
+            read_ahead=options.held_ahead,
         )
         self.recorder.watch_in_flight(self.pool.in_flight)
         # The poller is made below; its idle flag is read only once the worker runs.

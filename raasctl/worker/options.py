@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from raasctl.queues.base import MAX_BATCH
+
 if TYPE_CHECKING:
     from raasctl.config import EnvironmentConfig
 
@@ -34,9 +36,11 @@ class WorkerOptions:
     foreign_pause_s: float = 1.0
     # Log RAAS_WORKER_IDLE once per idle spell; off where a progress line says it instead.
     log_idle: bool = True
-    # Messages held beyond the busy slots: one receive's batch, waiting under the heartbeat
-    # for the next free slot instead of every freed slot waiting out a receive.
-    read_ahead: int = 10
+    # Messages held beyond the busy slots, waiting under the heartbeat for the next free
+    # slot instead of every freed slot waiting out a receive. None: as many as the slots
+    # (at least one receive's batch), since slots that started together finish together and
+    # each then wants its next message at once; a held message waits about one apply.
+    read_ahead: int | None = None
     # Serve Prometheus metrics on metrics_host:metrics_port (None: not served; 0: any port).
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
@@ -46,10 +50,17 @@ class WorkerOptions:
             raise ValueError("concurrency must be at least 1")
         if self.visibility_timeout_s < 1:
             raise ValueError("visibility_timeout_s must be at least 1")
-        if self.read_ahead < 0:
+        if self.read_ahead is not None and self.read_ahead < 0:
             raise ValueError("read_ahead must not be negative")
         if self.rate_scope not in ("process", "global"):
             raise ValueError("rate_scope must be process or global")
+
+    @property
+    def held_ahead(self) -> int:
+        """How many messages may wait beyond the busy slots (see `read_ahead`)."""
+        if self.read_ahead is not None:
+            return self.read_ahead
+        return max(MAX_BATCH, self.concurrency)
 
 
 def worker_options(env: EnvironmentConfig, **overrides: Any) -> WorkerOptions:
