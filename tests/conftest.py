@@ -1,5 +1,5 @@
 """Every test runs isolated: its own working directory, no real AWS account or home folder,
-no RAASCTL_* settings from the developer's shell."""
+no RAASCTL_* or proxy settings from the developer's shell."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     for name in list(os.environ):
-        if name.startswith(("AWS_", "RAASCTL_")) or name == "SSM_ENVIRONMENT_PREFIX":
+        # (proxies too: a test that wants one names its own)
+        aws_or_ours = name.startswith(("AWS_", "RAASCTL_")) or name == "SSM_ENVIRONMENT_PREFIX"
+        if aws_or_ours or name.lower().endswith("_proxy"):
             monkeypatch.delenv(name)
     home = tmp_path / "home"
     home.mkdir()

@@ -591,3 +591,23 @@ def test_no_proxy_is_honoured(server: CallbackServer, monkeypatch: pytest.Monkey
     assert sink.apply(envelope("clientDepositUpdate", DEPOSIT)) is Applied.APPLIED
     assert server.received[0].path == "/clientDepositUpdate"
     sink.close()
+
+
+def test_tls_is_verified_against_the_environments_ca_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import certifi
+
+    from raasctl.sinks.http import new_pool
+
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    assert new_pool("https://accounting.example").connection_pool_kw["ca_certs"] == certifi.where()
+    bundle = tmp_path / "corporate-ca.pem"
+    bundle.write_text(Path(certifi.where()).read_text())
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+
+    pool = new_pool("https://accounting.example")
+
+    assert pool.connection_pool_kw["ca_certs"] == str(bundle)
+    assert pool.connection_pool_kw["cert_reqs"] == "CERT_REQUIRED"
