@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import boto3
@@ -362,3 +364,32 @@ def test_unreadable_config_and_state_folder_are_one_line_errors(
     assert result.exit_code == 2
     assert "(RAASCTL_STATE_DIR)" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_a_misspelt_command_is_answered_with_the_close_ones(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["wroker"])
+
+    assert result.exit_code == 2
+    assert "No such command 'wroker'" in result.output
+    assert "'worker', 'workers'" in result.output
+
+
+def test_a_command_loads_only_its_own_module() -> None:
+    # A fresh interpreter: this one has loaded every command for other tests.
+    probe = (
+        "import sys\n"
+        "from raasctl.cli import main\n"
+        "try:\n"
+        "    main(['worker', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('raasctl.cli.')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+
+    loaded = result.stdout.strip().splitlines()[-1]
+    assert "raasctl.cli.worker_cmd" in loaded
+    for other in ("access_cmd", "mock_cmd", "doctor_cmd", "runs_cmd", "state_cmd"):
+        assert f"raasctl.cli.{other}" not in loaded

@@ -8,14 +8,14 @@ from pathlib import Path
 import click
 import pytest
 
-from raasctl.cli import main
+from raasctl.cli import all_commands, main
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 
 
 def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
     found: list[tuple[str, click.Command]] = []
-    for name, command in sorted(group.commands.items()):
+    for name, command in sorted(all_commands(group).items()):
         path = f"{prefix}{name}"
         found.append((path, command))
         if isinstance(command, click.Group):

@@ -26,9 +26,10 @@ CLEAN_ENV: dict[str, str | None] = {
 
 
 def _commands(group: click.Group, prefix: list[str]) -> list[list[str]]:
+    from raasctl.cli import all_commands
+
     found: list[list[str]] = []
-    for name in sorted(group.commands):
-        command = group.commands[name]
+    for name, command in sorted(all_commands(group).items()):
         found.append([*prefix, name])
         if isinstance(command, click.Group):
             found.extend(_commands(command, [*prefix, name]))

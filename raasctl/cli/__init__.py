@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 from typing import Any
@@ -22,6 +23,29 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 
 
 class RaasctlGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        if self is main:
+            return sorted(COMMANDS)
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if self is main and cmd_name in COMMANDS and cmd_name not in self.commands:
+            self.add_command(_load(cmd_name), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as exc:
+            if self is not main:
+                raise
+            # click suggests from the commands loaded so far: suggest from all of them.
+            raise click.exceptions.NoSuchCommand(
+                exc.command_name, possibilities=COMMANDS, ctx=ctx
+            ) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -108,47 +132,56 @@ def main(
     set_context(env=env_option)
 
 
-def _register() -> None:
-    from raasctl.cli.access_cmd import access
-    from raasctl.cli.config_cmd import config
-    from raasctl.cli.doctor_cmd import doctor
-    from raasctl.cli.mock_cmd import enqueue_mock_command
-    from raasctl.cli.queue_cmd import queue
-    from raasctl.cli.run_cmd import run
-    from raasctl.cli.runs_admin_cmd import reconcile_command, unlock_command
-    from raasctl.cli.runs_cmd import runs
-    from raasctl.cli.runs_report_cmd import report as report_command
-    from raasctl.cli.schedule_cmd import schedule
-    from raasctl.cli.state_cmd import state
-    from raasctl.cli.worker_cmd import worker
-    from raasctl.cli.workers_cmd import workers
-
-    main.add_command(access)
-    main.add_command(config)
-    main.add_command(schedule)
-    main.add_command(run)
-    main.add_command(enqueue_mock_command)
-    main.add_command(worker)
-    main.add_command(workers)
-    runs.add_command(reconcile_command)
-    runs.add_command(unlock_command)
-    runs.add_command(report_command)
-    main.add_command(runs)
-    main.add_command(queue)
-    main.add_command(state)
-    main.add_command(doctor)
-    _accept_env_after_commands(main)
+# Each command's module, imported when the command is used: `raasctl worker` loads neither
+# the access report nor the mock planner, and starts about a third sooner.
+COMMANDS = {
+    "access": ("raasctl.cli.access_cmd", "access"),
+    "config": ("raasctl.cli.config_cmd", "config"),
+    "doctor": ("raasctl.cli.doctor_cmd", "doctor"),
+    "enqueue-mock": ("raasctl.cli.mock_cmd", "enqueue_mock_command"),
+    "queue": ("raasctl.cli.queue_cmd", "queue"),
+    "run": ("raasctl.cli.run_cmd", "run"),
+    "runs": ("raasctl.cli.runs_cmd", "runs"),
+    "schedule": ("raasctl.cli.schedule_cmd", "schedule"),
+    "state": ("raasctl.cli.state_cmd", "state"),
+    "worker": ("raasctl.cli.worker_cmd", "worker"),
+    "workers": ("raasctl.cli.workers_cmd", "workers"),
+}
+# Subcommands kept in modules of their own, added to their group when it is loaded.
+SUBCOMMANDS = {
+    "runs": [
+        ("raasctl.cli.runs_admin_cmd", "reconcile_command"),
+        ("raasctl.cli.runs_admin_cmd", "unlock_command"),
+        ("raasctl.cli.runs_report_cmd", "report"),
+    ],
+}
 
 
-def _accept_env_after_commands(group: click.Group) -> None:
-    for command in group.commands.values():
-        if isinstance(command, click.Group):
-            _accept_env_after_commands(command)
-        elif not any("--env" in param.opts for param in command.params):
-            command.params.append(env_option())
+def _load(name: str) -> click.Command:
+    module, attribute = COMMANDS[name]
+    command: click.Command = getattr(importlib.import_module(module), attribute)
+    if isinstance(command, click.Group):
+        for sub_module, sub_attribute in SUBCOMMANDS.get(name, []):
+            command.add_command(getattr(importlib.import_module(sub_module), sub_attribute))
+    _accept_env_after_commands(command)
+    return command
 
 
-_register()
+def all_commands(group: click.Group | None = None) -> dict[str, click.Command]:
+    """Every command of `group` (default: the root), each loaded: for the README and tests."""
+    group = group or main
+    context = click.Context(group)
+    found = {name: group.get_command(context, name) for name in group.list_commands(context)}
+    return {name: command for name, command in found.items() if command is not None}
+
+
+def _accept_env_after_commands(command: click.Command) -> None:
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _accept_env_after_commands(sub)
+    elif not any("--env" in param.opts for param in command.params):
+        command.params.append(env_option())
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
