@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/worker_requests.py [--messages N] [--only plain rated]
 
 SQS and DynamoDB are moto's server on 127.0.0.1 in a child process of its own, which counts
-every request it is sent by its X-Amz-Target (service and action) and serves DynamoDB's one
-at a time (moto's DynamoDB transactions are not safe concurrently, and copy the whole table:
-the rate here is moto's, the requests per message are the worker's); the callback sink is
+every request it is sent by its X-Amz-Target (service and action), with the tests' patches
+of moto (tests/support.py, patch_moto: DynamoDB one request at a time, transactions that do
+not copy the table, receives that do not walk the queue); the callback sink is
 tests/callback_server.py in this process, answering after L ms. The worker is a
 `python -m raasctl worker --until-empty` subprocess, so its CPU (user + system, from
 rusage) is its own. Printed per scenario: the drain rate (between the first and the last
@@ -14,10 +14,8 @@ action, and messages per CPU-second of the worker.
 
   plain  N messages, L=20 ms, concurrency 16, no rate limit. Targets: SQS <= 0.25 and
          DynamoDB <= 1.2 requests per message.
-  rated  --rate 20, L=50 ms, 400 messages. Target: SQS <= 0.5 requests per message. The
-         rate and the most starts in a second are printed, not judged: moto's DynamoDB, one
-         request at a time and copying its table per transaction, starves the machine here;
-         the rate is judged by worker_throughput.py (b) and the peers' harness.
+  rated  --rate 20, L=50 ms, 400 messages. Targets: SQS <= 0.5 requests per message, the
+         rate >= 95 % of 20/s and never more than 20 starts in a second.
 
 Figures include start-up and the final empty receives of --until-empty: they are what an
 operator's drain costs, not a steady state. Only ratios within one run compare well: the
@@ -54,21 +52,19 @@ CREDENTIALS = {
 MOTO_CHILD = r"""
 import json, sys, threading
 from collections import Counter
+sys.path.insert(0, sys.argv[1])
+from support import patch_moto
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
 
-counts, lock, serial = Counter(), threading.Lock(), threading.Lock()
+patch_moto()  # the tests' moto: DynamoDB one request at a time, no O(table) or O(depth) costs
+counts, lock = Counter(), threading.Lock()
 app = DomainDispatcherApplication(create_backend_app)
 
 def counting(environ, start_response):
-    target = environ.get("HTTP_X_AMZ_TARGET") or "query"
     with lock:
-        counts[target] += 1
-    if not target.startswith("DynamoDB"):
-        return app(environ, start_response)
-    # moto's DynamoDB transactions copy the table unguarded: concurrent writes break them.
-    with serial:
-        return list(app(environ, start_response))
+        counts[environ.get("HTTP_X_AMZ_TARGET") or "query"] += 1
+    return app(environ, start_response)
 
 import logging
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -88,7 +84,7 @@ class Moto:
 
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-c", MOTO_CHILD],
+            [sys.executable, "-c", MOTO_CHILD, str(REPO / "tests")],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -207,11 +203,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if "rated" in args.only:
                 r = scenario(moto, folder, "rated", 400, 0.05, "--rate", "20")
-                good = r["sqs_per_msg"] <= 0.5
+                good = r["sqs_per_msg"] <= 0.5 and r["rate"] >= 0.95 * 20 and r["max_1s"] <= 20
                 ok &= good
                 print(
                     f"(rated) 400 msgs, --rate 20, L=50 ms: {r['rate']:5.2f} msg/s "
-                    f"({r['rate'] / 20:.1%}, moto-bound)   most in any 1 s: {r['max_1s']}   "
+                    f"({r['rate'] / 20:.1%}, >= 95 %)   most in any 1 s: {r['max_1s']} (<= 20)   "
                     f"SQS {r['sqs_per_msg']:.3f} req/msg (<= 0.5)   "
                     f"DynamoDB {r['state_per_msg']:.3f} req/msg {r['state_actions']}   "
                     f"{r['msg_per_cpu_s']:,.0f} msg per worker CPU-s   "
