@@ -121,19 +121,12 @@ def _roll_back_touched_items_only() -> None:
             if table is None:
                 continue
             key = op.get("Key") or op.get("Item") or {}
-            if table.hash_key_attr not in key:
-                continue
+            names = [table.hash_key_attr, *([table.range_key_attr] if table.range_key_attr else [])]
+            if any(name not in key for name in names):
+                continue  # moto refuses it before writing anything
             hash_value = DynamoType(key[table.hash_key_attr])
-            range_value = (
-                DynamoType(key[table.range_key_attr])
-                if table.range_key_attr and table.range_key_attr in key
-                else None
-            )
-            previous = (
-                table.get_item(hash_value, range_value)
-                if range_value or not table.range_key_attr
-                else None
-            )
+            range_value = DynamoType(key[table.range_key_attr]) if table.range_key_attr else None
+            previous = table.get_item(hash_value, range_value)
             saved.append((table, hash_value, range_value, copy.deepcopy(previous)))
         try:
             original(self, transact_items)

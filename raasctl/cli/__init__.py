@@ -133,7 +133,7 @@ def main(
 
 
 # Each command's module, imported when the command is used: `raasctl worker` loads neither
-# the access report nor the mock planner, and starts about a third sooner.
+# the access report nor the mock planner, and starts in about half the time.
 COMMANDS = {
     "access": ("raasctl.cli.access_cmd", "access"),
     "config": ("raasctl.cli.config_cmd", "config"),
