@@ -757,6 +757,27 @@ def test_concurrency_bounds_the_handlers_and_a_batch_is_read_ahead(env: Env) -> 
     assert set(queue.receives) == {10}
 
 
+def test_as_many_messages_as_slots_are_held_ahead(env: Env) -> None:
+    enqueue(env.queue, env.state, [deposit(n) for n in range(60)])
+    queue = RecordingQueue(env.queue)
+    received_at_first_finish: list[int] = []
+
+    class FirstFinish(ScriptedSink):
+        def apply(self, envelope: Envelope) -> Applied:
+            applied = super().apply(envelope)
+            with self.lock:
+                if not received_at_first_finish:
+                    received_at_first_finish.append(sum(queue.received))
+            return applied
+
+    result = run_worker(env, FirstFinish(env.ledger, delay_s=0.5), queue=queue, concurrency=16)
+
+    assert result.succeeded == 60
+    # Slots that start together finish together: 16 busy and up to 16 more waiting for them,
+    # in whole receives of ten, so three receives before the first apply ends (not two).
+    assert received_at_first_finish == [30]
+
+
 def test_receives_at_most_ten_at_once(env: Env) -> None:
     enqueue(env.queue, env.state, [deposit(n) for n in range(30)])
     queue = RecordingQueue(env.queue)
