@@ -49,8 +49,10 @@ from raasctl.ratelimit import RateLimiter
 from raasctl.state.workers import WorkerStore
 
 # Tokens are granted for leased slots due within this long: a message received now waits at
-# most this long for its start, far inside any visibility timeout.
-READ_AHEAD_S = 1.0
+# most this long for its start, far inside any visibility timeout. Half a second is ten times
+# a receive on SQS, and keeps the slots a worker has claimed few: those of a worker that dies
+# pass unused (a second's worth held the others below the rate for about a second longer).
+READ_AHEAD_S = 0.5
 # The most a lease covers: three quarters of a second. Shorter leases mean more store
 # requests per message (one per lease: 0.07 at 20/s); longer ones let a worker that dies take
 # more of the schedule with it, and make the schedule run further ahead of now.
