@@ -23,6 +23,7 @@ import urllib3
 from raasctl.codes import ErrorCode
 from raasctl.envelope import Envelope, entry_key, mock_key
 from raasctl.errors import SinkError
+from raasctl.redaction import redact
 from raasctl.sinks.base import Applied
 from raasctl.sinks.http import HttpSink, parse_retry_after
 from raasctl.sinks.sqlite import SqliteLedger
@@ -611,3 +612,24 @@ def test_tls_is_verified_against_the_environments_ca_bundle(
 
     assert pool.connection_pool_kw["ca_certs"] == str(bundle)
     assert pool.connection_pool_kw["cert_reqs"] == "CERT_REQUIRED"
+
+
+def test_an_unreachable_proxy_is_named_without_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://ops:Pr0xyPassw0rd@127.0.0.1:{closed_port}")
+    sink = HttpSink("http://accounting.invalid/cron-jobs", TOKEN)
+
+    with pytest.raises(SinkError) as caught:
+        sink.apply(envelope("clientDepositUpdate", DEPOSIT))
+
+    message = str(caught.value)
+    assert "connection failed: Unable to connect to proxy: Failed to establish" in message
+    assert "refused" in message
+    assert caught.value.retryable is True
+    assert "Pr0xyPassw0rd" not in message and "Pr0xy" not in message
+    assert redact("proxy said Pr0xyPassw0rd") == "proxy said ***"  # registered as a secret
+    sink.close()

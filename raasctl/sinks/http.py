@@ -59,6 +59,8 @@ def new_pool(base_url: str, pool_size: int = POOL_SIZE) -> urllib3.PoolManager:
     if not proxy:
         return urllib3.PoolManager(**settings)  # type: ignore[arg-type]
     auth = urllib3.util.parse_url(proxy).auth
+    if auth:
+        register_secret(unquote(auth).partition(":")[2])  # the proxy's password
     headers = urllib3.util.make_headers(proxy_basic_auth=unquote(auth)) if auth else None
     return urllib3.ProxyManager(proxy, proxy_headers=headers, **settings)  # type: ignore[arg-type]
 
@@ -193,6 +195,9 @@ class HttpSink(Sink):
 def _reason(exc: Exception) -> str:
     """What went wrong ("Failed to establish a new connection: [Errno 111] Connection
     refused"), without urllib3's description of its connection object."""
+    if isinstance(exc, ProxyError) and isinstance(exc.original_error, Exception):
+        # ("Unable to connect to proxy", NewConnectionError(...)) as one sentence
+        return shorten(f"{exc.args[0]}: {_reason(exc.original_error)}", BODY_EXCERPT_CHARS)
     text = str(exc)
     if isinstance(exc, NewConnectionError) and ": " in text:
         text = text.split(": ", 1)[1]
