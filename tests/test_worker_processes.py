@@ -369,7 +369,10 @@ def test_faulty_callback_every_entry_applied_once_retries_counted_poison_in_dlq(
     keys = enqueue_embedded(db, "run-faults", good + poison)
     good_keys, poison_keys = keys[:60], keys[60:]
     max_receive = 8
-    with CallbackServer(fail_rate=0.3, seed=11, timeout_delay_s=1.0) as server:
+    # A timed-out apply is answered 3 s late, past the sink's 1.5 s timeout. Any other answer
+    # is immediate: 1.5 s keeps a loaded machine's stall from timing one out too (it would be
+    # retried and answered 409, one more than the injected timeouts; at 0.5 s CI saw it).
+    with CallbackServer(fail_rate=0.3, seed=11, timeout_delay_s=3.0) as server:
         # The seed is fixed: check that no entry fails every allowed attempt (else it would
         # rightly end in the DLQ and this test would be about something else).
         assert all(
@@ -381,7 +384,7 @@ def test_faulty_callback_every_entry_applied_once_retries_counted_poison_in_dlq(
             "kind": "http",
             "base_url": server.base_url,
             "token": "env:CALLBACK_TOKEN",
-            "timeout_s": 0.5,
+            "timeout_s": 1.5,
         }
         env["concurrency"] = 8
         config = write_config(tmp_path / "raasctl.yaml", "faults", env)
