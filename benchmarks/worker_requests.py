@@ -41,7 +41,8 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from callback_server import CallbackServer  # noqa: E402
-from worker_throughput import fill, max_in_window, run_worker, steady_rate  # noqa: E402
+from fleet import enqueue  # noqa: E402
+from worker_throughput import max_in_window, run_worker, steady_rate  # noqa: E402
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -132,7 +133,8 @@ def deploy(moto: Moto, count: int) -> dict[str, Any]:
         Attributes={"RedrivePolicy": json.dumps(policy), "VisibilityTimeout": "60"},
     )["QueueUrl"]
     create_table(dynamodb, name)
-    fill(SqsQueue(sqs, url, dlq_url=dlq), DynamoState(dynamodb, name), count, f"bench-{name}")
+    queue, state = SqsQueue(sqs, url, dlq_url=dlq), DynamoState(dynamodb, name)
+    enqueue(queue, state, f"bench-{name}", count, "bench")
     return {
         "aws": {"region": "us-east-1", "endpoint_url": moto.endpoint},
         "queue": {"kind": "sqs", "url": url, "dlq_url": dlq, "wait_time_s": 1},

@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +45,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from callback_server import CallbackServer  # noqa: E402
+from fleet import enqueue as enqueue_run  # noqa: E402
 
 from raasctl.envelope import Envelope  # noqa: E402
-from raasctl.queues.base import Queue  # noqa: E402
 from raasctl.queues.sqlite import SqliteQueue  # noqa: E402
 from raasctl.sinks.base import Applied, Sink  # noqa: E402
-from raasctl.state.base import RunRecord, State  # noqa: E402
 from raasctl.state.sqlite import SqliteState  # noqa: E402
 from raasctl.worker import Worker, WorkerOptions  # noqa: E402
 
@@ -63,29 +62,9 @@ C_TARGET = 15_000  # (c1): one worker process, embedded queue, ledger sink, no l
 
 def enqueue(db: Path, count: int, run_id: str = "bench") -> None:
     queue, state = SqliteQueue(db), SqliteState(db)
-    fill(queue, state, count, run_id)
+    enqueue_run(queue, state, run_id, count, "bench")
     queue.close()
     state.close()
-
-
-def fill(queue: Queue, state: State, count: int, run_id: str) -> None:
-    """A run of `count` deposit messages (each its own FIFO group), its total known."""
-    state.create_run(
-        RunRecord(run_id=run_id, cron=CRON, env="bench", mock=True, created_at=datetime.now(UTC))
-    )
-    batch = []
-    for n in range(count):
-        payload = {"deposit_id": f"D-{n:07d}", "amount": f"{n % 1000}.50", "currency": "USD"}
-        envelope = Envelope.new(
-            cron=CRON, run_id=run_id, key=f"{CRON}:D-{n}:bench", payload=payload
-        )
-        batch.append(envelope.to_message(f"D-{n:07d}"))
-        if len(batch) == queue.max_batch_size:
-            queue.send_batch(batch)
-            batch = []
-    if batch:
-        queue.send_batch(batch)
-    state.finish_enqueue(run_id, entries=count, enqueued=count, invalid=0, duplicates=0)
 
 
 def write_config(folder: Path, db: Path, sink: dict[str, Any]) -> Path:
