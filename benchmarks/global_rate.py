@@ -58,6 +58,7 @@ from raasctl.state.dynamodb import DynamoState  # noqa: E402
 from raasctl.state.sqlite import SqliteState  # noqa: E402
 
 RATE = 20.0
+SHARED = "RAAS_RATE_LIMIT_SHARED"  # each worker's closing line on its leases
 
 
 def embedded_env(db: Path) -> dict[str, Any]:
@@ -71,9 +72,15 @@ def embedded_env(db: Path) -> dict[str, Any]:
     }
 
 
+def print_slots(who: str, shared: list[dict[str, Any]]) -> None:
+    """Each worker's leased slots, those it started in and those that passed unused."""
+    leased, used, unused = ([e[key] for e in shared] for key in ("slots", "starts", "missed"))
+    print(f"    {who}, slots leased {leased}, started in {used}, passed unused {unused}")
+
+
 def judge(name: str, starts: list[float], results: list[tuple[int, dict[str, Any], str]]) -> bool:
     rate, peak = steady_rate(starts), max_in_window(starts)
-    shared = [e for _, _, err in results for e in log_events(err, "RAAS_RATE_LIMIT_SHARED")]
+    shared = [e for _, _, err in results for e in log_events(err, SHARED)]
     requests = sum(e["requests"] for e in shared)
     per_message = requests / len(starts) if starts else float("inf")
     print(f"{name}")
@@ -81,8 +88,7 @@ def judge(name: str, starts: list[float], results: list[tuple[int, dict[str, Any
     print(f"    {len(starts)} starts; steady {rate:.2f}/s ({rate / RATE:.1%} of {RATE:g}/s)")
     print(f"    most starts in any one-second window: {peak} (limit {RATE + 1:g})")
     print(f"    limiter requests: {requests} for {len(starts)} messages = {per_message:.3f}/msg")
-    leased, used, unused = ([e[key] for e in shared] for key in ("slots", "starts", "missed"))
-    print(f"    per worker, slots leased {leased}, started in {used}, passed unused {unused}")
+    print_slots("per worker", shared)
     ok = rate >= 0.95 * RATE and peak <= RATE + 1 and per_message <= 0.2
     print(f"    {'PASS' if ok else 'MISS'}")
     return ok
@@ -179,9 +185,7 @@ def scenario_c(folder: Path) -> bool:
     print(f"    most starts in any one-second window: {max_in_window(starts)}")
     print(f"    recovery to >= 95 % of {RATE:g}/s: {recovered} s (target <= 5 s)")
     print(f"    registry record stale after: {stale_s} s (target <= 30 s)")
-    shared = [e for _, _, err in results[1:] for e in log_events(err, "RAAS_RATE_LIMIT_SHARED")]
-    leased, used, unused = ([e[key] for e in shared] for key in ("slots", "starts", "missed"))
-    print(f"    survivors, slots leased {leased}, started in {used}, passed unused {unused}")
+    print_slots("survivors", [e for _, _, r in results[1:] for e in log_events(r, SHARED)])
     ok = recovered is not None and recovered <= 5 and stale_s is not None and stale_s <= 30
     ok = ok and max_in_window(starts) <= RATE + 1 and all(r[0] == 0 for r in results[1:])
     print(f"    {'PASS' if ok else 'MISS'}")
