@@ -48,9 +48,10 @@ _DYNAMODB_ONE_AT_A_TIME = threading.Lock()
 
 
 def patch_moto() -> None:
-    """Three artefacts of moto's, none of them the behaviour of the services (once per
+    """Four artefacts of moto's, none of them the behaviour of the services (once per
     process): DynamoDB served one request at a time, transactions that roll back only what they
-    touch, and SQS receives whose cost does not grow with the queue (below).
+    touch, SQS receives whose cost does not grow with the queue, and SQS receives that cannot
+    hand out one message twice (below).
 
     moto's DynamoDB is not safe under concurrent requests: a TransactWriteItems copies the
     whole table while other requests change it, and fails with a 500 ("dictionary changed size
@@ -71,6 +72,44 @@ def patch_moto() -> None:
     DynamoHandler.call_action = one_at_a_time  # type: ignore[method-assign]
     _roll_back_touched_items_only()
     _retention_from_the_queue()
+    _one_receive_at_a_time()
+
+
+def _one_receive_at_a_time() -> None:
+    """moto's SQS picks a receive's messages and marks them received without a lock, and
+    reads a FIFO queue's groups in flight once before it long-polls, so two receives at once
+    (a worker keeps two on their way) can both take one message, or two of one group. SQS
+    does neither. Each pass over the queue runs under one lock, the long poll's waits outside
+    it."""
+    from moto.core.utils import unix_time
+    from moto.sqs import models
+
+    original = models.SQSBackend.receive_message
+    lock = threading.Lock()
+
+    def receive_message(
+        self: Any,
+        queue_name: str,
+        count: int,
+        wait_seconds_timeout: int,
+        visibility_timeout: int,
+        message_attribute_names: list[str] | None = None,
+    ) -> Any:
+        polling_end = unix_time() + wait_seconds_timeout
+        while True:
+            with lock:
+                result = original(
+                    self, queue_name, count, 0, visibility_timeout, message_attribute_names
+                )
+            if result or not wait_seconds_timeout:
+                return result
+            # As moto waits: until a message is sent or for a second, and no pass after the
+            # wait that ends the long poll.
+            self.get_queue(queue_name).wait_for_messages(1)
+            if unix_time() > polling_end:
+                return []
+
+    models.SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
 
 
 def _retention_from_the_queue() -> None:

@@ -1,8 +1,10 @@
 """The tests' patches of moto (support.patch_moto) keep the services' behaviour: a cancelled
-DynamoDB transaction leaves every item as it was, and SQS still drops a message past its
-retention period."""
+DynamoDB transaction leaves every item as it was, SQS still drops a message past its
+retention period, and receives at once never take one message (or one FIFO group) twice."""
 
 from __future__ import annotations
+
+import threading
 
 import boto3
 import pytest
@@ -75,3 +77,49 @@ def test_sqs_still_drops_a_message_past_its_retention() -> None:
             message.sent_timestamp -= 61_000  # sent 61 s ago, past the 60 s retention
             message.change_visibility(0)
         assert sqs.receive_message(QueueUrl=url).get("Messages", []) == []
+
+
+@pytest.mark.parametrize("fifo", [False, True])
+def test_receives_at_once_never_share_a_message_or_a_fifo_group(fifo: bool) -> None:
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        name, attributes = ("q.fifo", {"FifoQueue": "true"}) if fifo else ("q", {})
+        url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        for start in range(0, 100, 10):
+            entries = [
+                {"Id": str(n), "MessageBody": f"m{n}"}
+                | (
+                    {"MessageGroupId": f"g{n % 20}", "MessageDeduplicationId": f"d{n}"}
+                    if fifo
+                    else {}
+                )
+                for n in range(start, start + 10)
+            ]
+            sqs.send_message_batch(QueueUrl=url, Entries=entries)
+        batches: list[list[dict[str, object]]] = []
+
+        def receive() -> None:
+            while True:
+                got = sqs.receive_message(
+                    QueueUrl=url,
+                    MaxNumberOfMessages=10,
+                    VisibilityTimeout=60,
+                    AttributeNames=["MessageGroupId"],
+                ).get("Messages", [])
+                if not got:
+                    return
+                batches.append(got)
+
+        threads = [threading.Thread(target=receive) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    bodies = [m["Body"] for batch in batches for m in batch]
+    if fifo:
+        # No group in flight is received again: one receive each, each group's first.
+        groups = [m["Attributes"]["MessageGroupId"] for batch in batches for m in batch]  # type: ignore[index]
+        assert len(groups) == len(set(groups))
+    else:
+        assert sorted(bodies) == sorted(f"m{n}" for n in range(100))  # each once

@@ -192,6 +192,9 @@ class Queue(ABC):
     # The most messages one receive returns: SQS's 10; the embedded queue takes more in one
     # transaction (a worker whose sink applies batches asks for that many).
     max_receive: int = MAX_BATCH
+    # How many receives a worker keeps on their way at once: one for a local queue, whose
+    # receive is a transaction; more for a remote one, whose every receive is a round trip.
+    receives_at_once: int = 1
     # Whether send_batch reports the messages it dropped as duplicates (BatchResult.duplicates).
     # SQS does not: a duplicate within its window is "sent" and never delivered, so the
     # producer keeps claims in State for such a queue.

@@ -100,6 +100,9 @@ class SqsQueue(Queue):
     """One SQS queue and its DLQ. FIFO is recognised by the `.fifo` suffix."""
 
     reports_duplicates = False  # a duplicate within the window is accepted and dropped
+    # Each receive is a round trip (10-30 ms on SQS, more under load): with two on their way,
+    # one's messages reach the slots while the other is still coming back.
+    receives_at_once = 2
 
     # Retrying the entries a batch call could not take (SenderFault false). botocore already
     # retries whole calls; a generic retry library cannot resend only part of a batch.

@@ -2,6 +2,11 @@
 for them (its free slots and a batch read ahead), reads what State knows of their entries in
 one request, and hands them to the slots, a message group's together and in order.
 
+On a remote queue (SQS) two receives are kept on their way at once (`Queue.receives_at_once`),
+each on its own thread: while one is a round trip away, the other's messages reach the slots,
+so freed slots do not wait out a whole receive. The slot pool reserves room for each receive
+before it is sent, so together they never hold more than the pool's room.
+
 The tokens come before the receive: a message is only taken from the queue when it may
 start soon (under a rate limit, within `ahead_s`: well inside the visibility timeout, which
 the heartbeat extends meanwhile), never left waiting in memory while its visibility runs out.
@@ -12,6 +17,7 @@ ends the worker at once (`stops_worker`).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 from raasctl.codes import InfoCode
@@ -80,6 +86,12 @@ class Poller:
             if limiter.unlimited
             else min(options.visibility_timeout_s / 6, MAX_BATCH * limiter.interval_s)
         )
+        # Receives on their way at once: one under a rate limit (its tokens pace the receives)
+        # and with --max-messages (which counts what each receive asks for).
+        self.receivers = (
+            queue.receives_at_once if limiter.unlimited and options.max_messages is None else 1
+        )
+        self._empty_lock = threading.Lock()  # one receiver at a time checks an empty queue
         self._received = 0  # messages taken on (not released as another cron's)
         self._receive_errors = 0  # failed receives in a row
         self.failing: RaasctlError | None = None  # the last receive failed with this
@@ -88,7 +100,31 @@ class Poller:
         self.idle = False
 
     def run(self) -> None:
-        options = self.options
+        """Receive until a stop, on this thread and on `receivers - 1` more; return once every
+        receiver has stopped (a receive on its way finishes first: a long poll at most)."""
+        self._read_receive_limit()  # once, before the receivers share it
+        others = [
+            threading.Thread(target=self._receive_in_thread, name=f"raasctl-receiver-{n}")
+            for n in range(1, self.receivers)
+        ]
+        for thread in others:
+            thread.start()
+        try:
+            self._receive_until_stopped()
+        except BaseException as exc:
+            self.lifecycle.fail(exc)  # the other receivers stop too
+            raise
+        finally:
+            for thread in others:
+                thread.join()
+
+    def _receive_in_thread(self) -> None:
+        try:
+            self._receive_until_stopped()
+        except BaseException as exc:  # ends the worker with the error, as on the first thread
+            self.lifecycle.fail(exc)
+
+    def _receive_until_stopped(self) -> None:
         stopping = self.lifecycle.stopping
         while not stopping.is_set():
             if self.time_left() <= 0:
@@ -97,41 +133,59 @@ class Poller:
             want = self.pool.wait_for_room(stopping)
             if want == 0:
                 continue
-            if options.max_messages is not None:
-                want = min(want, options.max_messages - self._received)
-            tokens = self.limiter.acquire(want, stop=stopping, ahead_s=self.ahead_s)
-            if tokens == 0:
-                break
-            # Read before the receive: a message's visibility may have begun any time after.
-            asked_at = self._clock()
             try:
-                if not self.limit.known:
-                    self.limit.set(self.queue.max_receive_count())
-                messages = self.queue.receive(
-                    tokens, self._wait_time_s(), visibility_timeout_s=options.visibility_timeout_s
-                )
-                if not messages:
-                    self.limiter.give_back(tokens)
-                    self._receive_errors = 0
-                    self.failing = None
-                    self._on_empty_receive()
-                    continue
-            except RaasctlError as exc:
+                self._receive(want)
+            finally:
+                self.pool.received(want)  # the room reserved for it is held messages now
+
+    def _receive(self, reserved: int) -> None:
+        """Take tokens for up to the `reserved` messages, receive them and hand them to the
+        slots."""
+        options = self.options
+        want = reserved
+        stopping = self.lifecycle.stopping
+        if options.max_messages is not None:
+            want = min(want, options.max_messages - self._received)
+        tokens = self.limiter.acquire(want, stop=stopping, ahead_s=self.ahead_s)
+        if tokens == 0:
+            return  # stopping
+        # Read before the receive: a message's visibility may have begun any time after.
+        asked_at = self._clock()
+        try:
+            messages = self.queue.receive(
+                tokens, self._wait_time_s(), visibility_timeout_s=options.visibility_timeout_s
+            )
+            if not messages:
                 self.limiter.give_back(tokens)
+                self._receive_errors = 0
+                self.failing = None
+                self._on_empty_receive(reserved)
+                return
+        except RaasctlError as exc:
+            self.limiter.give_back(tokens)
+            self._receive_failed(exc)
+            return
+        self._receive_errors = 0
+        self.failing = None
+        self._empty_logged = False
+        self.idle = False
+        self.elsewhere.clear()
+        self.limiter.give_back(tokens - len(messages))
+        if not self._dispatch(messages, asked_at) and not stopping.is_set():
+            # Only other crons' messages: a filtered worker must not spin on (and burn
+            # the receive count of) foreign messages.
+            stopping.wait(options.foreign_pause_s)
+        if options.max_messages is not None and self._received >= options.max_messages:
+            self.lifecycle.stop(StopReason.MAX_MESSAGES)
+
+    def _read_receive_limit(self) -> None:
+        """The queue's max_receive_count (on SQS a call that can fail: retried like a
+        receive)."""
+        while not self.limit.known and not self.lifecycle.stopping.is_set():
+            try:
+                self.limit.set(self.queue.max_receive_count())
+            except RaasctlError as exc:
                 self._receive_failed(exc)
-                continue
-            self._receive_errors = 0
-            self.failing = None
-            self._empty_logged = False
-            self.idle = False
-            self.elsewhere.clear()
-            self.limiter.give_back(tokens - len(messages))
-            if not self._dispatch(messages, asked_at) and not stopping.is_set():
-                # Only other crons' messages: a filtered worker must not spin on (and burn
-                # the receive count of) foreign messages.
-                stopping.wait(options.foreign_pause_s)
-            if options.max_messages is not None and self._received >= options.max_messages:
-                self.lifecycle.stop(StopReason.MAX_MESSAGES)
 
     def _receive_failed(self, exc: RaasctlError) -> None:
         self._receive_errors += 1
@@ -151,11 +205,19 @@ class Poller:
         """The long poll, cut short so that --max-runtime is kept."""
         return min(self.options.wait_time_s, max(0.0, self.time_left()))
 
-    def _on_empty_receive(self) -> None:
+    def _on_empty_receive(self, reserved: int) -> None:
         """DESIGN.md: empty means visible + in-flight + delayed are all 0 and a long poll came
-        back empty. Logged once per time the queue runs empty."""
+        back empty. Logged once per time the queue runs empty. `reserved`: the room this
+        receive had."""
+        with self._empty_lock:
+            self._check_empty(reserved)
+
+    def _check_empty(self, reserved: int) -> None:
         depth = self.queue.depth()
-        self.elsewhere.saw(depth.in_flight, self.pool.in_flight())
+        # What another receiver's receive on its way brings is in flight too, and this
+        # worker's: counted as held (at most its reserved room) until it is back.
+        on_the_way = self.pool.receiving() - reserved
+        self.elsewhere.saw(depth.in_flight, self.pool.in_flight() + on_the_way)
         if not depth.empty:
             return
         if not self._empty_logged:

@@ -50,6 +50,10 @@ class SlotPool:
         self._held: set[Held] = set()
         self._waiting = 0  # held messages submitted and not yet taken by a slot
         self._units = 0  # units submitted and not yet finished
+        # Room reserved for receives on their way (`wait_for_room` to `received`): messages,
+        # and receives (a batch's slot when `batches`).
+        self._reserved = 0
+        self._receives = 0
         # Whether the poller submits whole receives as batches (`Handler.handle_batch`):
         # room is then counted in batches, a slot each.
         self.batches = False
@@ -72,7 +76,7 @@ class SlotPool:
 
     def wait_for_room(self, stop: threading.Event) -> int:
         """Block until there is room for a receive, or `stop` is set; how many messages to
-        receive (0 when stopping).
+        receive (0 when stopping). The room is reserved for that receive until `received`.
 
         Room is the free slots and `read_ahead` places beyond them: the next batch waits
         here, under the heartbeat, instead of every freed slot waiting out a receive. While
@@ -83,16 +87,34 @@ class SlotPool:
             while not stop.is_set():
                 if self.batches:
                     # A batch takes one slot: every slot busy with one, and one more ahead.
-                    if self._units <= self.concurrency:
+                    if self._units + self._receives <= self.concurrency:
+                        self._receives += 1
+                        self._reserved += self.batch_size
                         return self.batch_size
                     self._free.wait(0.5)
                     continue
-                held = len(self._held)
+                held = len(self._held) + self._reserved
                 room = capacity - held
                 if held < self.concurrency or room >= MAX_BATCH:
-                    return min(MAX_BATCH, room)
+                    want = min(MAX_BATCH, room)
+                    self._receives += 1
+                    self._reserved += want
+                    return want
                 self._free.wait(0.5)
             return 0
+
+    def received(self, reserved: int) -> None:
+        """A receive is back, its messages held (`hold`): the room `wait_for_room` reserved
+        for it is free again."""
+        with self._free:
+            self._receives -= 1
+            self._reserved -= reserved
+            self._free.notify_all()
+
+    def receiving(self) -> int:
+        """The most messages the receives on their way can bring (their reserved room)."""
+        with self._free:
+            return self._reserved
 
     def hold(self, held: Held) -> None:
         with self._free:
