@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import MappingProxyType
 
 from raasctl.codes import ErrorCode
 from raasctl.errors import QueueError
@@ -266,10 +267,12 @@ class SqliteQueue(Queue):
             # A read first, so idle pollers never take the write lock.
             if not conn.execute(_READY, (now,)).fetchone()[0]:
                 return []
-        claimed: list[ReceivedMessage] = []
+        # The rows claimed with their receipt tokens; the messages are made after the commit,
+        # so the write lock is not held for Python work that needs none.
+        taken: list[tuple[tuple[int, str, str, str | None, str | None, int], str]] = []
         with self._write("receive from") as conn:
-            while len(claimed) < max_messages:
-                rows = conn.execute(_CLAIMABLE, (now, max_messages - len(claimed))).fetchall()
+            while len(taken) < max_messages:
+                rows = conn.execute(_CLAIMABLE, (now, max_messages - len(taken))).fetchall()
                 exhausted = [row for row in rows if row[5] >= self._max_receive_count]
                 if exhausted:
                     self._dead_letter_rows(
@@ -281,25 +284,38 @@ class SqliteQueue(Queue):
                 updates = []
                 # One call to the OS's random source for the whole claim, 16 hex digits each.
                 tokens = secrets.token_hex(8 * len(rows))
-                for n, (seq, message_id, body, group, attributes, count) in enumerate(rows):
-                    if count >= self._max_receive_count:
+                visible_at = now + visibility_timeout_s
+                for n, row in enumerate(rows):
+                    if row[5] >= self._max_receive_count:
                         continue
                     token = tokens[16 * n : 16 * n + 16]
-                    updates.append((now + visibility_timeout_s, token, seq))
-                    claimed.append(
-                        ReceivedMessage(
-                            message_id=message_id,
-                            receipt_handle=f"{seq}:{token}",
-                            body=body,
-                            receive_count=count + 1,
-                            attributes=json.loads(attributes) if attributes else {},
-                            group_id=group,
-                        )
-                    )
+                    updates.append((visible_at, token, row[0]))
+                    taken.append((row, token))
                 conn.executemany(_CLAIM, updates)
                 # Only moving messages to the DLQ can make more messages deliverable.
                 if not exhausted:
                     break
+        # A run's messages share their attributes: each distinct text is decoded once, and
+        # the messages share it read-only.
+        decoded: dict[str, Mapping[str, str]] = {}
+        claimed = []
+        for (seq, message_id, body, group, attributes, count), token in taken:
+            if attributes:
+                mapping = decoded.get(attributes)
+                if mapping is None:
+                    mapping = decoded[attributes] = MappingProxyType(json.loads(attributes))
+            else:
+                mapping = {}
+            claimed.append(
+                ReceivedMessage(
+                    message_id=message_id,
+                    receipt_handle=f"{seq}:{token}",
+                    body=body,
+                    receive_count=count + 1,
+                    attributes=mapping,
+                    group_id=group,
+                )
+            )
         return claimed
 
     def _dead_letter_rows(
