@@ -1,0 +1,113 @@
+"""The per-message shortcuts of the worker's hot path give what the general code gives:
+facts copied without `dataclasses.replace`, statistics added up per run before the lock,
+attributes decoded once per receive."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from support import FakeClock
+
+from raasctl.queues.base import OutgoingMessage
+from raasctl.queues.sqlite import SqliteQueue
+from raasctl.runstats import StatsRow, bucket_of
+from raasctl.worker.decision import APPLIED, Backoff, Facts, Outcome, SinkOutcome
+from raasctl.worker.handler import applied_facts
+from raasctl.worker.messages import Settled
+from raasctl.worker.recorder import Recorder
+
+
+def test_applied_facts_is_replace_with_the_sink_applied_for_every_field() -> None:
+    # Every field set to something other than its default, so a field applied_facts forgot
+    # would show.
+    facts = Facts(
+        receive_count=3,
+        max_receive_count=5,
+        problem="p",
+        let_go="l",
+        applied=True,
+        superseded=True,
+        sink=SinkOutcome(False, True, 2.0, "r", True),
+        error="e",
+        backoff=Backoff(1.0, 9.0),
+    )
+    defaults = Facts(receive_count=0, max_receive_count=None)
+    for field in dataclasses.fields(Facts):
+        assert getattr(facts, field.name) != getattr(defaults, field.name), field.name
+
+    assert applied_facts(facts) == dataclasses.replace(facts, sink=APPLIED)
+
+
+class MemoryStore:
+    """A run statistics store that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.rows: list[StatsRow] = []
+
+    def write(self, rows: list[StatsRow]) -> None:
+        self.rows.extend(rows)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_batch_s_latency_and_outcomes_count_per_run_and_cron() -> None:
+    store = MemoryStore()
+    recorder = Recorder(store, worker="w", clock=lambda: 100.0)  # type: ignore[arg-type]
+    entries = [("r1", "clientDepositUpdate")] * 3 + [("r2", "lspBillUpdateStatus")]
+    with recorder.sink_calls(entries):
+        pass
+    recorder.outcomes(
+        [
+            Settled(Outcome.SUCCEEDED, "r1", "clientDepositUpdate:a"),
+            Settled(Outcome.SUCCEEDED, "r1", "clientDepositUpdate:b"),
+            Settled(Outcome.DEAD_LETTERED, "r1", "message:m1"),
+            Settled(Outcome.RETRY, "r2", "lspBillUpdateStatus:c"),
+            Settled(Outcome.FAILED, None, "message:m2"),  # no run: not counted in one
+        ]
+    )
+    recorder.flush(final=True)
+
+    # One row per run and second, named by the run's cron.
+    rows = {(row.run_id, row.cron): row for row in store.rows}
+    assert len(rows) == 2
+    deposits = rows[("r1", "clientDepositUpdate")]
+    assert sum(deposits.latency.values()) == 3
+    assert (deposits.succeeded, deposits.dead_lettered) == (2, 1)
+    bills = rows[("r2", "lspBillUpdateStatus")]
+    assert sum(bills.latency.values()) == 1 and bills.retries == 1
+    assert sum(row.handled for row in store.rows) == 4
+
+
+def test_add_latency_adds_several_calls_to_one_bucket() -> None:
+    row = StatsRow(run_id="r", second=1, worker="w", cron="c")
+    row.add_latency(2.5, 4)
+    row.add_latency(2.5)
+    assert row.latency == {bucket_of(2.5): 5} and row.latency_max_ms == 2.5
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> SqliteQueue:
+    return SqliteQueue(tmp_path / "env.db", clock=FakeClock())
+
+
+def test_a_receive_decodes_shared_attributes_once_and_hands_them_out_read_only(
+    queue: SqliteQueue,
+) -> None:
+    run_one = {"cron": "c", "run_id": "r1"}
+    queue.send_batch(
+        [OutgoingMessage(f"m{n}", f"G{n}", f"d{n}", attributes=run_one) for n in range(3)]
+        + [OutgoingMessage("other", "G9", "d9", attributes={"run_id": "r2"})]
+        + [OutgoingMessage("bare", "G8", "d8")]
+    )
+
+    first, second, third, other, bare = queue.receive(10, 0)
+
+    assert first.attributes == second.attributes == third.attributes == run_one
+    assert first.attributes is second.attributes is third.attributes
+    assert other.attributes == {"run_id": "r2"} and bare.attributes == {}
+    with pytest.raises(TypeError):
+        first.attributes["run_id"] = "changed"  # type: ignore[index]
+    assert dict(first.attributes) == run_one
