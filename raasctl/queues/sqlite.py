@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import secrets
 import sqlite3
 import time
@@ -134,6 +135,10 @@ class SqliteQueue(Queue):
 
     def _error(self, action: str, exc: sqlite3.Error) -> QueueError:
         return QueueError(f"cannot {action} queue {self.name}: {exc}", code=ErrorCode.QUEUE_FAILED)
+
+    def shares_file(self, path: Path) -> bool:
+        """Whether this queue lives in the SQLite file at `path` (the embedded state's)."""
+        return os.path.realpath(self.path) == os.path.realpath(path)
 
     def close(self) -> None:
         self._db.close()

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from raasctl.codes import ErrorCode
 from raasctl.errors import StateError
 from raasctl.migrations import Migrations, add_column, execute_script, rebuild, without_rowid
+from raasctl.queues.base import Queue
+from raasctl.queues.sqlite import SqliteQueue
 from raasctl.sqlite import Database, rows_in
 from raasctl.state.base import (
     AppliedEntry,
@@ -455,6 +457,18 @@ class SqliteState(State):
 
     def workers(self) -> SqliteWorkers:
         return SqliteWorkers(self._db, self.path)
+
+    def writes_with(self, queue: Queue) -> Callable[[], AbstractContextManager[None]] | None:
+        """The embedded queue on this state's file joins its transactions (raasctl/sqlite.py
+        `Database.joint`); a failure of the joint's own begin or commit is a StateError."""
+        if not isinstance(queue, SqliteQueue) or not queue.shares_file(self.path):
+            return None
+        return self._joint
+
+    @contextmanager
+    def _joint(self) -> Iterator[None]:
+        with self._errors(), self._db.joint():
+            yield
 
     def close(self) -> None:
         self._db.close()

@@ -36,10 +36,10 @@ class RunsServed:
         with self._lock:
             self._seen.add(run_id)
 
-    def count(self, run_id: str, items: list[Settled]) -> None:
+    def count(self, run_id: str, items: list[Settled]) -> RunRecord | None:
         """Record a batch's outcomes in the run, with the idempotency records and versions of
-        the entries applied (retries add to its retry counter); complete the run if that was
-        the last."""
+        the entries applied (retries add to its retry counter); the run after that (None:
+        unknown), for `finish` once the write has committed."""
         now = self._now()
         outcomes = {
             item.key: EntryStatus(item.outcome.value)
@@ -59,16 +59,21 @@ class RunsServed:
                     run_id=run_id,
                     level=logging.DEBUG,
                 )
-                return
+                return None
         if retries:
             try:
                 run = self.state.add_counts(run_id, retries=retries, now=now)
             except StateError as exc:
                 if exc.code is not ErrorCode.RUN_NOT_FOUND:
                     raise
-                return
-        if run is not None:
-            self._finish(run)
+                return None
+        return run
+
+    def finish(self, run: RunRecord) -> None:
+        """Complete the run if its last message was counted."""
+        if finish_if_complete(self.state, run, self._now()):
+            with self._lock:
+                self._finished.add(run.run_id)
 
     def reconcile(self) -> None:
         """The queue is empty: close every open run of the environment that nothing more
@@ -81,7 +86,7 @@ class RunsServed:
         with self._lock:
             run_ids = sorted(self._seen - self._finished)
         for run in self.records(run_ids):
-            self._finish(run)
+            self.finish(run)
 
     def records(self, run_ids: list[str] | None = None) -> list[RunRecord]:
         """The records of these runs (default: every run seen) that still exist."""
@@ -94,8 +99,3 @@ class RunsServed:
             if run is not None:
                 runs.append(run)
         return runs
-
-    def _finish(self, run: RunRecord) -> None:
-        if finish_if_complete(self.state, run, self._now()):
-            with self._lock:
-                self._finished.add(run.run_id)
