@@ -368,6 +368,25 @@ def rows_in(
         yield from conn.execute(sql.format(marks=marks), (*first, *chunk))
 
 
+# Rows written by one multi-row statement (`execute_rows`).
+ROWS_CHUNK = 100
+
+
+def execute_rows(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Run `sql`, whose `{values}` is a VALUES list, for all `rows` (of one width) in a few
+    statements of up to ROWS_CHUNK rows, instead of `executemany`'s one per row: the sqlite3
+    module lets go of the GIL and takes it back around every statement it steps, and under
+    the file's writer lock each time back may mean waiting for another thread's Python."""
+    if not rows:
+        return
+    width = len(rows[0])
+    one = "(" + ", ".join("?" * width) + ")"
+    for start in range(0, len(rows), ROWS_CHUNK):
+        chunk = rows[start : start + ROWS_CHUNK]
+        values = ", ".join([one] * len(chunk))
+        conn.execute(sql.format(values=values), [value for row in chunk for value in row])
+
+
 def file_bytes(path: Path) -> int:
     """The file's size on disk with its write-ahead log, 0 when there is none."""
     total = 0

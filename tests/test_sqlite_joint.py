@@ -1,5 +1,5 @@
 """Writes of several adapters on one SQLite file in one transaction (raasctl/sqlite.py
-`Database.joint`), and the worker's settler counting and deleting a
+`Database.joint`), multi-row statements, and the worker's settler counting and deleting a
 batch in one commit on the embedded queue and state."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from raasctl.errors import StateError
 from raasctl.queues.base import OutgoingMessage
 from raasctl.queues.sqlite import SqliteQueue
-from raasctl.sqlite import Database
+from raasctl.sqlite import ROWS_CHUNK, Database, execute_rows
 from raasctl.state.base import EntryStatus, RunRecord
 from raasctl.state.sqlite import SqliteState
 from raasctl.worker.decision import Outcome
@@ -112,6 +112,16 @@ def test_a_database_with_another_row_factory_cannot_join(pair: tuple[Database, D
     left.connection()
     with pytest.raises(TypeError), right.joint(), left.writing():
         pass
+
+
+def test_execute_rows_writes_every_row_in_chunks(tmp_path: Path) -> None:
+    db = Database(tmp_path / "env.db", LEFT)
+    rows = [(f"n{n:04d}",) for n in range(2 * ROWS_CHUNK + 7)]
+    with db.transaction() as conn:
+        execute_rows(conn, "INSERT INTO left_items (name) VALUES {values}", rows)
+        execute_rows(conn, "INSERT INTO left_items (name) VALUES {values}", [])
+    assert names(db, "left_items") == [name for (name,) in rows]
+    db.close()
 
 
 # ---------------------------------------------------------------- the settler

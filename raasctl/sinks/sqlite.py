@@ -32,7 +32,7 @@ from raasctl.envelope import Envelope
 from raasctl.errors import SinkError
 from raasctl.migrations import Migrations, execute_script, rebuild, table_exists, without_rowid
 from raasctl.sinks.base import Applied, Sink
-from raasctl.sqlite import Database, rows_in
+from raasctl.sqlite import Database, execute_rows, rows_in
 from raasctl.state.sqlite import holds_state
 from raasctl.state.sqlite_entries import record_applied_in
 
@@ -181,12 +181,12 @@ class _Table:
 
     @cached_property
     def upsert(self) -> str:
-        """Insert a record, or update every column of it but its id."""
+        """Insert records (`{values}`: their VALUES list, raasctl/sqlite.py `execute_rows`),
+        or update every column of one but its id."""
         columns = [self.id_field, *self.columns, "run_id", "entry_key", "updated_at"]
         updates = ", ".join(f"{name} = excluded.{name}" for name in columns[1:])
         return (
-            f"INSERT INTO {self.name} ({', '.join(columns)})"
-            f" VALUES ({', '.join('?' for _ in columns)})"
+            f"INSERT INTO {self.name} ({', '.join(columns)}) VALUES {{values}}"
             f" ON CONFLICT ({self.id_field}) DO UPDATE SET {updates}"
         )
 
@@ -245,7 +245,7 @@ TABLES_BY_CRON: dict[str, _Table] = {
 
 _INSERT_APPLICATION = (
     "INSERT INTO ledger_applications (entry_key, cron, table_name, record_id,"
-    " run_id, mock, applied_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " run_id, mock, applied_at) VALUES {values}"
 )
 
 
@@ -306,7 +306,8 @@ class SqliteLedger(Sink):
                         continue
                     known.add(row[0].key)
                     fresh.append(row)
-                conn.executemany(
+                execute_rows(
+                    conn,
                     _INSERT_APPLICATION,
                     [
                         (e.key, e.cron, table.name, record_id, e.run_id, int(e.mock), now)
@@ -314,7 +315,8 @@ class SqliteLedger(Sink):
                     ],
                 )
                 for table in {row[1].name: row[1] for row in fresh}.values():
-                    conn.executemany(
+                    execute_rows(
+                        conn,
                         table.upsert,
                         [
                             (record_id, *values.values(), e.run_id, e.key, now)

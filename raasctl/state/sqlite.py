@@ -22,7 +22,7 @@ from raasctl.errors import StateError
 from raasctl.migrations import Migrations, add_column, execute_script, rebuild, without_rowid
 from raasctl.queues.base import Queue
 from raasctl.queues.sqlite import SqliteQueue
-from raasctl.sqlite import Database, rows_in
+from raasctl.sqlite import Database, execute_rows, rows_in
 from raasctl.state.base import (
     AppliedEntry,
     Claim,
@@ -255,8 +255,9 @@ class SqliteState(State):
                 delta[status.value] += 1
                 if old is not None:
                     delta[old.value] -= 1
-            conn.executemany(
-                "INSERT INTO state_outcomes (run_id, key, status, updated_at) VALUES (?, ?, ?, ?)"
+            execute_rows(
+                conn,
+                "INSERT INTO state_outcomes (run_id, key, status, updated_at) VALUES {values}"
                 " ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status,"
                 " updated_at = excluded.updated_at",
                 changed,
