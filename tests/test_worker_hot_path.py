@@ -111,3 +111,26 @@ def test_a_receive_decodes_shared_attributes_once_and_hands_them_out_read_only(
     with pytest.raises(TypeError):
         first.attributes["run_id"] = "changed"  # type: ignore[index]
     assert dict(first.attributes) == run_one
+
+
+def test_deleting_the_heads_of_several_groups_at_once_promotes_each_group_s_next(
+    queue: SqliteQueue,
+) -> None:
+    queue.send_batch(
+        [OutgoingMessage(f"{group}{n}", group, f"{group}{n}") for n in range(3) for group in "ABC"]
+    )
+    heads = queue.receive(10, 0)
+    assert sorted(m.body for m in heads) == ["A0", "B0", "C0"]
+
+    queue.delete([m.receipt_handle for m in heads])  # one statement promotes all three
+
+    assert sorted(m.body for m in queue.receive(10, 0)) == ["A1", "B1", "C1"]
+
+
+def test_each_receive_of_a_message_gives_it_a_new_handle(queue: SqliteQueue) -> None:
+    queue.send_batch([OutgoingMessage(f"m{n}", f"G{n}", f"d{n}") for n in range(2)])
+    first = queue.receive(10, 0, visibility_timeout_s=0)
+    again = queue.receive(10, 0)
+    assert len({m.receipt_handle for m in first + again}) == 4
+    queue.delete([m.receipt_handle for m in first])  # stale: deletes nothing
+    assert queue.depth().in_flight == 2
