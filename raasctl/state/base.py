@@ -72,6 +72,17 @@ class Known:
     applied_version: str | None  # the newest version applied for its record, if any
 
 
+# The answers without a version, made once: most entries of a batch share one.
+_UNVERSIONED = {applied: Known(applied, None) for applied in (False, True)}
+
+
+def known_of(applied: bool, applied_version: str | None) -> Known:
+    """Known(applied, applied_version), shared when there is no version (it is immutable)."""
+    if applied_version is None:
+        return _UNVERSIONED[applied]
+    return Known(applied, applied_version)
+
+
 @dataclass(frozen=True)
 class AppliedEntry:
     """An entry the sink has applied: its idempotency record and, for a versioned record,
@@ -196,7 +207,7 @@ class State(ABC):
         applied version. Adapters answer a batch with one read."""
         applied = self.applied_keys([entry.key for entry in entries])
         return {
-            entry.key: Known(
+            entry.key: known_of(
                 entry.key in applied,
                 None
                 if entry.entity_id is None

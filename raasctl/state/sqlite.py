@@ -32,6 +32,7 @@ from raasctl.state.base import (
     LockInfo,
     RunRecord,
     State,
+    known_of,
     transition,
 )
 from raasctl.state.records import RUN_FIELDS, from_iso, run_from_fields, run_to_fields, to_iso
@@ -276,7 +277,7 @@ class SqliteState(State):
             applied = applied_in(conn, [entry.key for entry in entries])
             versions = versions_in(conn, entries)
         return {
-            entry.key: Known(entry.key in applied, versions.get((entry.cron, entry.entity_id)))
+            entry.key: known_of(entry.key in applied, versions.get((entry.cron, entry.entity_id)))
             for entry in entries
         }
 

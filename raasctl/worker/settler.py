@@ -81,14 +81,18 @@ class Settler:
     def start(self) -> None:
         self._thread.start()
 
-    def settle(self, item: Settled) -> None:
-        """Hand over a handled message (its delete, when it has a receipt handle, and its
-        count)."""
-        urgent = item.visible_until - self._clock() < URGENT_S
+    def settle(self, *items: Settled) -> None:
+        """Hand over handled messages (each one's delete, when it has a receipt handle, and
+        its count): one, or a batch's at once (one lock for them all)."""
+        now = self._clock()
+        urgent = any(item.visible_until - now < URGENT_S for item in items)
         with self._ready:
-            self._batch.append(item)
+            before = len(self._batch)
+            self._batch.extend(items)
             self._urgent = self._urgent or urgent
-            if len(self._batch) in (1, MAX_BATCH) or urgent:
+            # Wake the settler for the first item (it starts gathering) and when a full
+            # batch is there.
+            if before == 0 or before < MAX_BATCH <= len(self._batch) or urgent:
                 self._ready.notify_all()
 
     def flush_pending(self, timeout_s: float = 10.0) -> None:
