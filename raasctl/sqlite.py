@@ -364,7 +364,7 @@ def rows_in(
     IN_CHUNK; `first` are the parameters bound before the list."""
     for start in range(0, len(values), IN_CHUNK):
         chunk = values[start : start + IN_CHUNK]
-        marks = ", ".join("?" for _ in chunk)
+        marks = ", ".join("?" * len(chunk))
         yield from conn.execute(sql.format(marks=marks), (*first, *chunk))
 
 

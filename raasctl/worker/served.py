@@ -15,6 +15,11 @@ from raasctl.state.base import EntryStatus, RunRecord, State
 from raasctl.worker.decision import Outcome
 from raasctl.worker.messages import Settled
 
+# The entry status each counted outcome records (a retry records none: it comes back).
+_STATUS = {
+    outcome: EntryStatus(outcome.value) for outcome in Outcome if outcome is not Outcome.RETRY
+}
+
 
 class RunsServed:
     """Runs whose messages this worker received. A run completes when its counters reach its
@@ -41,11 +46,7 @@ class RunsServed:
         the entries applied (retries add to its retry counter); the run after that (None:
         unknown), for `finish` once the write has committed."""
         now = self._now()
-        outcomes = {
-            item.key: EntryStatus(item.outcome.value)
-            for item in items
-            if item.outcome is not Outcome.RETRY
-        }
+        outcomes = {item.key: _STATUS[item.outcome] for item in items if item.outcome in _STATUS}
         retries = len(items) - len(outcomes)
         applied = [item.applied for item in items if item.applied is not None]
         run = None
