@@ -59,9 +59,10 @@ class StatsRow:
     concurrency: int = 0  # the worker's slots
     rate_per_s: float | None = None  # the worker's rate limit (None: unlimited)
 
-    def add_latency(self, ms: float) -> None:
+    def add_latency(self, ms: float, calls: int = 1) -> None:
+        """`calls` sink calls of `ms` each (a batch's entries share one call's time)."""
         bucket = bucket_of(ms)
-        self.latency[bucket] = self.latency.get(bucket, 0) + 1
+        self.latency[bucket] = self.latency.get(bucket, 0) + calls
         self.latency_max_ms = max(self.latency_max_ms, ms)
 
     @property

@@ -26,6 +26,10 @@ because breaking it shows up as "database is locked" under load:
   between tries, so eight worker threads contending for the file's write lock spent most of
   their time asleep; a thread waiting on the process's lock wakes as soon as it is free. The
   busy timeout still arbitrates between processes.
+- Adapters on one file may write in one transaction (`Database.joint()`): the embedded
+  state records a batch's outcomes and the queue deletes its messages in one commit instead
+  of two. Inside the block, the writes of every Database on the file, in that thread, go to
+  the joint's connection, each `transaction()` as a savepoint of it.
 """
 
 from __future__ import annotations
@@ -59,6 +63,18 @@ _RETRY_PAUSE_S = 0.01
 # here and renewed in a forked child.
 _pid = os.getpid()
 _databases: weakref.WeakSet[Database] = weakref.WeakSet()
+# The joint transaction each thread has open, by the file's real path (`Database.joint`).
+_joints = threading.local()
+
+
+class _Joint:
+    """An open joint transaction: its connection, and whether SQLite rolled all of it back
+    (an error such as a full disk ends the whole transaction, not only its statement)."""
+
+    def __init__(self, conn: sqlite3.Connection, row_factory: object) -> None:
+        self.conn = conn
+        self.row_factory = row_factory
+        self.broken = False
 
 
 def _after_fork_in_child() -> None:
@@ -79,6 +95,13 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 def current_pid() -> int:
     """This process's id (what os.getpid() returns, without a system call)."""
     return _pid
+
+
+def _open_joints() -> dict[str, _Joint]:
+    joints: dict[str, _Joint] | None = getattr(_joints, "open", None)
+    if joints is None:
+        joints = _joints.open = {}
+    return joints
 
 
 def _writer_lock(path: Path) -> threading.RLock:
@@ -126,6 +149,7 @@ class Database:
         self._generation = 0  # bumped by close(): every thread then opens a new connection
         self._schema_ready = False
         self._writer_key: tuple[int, threading.RLock] | None = None  # (pid, lock)
+        self._real: str | None = None  # the file's real path, once asked (joint())
         _databases.add(self)
 
     def connection(self) -> sqlite3.Connection:
@@ -145,7 +169,12 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, its write lock taken up front; rolled back when the block
-        raises or the commit fails."""
+        raises or the commit fails. Inside a `joint()` on the file, a savepoint of it."""
+        joint = self._joint()
+        if joint is not None:
+            with self._joined(joint, "SAVEPOINT joined") as conn:
+                yield conn
+            return
         with self.writing() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -160,10 +189,73 @@ class Database:
     def writing(self) -> Iterator[sqlite3.Connection]:
         """This thread's connection with the process's writer lock held, for one write
         statement in autocommit mode. Fetch a RETURNING statement's rows inside the block: the
-        statement holds SQLite's write lock until they are read."""
+        statement holds SQLite's write lock until they are read. Inside a `joint()` on the
+        file, the statement is part of it."""
+        joint = self._joint()
+        if joint is not None:
+            with self._joined(joint, None) as conn:
+                yield conn
+            return
         conn = self.connection()
         with self._writer():
             yield conn
+
+    @contextmanager
+    def joint(self) -> Iterator[None]:
+        """One transaction for every write to the file in the block, by this Database or any
+        other on the same file, from this thread: they commit together or not at all.
+        Joining Databases must read rows as this one does or by position (a connection
+        without a row factory joins any). Reads outside a write see the file as committed."""
+        if self._joint() is not None:
+            yield  # already inside one
+            return
+        key = self._real_path()
+        with self.transaction() as conn:
+            joint = _Joint(conn, self.row_factory)
+            open_joints = _open_joints()
+            open_joints[key] = joint
+            try:
+                yield
+            finally:
+                del open_joints[key]
+            if joint.broken:
+                raise sqlite3.OperationalError(
+                    "the joint transaction was rolled back by an error inside it"
+                )
+
+    def _joint(self) -> _Joint | None:
+        joints = getattr(_joints, "open", None)
+        if not joints:
+            return None
+        return joints.get(self._real_path())
+
+    def _real_path(self) -> str:
+        if self._real is None:
+            self._real = os.path.realpath(self.path)
+        return self._real
+
+    @contextmanager
+    def _joined(self, joint: _Joint, savepoint: str | None) -> Iterator[sqlite3.Connection]:
+        """The joint's connection for one write (`savepoint`: a block of several, undone
+        alone when it raises)."""
+        if joint.broken:
+            raise sqlite3.OperationalError("the joint transaction was rolled back")
+        if self.row_factory is not None and self.row_factory is not joint.row_factory:
+            raise TypeError("a Database with its own row factory cannot join this transaction")
+        conn = joint.conn
+        if savepoint is not None:
+            conn.execute(savepoint)
+        try:
+            yield conn
+        except BaseException:
+            if not conn.in_transaction:
+                joint.broken = True  # SQLite ended the whole transaction
+            elif savepoint is not None:
+                conn.execute("ROLLBACK TO joined")
+                conn.execute("RELEASE joined")
+            raise
+        if savepoint is not None:
+            conn.execute("RELEASE joined")
 
     def _writer(self) -> threading.RLock:
         if self._writer_key is None or self._writer_key[0] != _pid:
@@ -272,8 +364,37 @@ def rows_in(
     IN_CHUNK; `first` are the parameters bound before the list."""
     for start in range(0, len(values), IN_CHUNK):
         chunk = values[start : start + IN_CHUNK]
-        marks = ", ".join("?" for _ in chunk)
+        marks = ", ".join("?" * len(chunk))
         yield from conn.execute(sql.format(marks=marks), (*first, *chunk))
+
+
+def execute_in(
+    conn: sqlite3.Connection, sql: str, values: Sequence[Any], *, first: Sequence[Any] = ()
+) -> None:
+    """Run `sql`, whose `{marks}` is an IN list of `values`, in chunks of IN_CHUNK (nothing
+    when there are none); `first` are the parameters bound before the list."""
+    for start in range(0, len(values), IN_CHUNK):
+        chunk = values[start : start + IN_CHUNK]
+        conn.execute(sql.format(marks=", ".join("?" * len(chunk))), (*first, *chunk))
+
+
+# Rows written by one multi-row statement (`execute_rows`).
+ROWS_CHUNK = 100
+
+
+def execute_rows(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Run `sql`, whose `{values}` is a VALUES list, for all `rows` (of one width) in a few
+    statements of up to ROWS_CHUNK rows, instead of `executemany`'s one per row: the sqlite3
+    module lets go of the GIL and takes it back around every statement it steps, and under
+    the file's writer lock each time back may mean waiting for another thread's Python."""
+    if not rows:
+        return
+    width = len(rows[0])
+    one = "(" + ", ".join("?" * width) + ")"
+    for start in range(0, len(rows), ROWS_CHUNK):
+        chunk = rows[start : start + ROWS_CHUNK]
+        values = ", ".join([one] * len(chunk))
+        conn.execute(sql.format(values=values), [value for row in chunk for value in row])
 
 
 def file_bytes(path: Path) -> int:

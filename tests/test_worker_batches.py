@@ -3,6 +3,7 @@ whole receive at once, and every message still gets its own verdict."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,4 +88,25 @@ def test_the_ledger_applies_a_batch_in_one_call_and_says_how_each_went(tmp_path:
     assert isinstance(errors[1], SinkError) and not errors[1].retryable
     assert ledger.counts()["applications"] == 2  # the repeats change nothing
     assert ledger.apply(first) is Applied.ALREADY_APPLIED
+    ledger.close()
+
+
+def test_two_entries_of_one_record_in_a_batch_leave_the_later_one_s_values(
+    tmp_path: Path,
+) -> None:
+    # One multi-row upsert writes the batch: the second row updates the first.
+    ledger = SqliteLedger(tmp_path / "ledger.db")
+    older = envelope(1, amount="1.00")
+    newer = Envelope.new(
+        cron=DEPOSITS, run_id="run-1", key=f"{DEPOSITS}:D-1:v2", payload={**older.payload}
+    )
+    newer.payload["amount"] = "2.00"
+
+    assert ledger.apply_batch([older, newer]) == [None, None]
+
+    assert ledger.counts()["applications"] == 2 and ledger.counts()["client_deposits"] == 1
+    conn = sqlite3.connect(tmp_path / "ledger.db")
+    row = conn.execute("SELECT amount, entry_key FROM ledger_client_deposits").fetchone()
+    conn.close()
+    assert row == ("2.00", newer.key)
     ledger.close()

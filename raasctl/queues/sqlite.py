@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import secrets
 import sqlite3
 import time
@@ -39,13 +40,19 @@ from raasctl.queues.base import (
     RedriveResult,
     check_receive,
     check_visibility,
-    message_bytes,
     refusal,
     reject_oversized,
 )
 from raasctl.queues.sqlite_dedup import DEDUP_MERGE_ROWS, DedupWindow
+from raasctl.queues.sqlite_rows import (
+    ClaimedRow,
+    attributes_json,
+    parse_receipt,
+    received_messages,
+    within_size,
+)
 from raasctl.queues.sqlite_schema import MIGRATIONS, dedup_digest
-from raasctl.sqlite import BUSY_TIMEOUT_S, Database, compact, current_pid
+from raasctl.sqlite import BUSY_TIMEOUT_S, Database, compact, current_pid, execute_in
 
 _READY = "SELECT EXISTS (SELECT 1 FROM queue_messages WHERE is_head = 1 AND visible_at <= ?)"
 _CLAIMABLE = (
@@ -54,7 +61,7 @@ _CLAIMABLE = (
 )
 _CLAIM = (
     "UPDATE queue_messages SET receive_count = receive_count + 1, visible_at = ?, receipt = ?"
-    " WHERE seq = ?"
+    " WHERE seq IN ({marks})"
 )
 _INSERT = (
     "INSERT INTO queue_messages (message_id, body, group_id, attributes, sent_at, visible_at,"
@@ -64,10 +71,11 @@ _TO_DLQ = (
     "INSERT INTO dlq_messages (message_id, body, group_id, attributes, sent_at, receive_count,"
     " dead_lettered_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-# After a group's head leaves the queue, its next-oldest message becomes deliverable.
+# After a group's head leaves the queue, its next-oldest message becomes deliverable: for
+# every group named, in one statement.
 _PROMOTE = (
-    "UPDATE queue_messages SET is_head = 1 WHERE seq ="
-    " (SELECT MIN(seq) FROM queue_messages WHERE group_id = ?)"
+    "UPDATE queue_messages SET is_head = 1 WHERE seq IN (SELECT MIN(seq) FROM queue_messages"
+    " WHERE group_id IN ({marks}) GROUP BY group_id)"
 )
 
 
@@ -134,6 +142,10 @@ class SqliteQueue(Queue):
     def _error(self, action: str, exc: sqlite3.Error) -> QueueError:
         return QueueError(f"cannot {action} queue {self.name}: {exc}", code=ErrorCode.QUEUE_FAILED)
 
+    def shares_file(self, path: Path) -> bool:
+        """Whether this queue lives in the SQLite file at `path` (the embedded state's)."""
+        return os.path.realpath(self.path) == os.path.realpath(path)
+
     def close(self) -> None:
         self._db.close()
 
@@ -151,7 +163,7 @@ class SqliteQueue(Queue):
 
     def send_batch(self, messages: Sequence[OutgoingMessage]) -> BatchResult:
         limit = DEFAULT_MAX_MESSAGE_BYTES
-        if not _within_size(messages, limit):
+        if not within_size(messages, limit):
             reject_oversized(messages, limit, self.name)  # names the message
         if self._id_pid != current_pid():  # a forked child must not repeat its parent's ids
             self._new_id_source()
@@ -171,7 +183,7 @@ class SqliteQueue(Queue):
         if not self.fifo:
             for index in range(start, end):
                 message = messages[index]
-                attributes = _attributes_json(message.attributes, attributes_cache)
+                attributes = attributes_json(message.attributes, attributes_cache)
                 rows.append((self._new_message_id(), message.body, None, attributes, now, now, 1))
             with self._write("send to") as conn:
                 conn.executemany(_INSERT, rows)
@@ -207,7 +219,7 @@ class SqliteQueue(Queue):
                         live[head] = tail
                         fresh.append((head, tail))
                     group = message.group_id
-                    attributes = _attributes_json(message.attributes, attributes_cache)
+                    attributes = attributes_json(message.attributes, attributes_cache)
                     is_head = 0 if group in busy else 1
                     busy.add(group)
                     rows.append(
@@ -266,10 +278,16 @@ class SqliteQueue(Queue):
             # A read first, so idle pollers never take the write lock.
             if not conn.execute(_READY, (now,)).fetchone()[0]:
                 return []
-        claimed: list[ReceivedMessage] = []
+        # The rows claimed; their messages are made after the commit, so the write lock is
+        # not held for Python work that needs none.
+        taken: list[ClaimedRow] = []
+        # One token for the receive: with the seq it makes each receipt handle, and a later
+        # receive of the same message gets a new one (which is what makes an old handle
+        # stale). One UPDATE for all the rows claimed, not one per row.
+        token = secrets.token_hex(8)
         with self._write("receive from") as conn:
-            while len(claimed) < max_messages:
-                rows = conn.execute(_CLAIMABLE, (now, max_messages - len(claimed))).fetchall()
+            while len(taken) < max_messages:
+                rows = conn.execute(_CLAIMABLE, (now, max_messages - len(taken))).fetchall()
                 exhausted = [row for row in rows if row[5] >= self._max_receive_count]
                 if exhausted:
                     self._dead_letter_rows(
@@ -278,29 +296,18 @@ class SqliteQueue(Queue):
                         f"received {self._max_receive_count} times (max_receive_count)",
                         now,
                     )
-                updates = []
-                # One call to the OS's random source for the whole claim, 16 hex digits each.
-                tokens = secrets.token_hex(8 * len(rows))
-                for n, (seq, message_id, body, group, attributes, count) in enumerate(rows):
-                    if count >= self._max_receive_count:
-                        continue
-                    token = tokens[16 * n : 16 * n + 16]
-                    updates.append((now + visibility_timeout_s, token, seq))
-                    claimed.append(
-                        ReceivedMessage(
-                            message_id=message_id,
-                            receipt_handle=f"{seq}:{token}",
-                            body=body,
-                            receive_count=count + 1,
-                            attributes=json.loads(attributes) if attributes else {},
-                            group_id=group,
-                        )
-                    )
-                conn.executemany(_CLAIM, updates)
+                fresh = [row for row in rows if row[5] < self._max_receive_count]
+                taken.extend(fresh)
+                execute_in(
+                    conn,
+                    _CLAIM,
+                    [row[0] for row in fresh],
+                    first=(now + visibility_timeout_s, token),
+                )
                 # Only moving messages to the DLQ can make more messages deliverable.
                 if not exhausted:
                     break
-        return claimed
+        return received_messages(taken, token)
 
     def _dead_letter_rows(
         self, conn: sqlite3.Connection, seqs: Sequence[int], reason: str, now: float
@@ -326,12 +333,12 @@ class SqliteQueue(Queue):
 
     def _promote(self, conn: sqlite3.Connection, groups: set[str | None]) -> None:
         if self.fifo:
-            conn.executemany(_PROMOTE, [(group,) for group in groups if group is not None])
+            execute_in(conn, _PROMOTE, sorted(group for group in groups if group is not None))
 
     # ------------------------------------------------------------------ acting on messages
 
     def delete(self, receipt_handles: Sequence[str]) -> None:
-        handles = [parsed for h in receipt_handles if (parsed := _parse_receipt(h)) is not None]
+        handles = [parsed for h in receipt_handles if (parsed := parse_receipt(h)) is not None]
         if not handles:
             return
         with self._write("delete from") as conn:
@@ -349,7 +356,7 @@ class SqliteQueue(Queue):
 
     def change_visibility(self, receipt_handle: str, timeout_s: int) -> None:
         check_visibility(timeout_s)
-        parsed = _parse_receipt(receipt_handle)
+        parsed = parse_receipt(receipt_handle)
         if parsed is None:
             return
         with self._write("change visibility in") as conn:
@@ -362,7 +369,7 @@ class SqliteQueue(Queue):
     def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
         """Move the message to the DLQ with `reason`. A message no longer in the queue (already
         deleted or dead-lettered) is left alone."""
-        parsed = _parse_receipt(message.receipt_handle)
+        parsed = parse_receipt(message.receipt_handle)
         if parsed is None:
             return
         with self._write("dead-letter in") as conn:
@@ -463,41 +470,3 @@ class SqliteQueue(Queue):
                     [(group, group) for group in groups],
                 )
         return RedriveResult(moved=len(rows))
-
-
-def _within_size(messages: Sequence[OutgoingMessage], limit: int) -> bool:
-    """`reject_oversized` would pass: the same sizes, counted faster for the common case of
-    messages that share one attributes mapping (a run's)."""
-    attribute_sizes: dict[int, int] = {}
-    for message in messages:
-        body = message.body
-        # A body of at most limit / 4 characters is within the limit in any encoding.
-        size = len(body)
-        if size * 4 > limit and not body.isascii():
-            size = len(body.encode())
-        attributes = message.attributes
-        extra = attribute_sizes.get(id(attributes))
-        if extra is None:
-            extra = message_bytes(OutgoingMessage("", attributes=attributes))
-            attribute_sizes[id(attributes)] = extra
-        if size + extra > limit:
-            return False
-    return True
-
-
-def _attributes_json(
-    attributes: Mapping[str, str], cache: dict[int, tuple[Mapping[str, str], str | None]]
-) -> str | None:
-    """The attributes as stored, encoded once per mapping (a run's messages share one)."""
-    cached = cache.get(id(attributes))
-    if cached is None or cached[0] is not attributes:
-        cached = (attributes, json.dumps(dict(attributes)) if attributes else None)
-        cache[id(attributes)] = cached
-    return cached[1]
-
-
-def _parse_receipt(handle: str) -> tuple[int, str] | None:
-    seq, _, token = handle.partition(":")
-    if not seq.isdigit() or not token:
-        return None
-    return int(seq), token

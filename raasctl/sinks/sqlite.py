@@ -32,7 +32,7 @@ from raasctl.envelope import Envelope
 from raasctl.errors import SinkError
 from raasctl.migrations import Migrations, execute_script, rebuild, table_exists, without_rowid
 from raasctl.sinks.base import Applied, Sink
-from raasctl.sqlite import Database, rows_in
+from raasctl.sqlite import Database, execute_rows, rows_in
 from raasctl.state.sqlite import holds_state
 from raasctl.state.sqlite_entries import record_applied_in
 
@@ -181,12 +181,12 @@ class _Table:
 
     @cached_property
     def upsert(self) -> str:
-        """Insert a record, or update every column of it but its id."""
+        """Insert records (`{values}`: their VALUES list, raasctl/sqlite.py `execute_rows`),
+        or update every column of one but its id."""
         columns = [self.id_field, *self.columns, "run_id", "entry_key", "updated_at"]
         updates = ", ".join(f"{name} = excluded.{name}" for name in columns[1:])
         return (
-            f"INSERT INTO {self.name} ({', '.join(columns)})"
-            f" VALUES ({', '.join('?' for _ in columns)})"
+            f"INSERT INTO {self.name} ({', '.join(columns)}) VALUES {{values}}"
             f" ON CONFLICT ({self.id_field}) DO UPDATE SET {updates}"
         )
 
@@ -245,7 +245,7 @@ TABLES_BY_CRON: dict[str, _Table] = {
 
 _INSERT_APPLICATION = (
     "INSERT INTO ledger_applications (entry_key, cron, table_name, record_id,"
-    " run_id, mock, applied_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " run_id, mock, applied_at) VALUES {values}"
 )
 
 
@@ -279,51 +279,42 @@ class SqliteLedger(Sink):
         permanent one for a payload that cannot be stored, a retryable one for all when the
         transaction fails)."""
         results: list[Applied | SinkError] = []
-        rows: list[tuple[Envelope, _Table, str, dict[str, Any]] | None] = []
-        for envelope in envelopes:
-            try:
-                rows.append((envelope, *_row(envelope)))
-            except SinkError as exc:
-                rows.append(None)
-                results.append(exc)
-            else:
-                results.append(Applied.APPLIED)
         applied_at = datetime.now(UTC)
         now = applied_at.isoformat(timespec="microseconds")
+        # Every statement's parameters are made before the transaction, so the file's write
+        # lock is held for SQLite's work only: per envelope (its index, key, table, its
+        # application row, its record row).
+        rows: list[tuple[int, str, _Table, tuple[Any, ...], tuple[Any, ...]]] = []
+        for index, envelope in enumerate(envelopes):
+            try:
+                table, record_id, values = _row(envelope)
+            except SinkError as exc:
+                results.append(exc)
+                continue
+            results.append(Applied.APPLIED)
+            key, run_id = envelope.key, envelope.run_id
+            application = (key, envelope.cron, table.name, record_id, run_id, int(envelope.mock))
+            rows.append(
+                (index, key, table, (*application, now), (record_id, *values, run_id, key, now))
+            )
         try:
             records_applied = self._records_applied()
             with self._db.transaction() as conn:
                 # Which keys are applied already, in one read under the write lock; the rest
-                # are written statement by statement kind (executemany), not row by row.
-                keys = [row[0].key for row in rows if row is not None]
-                known = _applied_keys(conn, keys)
-                fresh: list[tuple[Envelope, _Table, str, dict[str, Any]]] = []
-                for index, row in enumerate(rows):
-                    if row is None:
+                # are written one multi-row statement per kind, not row by row.
+                known = _applied_keys(conn, [row[1] for row in rows])
+                fresh = []
+                for row in rows:
+                    if row[1] in known:
+                        results[row[0]] = Applied.ALREADY_APPLIED
                         continue
-                    if row[0].key in known:
-                        results[index] = Applied.ALREADY_APPLIED
-                        continue
-                    known.add(row[0].key)
+                    known.add(row[1])
                     fresh.append(row)
-                conn.executemany(
-                    _INSERT_APPLICATION,
-                    [
-                        (e.key, e.cron, table.name, record_id, e.run_id, int(e.mock), now)
-                        for e, table, record_id, _ in fresh
-                    ],
-                )
-                for table in {row[1].name: row[1] for row in fresh}.values():
-                    conn.executemany(
-                        table.upsert,
-                        [
-                            (record_id, *values.values(), e.run_id, e.key, now)
-                            for e, of, record_id, values in fresh
-                            if of is table
-                        ],
-                    )
+                execute_rows(conn, _INSERT_APPLICATION, [row[3] for row in fresh])
+                for table in {row[2].name: row[2] for row in fresh}.values():
+                    execute_rows(conn, table.upsert, [row[4] for row in fresh if row[2] is table])
                 if records_applied:
-                    record_applied_in(conn, [(e.key, e.run_id) for e, *_ in fresh], applied_at)
+                    record_applied_in(conn, [(row[1], row[3][4]) for row in fresh], applied_at)
         except sqlite3.Error as exc:
             # Lock timeouts and I/O errors pass; the messages come back after a backoff.
             error = SinkError(f"SQLite ledger {self.path}: {exc}", retryable=True)
@@ -358,9 +349,10 @@ class SqliteLedger(Sink):
         self._db.close()
 
 
-def _row(envelope: Envelope) -> tuple[_Table, str, dict[str, Any]]:
-    """The table, record id and column values for an envelope; a payload that cannot be
-    applied is a permanent failure (it goes to the DLQ with the reason)."""
+def _row(envelope: Envelope) -> tuple[_Table, str, list[Any]]:
+    """The table, record id and column values (in the table's column order) for an
+    envelope; a payload that cannot be applied is a permanent failure (it goes to the DLQ
+    with the reason)."""
     table = TABLES_BY_CRON.get(envelope.cron)
     if table is None:
         raise SinkError(f"no ledger table for cron {envelope.cron!r}", retryable=False)
@@ -371,10 +363,10 @@ def _row(envelope: Envelope) -> tuple[_Table, str, dict[str, Any]]:
             f"{envelope.cron} payload lacks {table.id_field} (entry {envelope.key})",
             retryable=False,
         )
-    values: dict[str, Any] = {}
+    values: list[Any] = []
     for name, convert in table.columns.items():
         try:
-            values[name] = convert(payload.get(name))
+            values.append(convert(payload.get(name)))
         except ValueError as exc:
             raise SinkError(
                 f"{envelope.cron} payload field {name}: {exc} (entry {envelope.key})",

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from raasctl.queues.base import Queue
     from raasctl.state.stats_base import RunStatsStore
 
 from raasctl.state.workers import WorkerStore
@@ -68,6 +70,17 @@ class Known:
 
     applied: bool
     applied_version: str | None  # the newest version applied for its record, if any
+
+
+# The answers without a version, made once: most entries of a batch share one.
+_UNVERSIONED = {applied: Known(applied, None) for applied in (False, True)}
+
+
+def known_of(applied: bool, applied_version: str | None) -> Known:
+    """Known(applied, applied_version), shared when there is no version (it is immutable)."""
+    if applied_version is None:
+        return _UNVERSIONED[applied]
+    return Known(applied, applied_version)
 
 
 @dataclass(frozen=True)
@@ -194,7 +207,7 @@ class State(ABC):
         applied version. Adapters answer a batch with one read."""
         applied = self.applied_keys([entry.key for entry in entries])
         return {
-            entry.key: Known(
+            entry.key: known_of(
                 entry.key in applied,
                 None
                 if entry.entity_id is None
@@ -302,6 +315,13 @@ class State(ABC):
     def workers(self) -> WorkerStore:
         """The worker registry and the global rate schedule, in the same store
         (raasctl/state/workers.py)."""
+
+    def writes_with(self, queue: Queue) -> Callable[[], AbstractContextManager[None]] | None:
+        """Blocks in which this state's writes and `queue`'s commit together, when both keep
+        their data in one store that allows it (the embedded SQLite file): the worker then
+        records a batch's outcomes and deletes its messages in one transaction. None: they
+        cannot (the default), and each write commits on its own."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

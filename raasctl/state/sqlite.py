@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from raasctl.codes import ErrorCode
 from raasctl.errors import StateError
 from raasctl.migrations import Migrations, add_column, execute_script, rebuild, without_rowid
-from raasctl.sqlite import Database, rows_in
+from raasctl.queues.base import Queue
+from raasctl.queues.sqlite import SqliteQueue
+from raasctl.sqlite import Database, execute_rows, rows_in
 from raasctl.state.base import (
     AppliedEntry,
     Claim,
@@ -30,6 +32,7 @@ from raasctl.state.base import (
     LockInfo,
     RunRecord,
     State,
+    known_of,
     transition,
 )
 from raasctl.state.records import RUN_FIELDS, from_iso, run_from_fields, run_to_fields, to_iso
@@ -253,8 +256,9 @@ class SqliteState(State):
                 delta[status.value] += 1
                 if old is not None:
                     delta[old.value] -= 1
-            conn.executemany(
-                "INSERT INTO state_outcomes (run_id, key, status, updated_at) VALUES (?, ?, ?, ?)"
+            execute_rows(
+                conn,
+                "INSERT INTO state_outcomes (run_id, key, status, updated_at) VALUES {values}"
                 " ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status,"
                 " updated_at = excluded.updated_at",
                 changed,
@@ -273,7 +277,7 @@ class SqliteState(State):
             applied = applied_in(conn, [entry.key for entry in entries])
             versions = versions_in(conn, entries)
         return {
-            entry.key: Known(entry.key in applied, versions.get((entry.cron, entry.entity_id)))
+            entry.key: known_of(entry.key in applied, versions.get((entry.cron, entry.entity_id)))
             for entry in entries
         }
 
@@ -455,6 +459,18 @@ class SqliteState(State):
 
     def workers(self) -> SqliteWorkers:
         return SqliteWorkers(self._db, self.path)
+
+    def writes_with(self, queue: Queue) -> Callable[[], AbstractContextManager[None]] | None:
+        """The embedded queue on this state's file joins its transactions (raasctl/sqlite.py
+        `Database.joint`); a failure of the joint's own begin or commit is a StateError."""
+        if not isinstance(queue, SqliteQueue) or not queue.shares_file(self.path):
+            return None
+        return self._joint
+
+    @contextmanager
+    def _joint(self) -> Iterator[None]:
+        with self._errors(), self._db.joint():
+            yield
 
     def close(self) -> None:
         self._db.close()

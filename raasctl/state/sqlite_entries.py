@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from raasctl.errors import StateError
-from raasctl.sqlite import rows_in
+from raasctl.sqlite import execute_rows, rows_in
 from raasctl.state.base import AppliedEntry, Entry, EntryStatus
 from raasctl.state.records import to_iso
 
@@ -31,6 +31,8 @@ RECORD_APPLIED = (
     "INSERT INTO state_applied (key, run_id, applied_at) VALUES (?, ?, ?)"
     " ON CONFLICT (key) DO NOTHING"
 )
+# The same for many rows in one statement (raasctl/sqlite.py `execute_rows`).
+_RECORD_APPLIED_ROWS = RECORD_APPLIED.replace("(?, ?, ?)", "{values}")
 
 
 def record_applied_in(
@@ -39,7 +41,7 @@ def record_applied_in(
     """Write the idempotency records of (key, run_id) pairs in the caller's transaction on a
     file that holds the state's tables (the SQLite ledger's apply); kept when there."""
     at = to_iso(now)
-    conn.executemany(RECORD_APPLIED, [(key, run_id, at) for key, run_id in entries])
+    execute_rows(conn, _RECORD_APPLIED_ROWS, [(key, run_id, at) for key, run_id in entries])
 
 
 UPSERT_VERSION = (
@@ -52,7 +54,7 @@ UPSERT_VERSION = (
 def write_applied(conn: sqlite3.Connection, applied: Sequence[AppliedEntry], at: str) -> None:
     """The idempotency records (kept when there) and versions (kept unless newer) of the
     entries a sink applied, in the caller's transaction."""
-    conn.executemany(RECORD_APPLIED, [(entry.key, entry.run_id, at) for entry in applied])
+    execute_rows(conn, _RECORD_APPLIED_ROWS, [(entry.key, entry.run_id, at) for entry in applied])
     conn.executemany(
         UPSERT_VERSION,
         [

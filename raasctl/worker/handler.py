@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
+from typing import Protocol
 
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.envelope import Envelope
@@ -34,8 +35,15 @@ from raasctl.worker.messages import Held, Settled, envelope_fields
 from raasctl.worker.recorder import Recorder
 from raasctl.worker.results import Tally
 
-SettleFn = Callable[[Settled], None]
 MAX_REASON_CHARS = 1000  # a DLQ reason: scrubbed of secrets, then cut
+# Facts and verdicts kept for reuse (`Handler._judge`): a few receive counts and flags.
+MAX_MEMO = 64
+
+
+class SettleFn(Protocol):
+    """Hands handled messages to the settler (`Settler.settle`): one, or a batch's at once."""
+
+    def __call__(self, *items: Settled) -> None: ...
 
 
 class ReceiveLimit:
@@ -157,6 +165,12 @@ class Handler:
         self._lock = threading.Lock()
         self._errors_in_a_row = 0
         self._failing: RaasctlError | None = None  # the last message failed with this
+        # Facts are immutable, and most messages share theirs (first receive, not applied):
+        # the facts and verdict of each such case, made once (`_judge`), and the verdict once
+        # the sink applied it, by the facts' id (the entry keeps the facts, so the id stays
+        # theirs).
+        self._judged: dict[tuple[int, int | None, bool, bool], tuple[Facts, Verdict]] = {}
+        self._recorded: dict[int, tuple[Facts, Verdict]] = {}
 
     def handle(self, held: Held) -> bool:
         """Handle one message; True when it is done with (deleted, or in the DLQ), so the next
@@ -166,7 +180,7 @@ class Handler:
             if verdict.action is Action.APPLY:
                 verdict = self._apply(held, facts)
             else:
-                self._carry_out(held, verdict)
+                self._carry_out(held, verdict, facts)
         except RaasctlError as exc:
             self._failed(held, exc)
             return False
@@ -179,34 +193,52 @@ class Handler:
         a slot and a commit per message would cost more than the apply itself. Only without
         a rate limit: every apply of the batch starts at once."""
         to_apply: list[tuple[Held, Facts]] = []
-        for held in batch:
-            try:
-                facts, verdict = self._judge(held)
-                if verdict.action is Action.APPLY:
-                    self._before_apply(held, facts)
-                    to_apply.append((held, facts))
+        # Handed to the settler together at the end, and the errors-in-a-row count reset
+        # once per run of successes: a lock each, not one per message.
+        settled: list[Settled] = []
+        succeeded = False
+        try:
+            for held in batch:
+                try:
+                    facts, verdict = self._judge(held)
+                    if verdict.action is Action.APPLY:
+                        self._before_apply(held, facts)
+                        to_apply.append((held, facts))
+                        continue
+                    self._carry_out(held, verdict, facts, settled)
+                except RaasctlError as exc:
+                    succeeded = self._fail_after(succeeded, held, exc)
                     continue
-                self._carry_out(held, verdict)
-            except RaasctlError as exc:
-                self._failed(held, exc)
-                continue
+                succeeded = True
+            if not to_apply:
+                return
+            if self.limiter.begin(self.lifecycle.abandoning):
+                for held, facts in to_apply:
+                    self._let_go(held, facts)
+                return
+            envelopes = [held.envelope for held, _ in to_apply if held.envelope is not None]
+            with self.recorder.sink_calls([(e.run_id, e.cron) for e in envelopes]):
+                errors = self.sink.apply_batch(envelopes)
+            for (held, facts), error in zip(to_apply, errors, strict=True):
+                try:
+                    self._after_apply(held, facts, error, settled)
+                except RaasctlError as exc:
+                    succeeded = self._fail_after(succeeded, held, exc)
+                    continue
+                succeeded = True
+        finally:
+            if settled:
+                self.settle(*settled)
+            if succeeded:
+                self._succeeded()
+
+    def _fail_after(self, succeeded: bool, held: Held, exc: RaasctlError) -> bool:
+        """A message of a batch failed: first the successes before it end the errors in a
+        row, as one by one they would have. False: none since."""
+        if succeeded:
             self._succeeded()
-        if not to_apply:
-            return
-        if self.limiter.begin(self.lifecycle.abandoning):
-            for held, facts in to_apply:
-                self._let_go(held, facts)
-            return
-        envelopes = [held.envelope for held, _ in to_apply if held.envelope is not None]
-        with self.recorder.sink_calls([(e.run_id, e.cron) for e in envelopes]):
-            errors = self.sink.apply_batch(envelopes)
-        for (held, facts), error in zip(to_apply, errors, strict=True):
-            try:
-                self._after_apply(held, facts, error)
-            except RaasctlError as exc:
-                self._failed(held, exc)
-                continue
-            self._succeeded()
+        self._failed(held, exc)
+        return False
 
     @property
     def failing(self) -> RaasctlError | None:
@@ -223,19 +255,45 @@ class Handler:
         )
 
     def _judge(self, held: Held) -> tuple[Facts, Verdict]:
-        """The facts known before any sink call, and the verdict on them."""
-        facts = self._facts(held)
+        """The facts known before any sink call, and the verdict on them. (Facts are built
+        once, not copied with `replace`: this runs for every message.)"""
         envelope = held.envelope
-        if envelope is not None and facts.problem is None:
+        problem = held.problem
+        applied = superseded = False
+        if envelope is not None and problem is None:
             known = held.known or self._read_known(envelope)
+            applied = known.applied
             superseded = (
-                not known.applied
+                not applied
                 and bool(envelope.version)
                 and known.applied_version is not None
                 and envelope.version < known.applied_version
             )
-            facts = replace(facts, applied=known.applied, superseded=superseded)
-        return facts, decide(facts)
+        key = (held.message.receive_count, self.limit.value, applied, superseded)
+        if problem is None and (judged := self._judged.get(key)) is not None:
+            return judged
+        facts = Facts(
+            receive_count=held.message.receive_count,
+            max_receive_count=self.limit.value,
+            problem=problem,
+            applied=applied,
+            superseded=superseded,
+            backoff=self.backoff,
+        )
+        judged = facts, decide(facts)
+        if problem is None and len(self._judged) < MAX_MEMO:
+            self._judged[key] = judged
+        return judged
+
+    def _applied_verdict(self, facts: Facts) -> Verdict:
+        """The verdict once the sink applied the message of `facts`."""
+        recorded = self._recorded.get(id(facts))
+        if recorded is not None and recorded[0] is facts:
+            return recorded[1]
+        verdict = decide(applied_facts(facts))
+        if len(self._recorded) < MAX_MEMO:
+            self._recorded[id(facts)] = (facts, verdict)
+        return verdict
 
     def _apply(self, held: Held, facts: Facts) -> Verdict:
         envelope = held.envelope
@@ -270,17 +328,24 @@ class Handler:
         self.releaser.release(held.message, held.envelope, why)
         return decide(replace(facts, let_go=why))
 
-    def _after_apply(self, held: Held, facts: Facts, error: SinkError | None) -> Verdict:
-        """Carry out the verdict on the sink call's result (`error` None: applied)."""
+    def _after_apply(
+        self,
+        held: Held,
+        facts: Facts,
+        error: SinkError | None,
+        settled: list[Settled] | None = None,
+    ) -> Verdict:
+        """Carry out the verdict on the sink call's result (`error` None: applied);
+        `settled`: see `_carry_out`."""
         if error is None:
-            verdict = decide(replace(facts, sink=APPLIED))
-            self._carry_out(held, verdict)
+            verdict = self._applied_verdict(facts)
+            self._carry_out(held, verdict, facts, settled)
             return verdict
         outcome = SinkOutcome(
             False, error.retryable, error.retry_after_s, str(error), error.stops_worker
         )
         verdict = decide(replace(facts, sink=outcome))
-        self._carry_out(held, verdict)
+        self._carry_out(held, verdict, facts, settled)
         if error.stops_worker:
             self.lifecycle.fail(error)
         return verdict
@@ -291,7 +356,16 @@ class Handler:
         entry = Entry(envelope.key, envelope.cron, envelope.entity_id or None)
         return self.state.known([entry])[entry.key]
 
-    def _carry_out(self, held: Held, verdict: Verdict) -> None:
+    def _carry_out(
+        self,
+        held: Held,
+        verdict: Verdict,
+        facts: Facts | None = None,
+        settled: list[Settled] | None = None,
+    ) -> None:
+        """`facts`: the message's, when the caller has them (else they are gathered);
+        `settled`: where a batch gathers what it hands to the settler at its end (None: at
+        once)."""
         message, envelope = held.message, held.envelope
         action = verdict.action
         if action in (Action.SKIP_APPLIED, Action.RECORD_APPLIED, Action.SKIP_SUPERSEDED):
@@ -318,17 +392,19 @@ class Handler:
                     **envelope_fields(envelope),
                 )
             held.settle()  # the heartbeat keeps off from here, so extended_at is final
-            self.settle(
-                Settled(
-                    verdict.outcome,
-                    envelope.run_id,
-                    envelope.key,
-                    message.receipt_handle,
-                    visible_until=held.extended_at + self.visibility_timeout_s,
-                    last_receive=self._facts(held).last_receive,
-                    applied=applied,
-                )
+            item = Settled(
+                verdict.outcome,
+                envelope.run_id,
+                envelope.key,
+                message.receipt_handle,
+                visible_until=held.extended_at + self.visibility_timeout_s,
+                last_receive=(facts or self._facts(held)).last_receive,
+                applied=applied,
             )
+            if settled is None:
+                self.settle(item)
+            else:
+                settled.append(item)
             return
         held.settle()
         if action is Action.RELEASE:
@@ -399,3 +475,19 @@ class Handler:
             errors_in_a_row = self._errors_in_a_row
         if stops_worker(exc, errors_in_a_row):
             self.lifecycle.fail(exc)
+
+
+def applied_facts(facts: Facts) -> Facts:
+    """`facts` with the sink's answer APPLIED: `dataclasses.replace` without its cost, for
+    the common case of every message."""
+    return Facts(
+        receive_count=facts.receive_count,
+        max_receive_count=facts.max_receive_count,
+        problem=facts.problem,
+        let_go=facts.let_go,
+        applied=facts.applied,
+        superseded=facts.superseded,
+        sink=APPLIED,
+        error=facts.error,
+        backoff=facts.backoff,
+    )

@@ -19,6 +19,7 @@ import secrets
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -104,29 +105,37 @@ class Recorder:
     def sink_calls(self, entries: Sequence[tuple[str, str]]) -> Iterator[None]:
         """Time one sink call that applies several entries ((run_id, cron) each): each
         entry's latency is its share of the call, what the entry costs the slot, so that
-        concurrency ÷ p50 stays the bound of a worker whose sink applies batches."""
+        concurrency ÷ p50 stays the bound of a worker whose sink applies batches. The
+        entries of one run and cron are added together (a batch is mostly one run)."""
         started = time.perf_counter()
         try:
             yield
         finally:
             seconds = (time.perf_counter() - started) / max(1, len(entries))
-            for run_id, cron in entries:
-                if self.metrics is not None:
-                    self.metrics.sink_latency.labels(cron).observe(seconds)
-                if self.store is not None:
-                    with self._lock:
-                        self._row(run_id, cron).add_latency(seconds * 1000)
+            per_run = Counter(entries)
+            if self.metrics is not None:
+                for (_, cron), calls in per_run.items():
+                    for _ in range(calls):
+                        self.metrics.sink_latency.labels(cron).observe(seconds)
+            if self.store is not None:
+                with self._lock:
+                    for (run_id, cron), calls in per_run.items():
+                        self._row(run_id, cron).add_latency(seconds * 1000, calls)
 
     def outcomes(self, items: Sequence[Settled]) -> None:
-        """Count settled messages: each one's outcome (the run's counter names)."""
-        for item in items:
-            cron = cron_of(item.key)
-            if self.metrics is not None:
-                self.metrics.messages.labels(item.outcome.value, cron).inc()
-            if self.store is not None and item.run_id is not None:
-                with self._lock:
-                    row = self._row(item.run_id, cron)
-                    setattr(row, item.outcome.value, getattr(row, item.outcome.value) + 1)
+        """Count settled messages: each one's outcome (the run's counter names), added up
+        per run, cron and outcome first, so a batch takes the lock once."""
+        counts = Counter((item.run_id, cron_of(item.key), item.outcome.value) for item in items)
+        if self.metrics is not None:
+            for (_, cron, outcome), count in counts.items():
+                self.metrics.messages.labels(outcome, cron).inc(count)
+        if self.store is None:
+            return
+        with self._lock:
+            for (run_id, cron, outcome), count in counts.items():
+                if run_id is not None:
+                    row = self._row(run_id, cron)
+                    setattr(row, outcome, getattr(row, outcome) + count)
 
     @contextmanager
     def limiter_wait(self) -> Iterator[None]:

@@ -15,6 +15,11 @@ from raasctl.state.base import EntryStatus, RunRecord, State
 from raasctl.worker.decision import Outcome
 from raasctl.worker.messages import Settled
 
+# The entry status each counted outcome records (a retry records none: it comes back).
+_STATUS = {
+    outcome: EntryStatus(outcome.value) for outcome in Outcome if outcome is not Outcome.RETRY
+}
+
 
 class RunsServed:
     """Runs whose messages this worker received. A run completes when its counters reach its
@@ -36,16 +41,12 @@ class RunsServed:
         with self._lock:
             self._seen.add(run_id)
 
-    def count(self, run_id: str, items: list[Settled]) -> None:
+    def count(self, run_id: str, items: list[Settled]) -> RunRecord | None:
         """Record a batch's outcomes in the run, with the idempotency records and versions of
-        the entries applied (retries add to its retry counter); complete the run if that was
-        the last."""
+        the entries applied (retries add to its retry counter); the run after that (None:
+        unknown), for `finish` once the write has committed."""
         now = self._now()
-        outcomes = {
-            item.key: EntryStatus(item.outcome.value)
-            for item in items
-            if item.outcome is not Outcome.RETRY
-        }
+        outcomes = {item.key: _STATUS[item.outcome] for item in items if item.outcome in _STATUS}
         retries = len(items) - len(outcomes)
         applied = [item.applied for item in items if item.applied is not None]
         run = None
@@ -59,16 +60,21 @@ class RunsServed:
                     run_id=run_id,
                     level=logging.DEBUG,
                 )
-                return
+                return None
         if retries:
             try:
                 run = self.state.add_counts(run_id, retries=retries, now=now)
             except StateError as exc:
                 if exc.code is not ErrorCode.RUN_NOT_FOUND:
                     raise
-                return
-        if run is not None:
-            self._finish(run)
+                return None
+        return run
+
+    def finish(self, run: RunRecord) -> None:
+        """Complete the run if its last message was counted."""
+        if finish_if_complete(self.state, run, self._now()):
+            with self._lock:
+                self._finished.add(run.run_id)
 
     def reconcile(self) -> None:
         """The queue is empty: close every open run of the environment that nothing more
@@ -81,7 +87,7 @@ class RunsServed:
         with self._lock:
             run_ids = sorted(self._seen - self._finished)
         for run in self.records(run_ids):
-            self._finish(run)
+            self.finish(run)
 
     def records(self, run_ids: list[str] | None = None) -> list[RunRecord]:
         """The records of these runs (default: every run seen) that still exist."""
@@ -94,8 +100,3 @@ class RunsServed:
             if run is not None:
                 runs.append(run)
         return runs
-
-    def _finish(self, run: RunRecord) -> None:
-        if finish_if_complete(self.state, run, self._now()):
-            with self._lock:
-                self._finished.add(run.run_id)

@@ -4,7 +4,9 @@ each per message).
 
 Counting comes first: each entry's outcome is recorded in State with its run's counters
 (`State.record_outcomes`), so recording it again after a crash, a failed delete or a
-redelivery changes nothing, and no count is lost between the two.
+redelivery changes nothing, and no count is lost between the two. When the queue and the
+state share a store that allows it (the embedded SQLite file, `State.writes_with`), the
+counts and the deletes of a batch commit in one transaction: together or not at all.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 from raasctl.codes import ErrorCode
 from raasctl.errors import RaasctlError
 from raasctl.logs import event
 from raasctl.queues.base import MAX_BATCH, Queue
+from raasctl.state.base import RunRecord
 from raasctl.worker.decision import Outcome, stops_worker, unfixable
 from raasctl.worker.lifecycle import Lifecycle
 from raasctl.worker.messages import Settled
@@ -69,18 +73,26 @@ class Settler:
         self._errors_in_a_row = 0  # counting writes that failed since the last success
         self.failing: RaasctlError | None = None  # the last counting failed with this
         self._thread = threading.Thread(target=self._run, name="raasctl-settler", daemon=True)
+        # One transaction for a batch's counts and deletes, where the stores allow it.
+        self._together: Callable[[], AbstractContextManager[None]] = (
+            runs.state.writes_with(queue) or nullcontext
+        )
 
     def start(self) -> None:
         self._thread.start()
 
-    def settle(self, item: Settled) -> None:
-        """Hand over a handled message (its delete, when it has a receipt handle, and its
-        count)."""
-        urgent = item.visible_until - self._clock() < URGENT_S
+    def settle(self, *items: Settled) -> None:
+        """Hand over handled messages (each one's delete, when it has a receipt handle, and
+        its count): one, or a batch's at once (one lock for them all)."""
+        now = self._clock()
+        urgent = any(item.visible_until - now < URGENT_S for item in items)
         with self._ready:
-            self._batch.append(item)
+            before = len(self._batch)
+            self._batch.extend(items)
             self._urgent = self._urgent or urgent
-            if len(self._batch) in (1, MAX_BATCH) or urgent:
+            # Wake the settler for the first item (it starts gathering) and when a full
+            # batch is there.
+            if before == 0 or before < MAX_BATCH <= len(self._batch) or urgent:
                 self._ready.notify_all()
 
     def flush_pending(self, timeout_s: float = 10.0) -> None:
@@ -149,35 +161,48 @@ class Settler:
         # Counted first, then deleted: a crash between the two only repeats an outcome that
         # is recorded already. A run whose counting failed keeps its messages, which come
         # back, are found applied (or applied again, harmlessly) and are counted then.
-        uncounted = self._count(batch)
+        runs: list[RunRecord] = []
+        uncounted: set[str | None] = set()
+        try:
+            with self._together():
+                runs, uncounted = self._count(batch)
+                self._delete(
+                    [
+                        item.receipt_handle
+                        for item in batch
+                        if item.receipt_handle and item.run_id not in uncounted
+                    ]
+                )
+        except RaasctlError as exc:
+            # The joint transaction did not commit: nothing of it was counted or deleted.
+            for run_id, items in _per_run(batch).items():
+                if run_id not in uncounted:  # those failed on their own, and were reported
+                    self._count_failed(run_id, items, exc)
+            return
+        # Only what has committed is told to the tally and the statistics, and completes runs.
         counted = [item for item in batch if item.run_id not in uncounted]
         self.tally.outcomes([item.outcome for item in counted])
         self.recorder.outcomes(counted)
-        self._delete(
-            [
-                item.receipt_handle
-                for item in batch
-                if item.receipt_handle and item.run_id not in uncounted
-            ]
-        )
+        for run in runs:
+            self.runs.finish(run)
 
-    def _count(self, batch: list[Settled]) -> set[str | None]:
-        """Record each run's outcomes (one write per run); the runs that could not be."""
-        per_run: dict[str, list[Settled]] = {}
-        for item in batch:
-            if item.run_id is not None:
-                per_run.setdefault(item.run_id, []).append(item)
+    def _count(self, batch: list[Settled]) -> tuple[list[RunRecord], set[str | None]]:
+        """Record each run's outcomes (one write per run); the runs counted, and the ids of
+        those that could not be."""
         failed: set[str | None] = set()
-        for run_id, items in per_run.items():
+        counted: list[RunRecord] = []
+        for run_id, items in _per_run(batch).items():
             try:
-                self.runs.count(run_id, items)
+                run = self.runs.count(run_id, items)
             except RaasctlError as exc:
                 failed.add(run_id)
                 self._count_failed(run_id, items, exc)
             else:
                 self._errors_in_a_row = 0
                 self.failing = None
-        return failed
+                if run is not None:
+                    counted.append(run)
+        return counted, failed
 
     def _count_failed(self, run_id: str, items: list[Settled], exc: RaasctlError) -> None:
         """The run's outcomes could not be recorded: its messages are left to come back. One
@@ -212,3 +237,12 @@ class Settler:
                 self.lifecycle.fail(exc)
             return False
         return True
+
+
+def _per_run(batch: list[Settled]) -> dict[str, list[Settled]]:
+    """The batch's items of each run (items of no run are counted in none)."""
+    per_run: dict[str, list[Settled]] = {}
+    for item in batch:
+        if item.run_id is not None:
+            per_run.setdefault(item.run_id, []).append(item)
+    return per_run
