@@ -34,8 +34,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from support import QuietHTTPServer
 
 
 @dataclass(frozen=True)
@@ -205,8 +207,7 @@ class CallbackServer:
         return status, body, headers
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(QuietHTTPServer):
     # listen()'s backlog, set when the server binds: the default of 5 drops the connections
     # a 16-slot worker opens at once, and a dropped SYN is retried only after a second.
     request_queue_size = 128

@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import ThreadingHTTPServer
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A test server whose clients may be SIGKILLed mid-connection (the point of the process
+    tests): a connection they reset is expected, not printed as a traceback."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):  # reset, aborted, broken pipe
+            return
+        super().handle_error(request, client_address)
 
 
 class FakeClock:
