@@ -58,6 +58,13 @@ def test_follow_of_a_finished_run_prints_it_once(runner: CliRunner) -> None:
     assert json.loads(line)["status"] == "complete"
 
 
+def as_at_a_terminal() -> None:
+    """In the child, before raasctl starts: Ctrl-C as a user's shell delivers it. A suite
+    started in the background by a non-interactive shell inherits SIGINT ignored, and Python
+    then keeps ignoring it, so the Ctrl-C these tests send would never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "raasctl", *args],
@@ -65,6 +72,7 @@ def spawn(*args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ),
+        preexec_fn=as_at_a_terminal,
     )
 
 
@@ -119,6 +127,7 @@ def test_watch_redraws_in_place_on_a_terminal(runner: CliRunner) -> None:
         stdout=terminal,
         stderr=terminal,
         env={**os.environ, "TERM": "xterm", "COLUMNS": "120", "LINES": "40"},
+        preexec_fn=as_at_a_terminal,
     )
     os.close(terminal)
     seen = b""
