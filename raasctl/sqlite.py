@@ -371,11 +371,10 @@ def rows_in(
 def execute_in(
     conn: sqlite3.Connection, sql: str, values: Sequence[Any], *, first: Sequence[Any] = ()
 ) -> None:
-    """Run `sql`, whose `{marks}` is an IN list of `values`, in chunks of IN_CHUNK (nothing
-    when there are none); `first` are the parameters bound before the list."""
-    for start in range(0, len(values), IN_CHUNK):
-        chunk = values[start : start + IN_CHUNK]
-        conn.execute(sql.format(marks=", ".join("?" * len(chunk))), (*first, *chunk))
+    """`rows_in` for a statement that returns no rows (an UPDATE): run in chunks of
+    IN_CHUNK, nothing when there are no `values`."""
+    for _ in rows_in(conn, sql, values, first=first):
+        pass
 
 
 # Rows written by one multi-row statement (`execute_rows`).
