@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import urllib3
 
 from raasctl.codes import ErrorCode
 from raasctl.envelope import Envelope, entry_key, mock_key
-from raasctl.errors import SinkError
+from raasctl.errors import ConfigError, SinkError
 from raasctl.redaction import redact
 from raasctl.sinks.base import Applied
 from raasctl.sinks.http import HttpSink, parse_retry_after
@@ -540,8 +539,7 @@ def test_a_non_ascii_key_is_sent_percent_encoded(server: CallbackServer, sink: H
     assert server.received[0].headers["Idempotency-Key"] == "clientDepositUpdate%3AD%C3%89P-1%3Aabc"
 
 
-def test_many_threads_share_one_connection_pool(server: CallbackServer, sink: HttpSink) -> None:
-    assert sink.pool.connection_from_url(server.url).pool.maxsize == 64  # type: ignore[union-attr]
+def test_many_threads_apply_at_once(server: CallbackServer, sink: HttpSink) -> None:
     entries = [
         envelope("clientDepositUpdate", {**DEPOSIT, "deposit_id": f"D{n}"}) for n in range(64)
     ]
@@ -553,17 +551,6 @@ def test_many_threads_share_one_connection_pool(server: CallbackServer, sink: Ht
     assert sorted(request.headers["Idempotency-Key"] for request in server.received) == sorted(
         entry.key for entry in entries
     )
-
-
-def test_a_callers_pool_is_left_open(server: CallbackServer) -> None:
-    pool = urllib3.PoolManager()
-    sink = HttpSink(server.url, TOKEN, pool=pool)
-    sink.apply(envelope("clientDepositUpdate", DEPOSIT))
-
-    sink.close()
-
-    assert pool.request("POST", f"{server.url}/still-open", timeout=2).status == 200
-    pool.clear()
 
 
 def test_the_environments_proxy_is_used_as_requests_would(
@@ -594,24 +581,33 @@ def test_no_proxy_is_honoured(server: CallbackServer, monkeypatch: pytest.Monkey
     sink.close()
 
 
-def test_tls_is_verified_against_the_environments_ca_bundle(
+def test_the_ca_bundle_is_the_environments_or_certifis(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import certifi
 
-    from raasctl.sinks.http import new_pool
+    from raasctl.sinks.http import ca_bundle
 
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-    assert new_pool("https://accounting.example").connection_pool_kw["ca_certs"] == certifi.where()
-    bundle = tmp_path / "corporate-ca.pem"
-    bundle.write_text(Path(certifi.where()).read_text())
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    assert ca_bundle() == certifi.where()
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(tmp_path / "curl.pem"))
+    assert ca_bundle() == str(tmp_path / "curl.pem")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "corporate-ca.pem"))
+    assert ca_bundle() == str(tmp_path / "corporate-ca.pem")
 
-    pool = new_pool("https://accounting.example")
 
-    assert pool.connection_pool_kw["ca_certs"] == str(bundle)
-    assert pool.connection_pool_kw["cert_reqs"] == "CERT_REQUIRED"
+def test_a_header_value_with_a_line_break_fails_the_entry_permanently(
+    server: CallbackServer, sink: HttpSink
+) -> None:
+    entry = envelope("clientDepositUpdate", DEPOSIT)
+    entry = replace(entry, version="v1\r\nX-Injected: yes")
+
+    with pytest.raises(SinkError, match="X-Raasctl-Version header's value") as caught:
+        sink.apply(entry)
+
+    assert caught.value.retryable is False
+    assert server.received == []
 
 
 def test_an_unreachable_proxy_is_named_without_its_password(
@@ -627,9 +623,25 @@ def test_an_unreachable_proxy_is_named_without_its_password(
         sink.apply(envelope("clientDepositUpdate", DEPOSIT))
 
     message = str(caught.value)
-    assert "connection failed: Unable to connect to proxy: Failed to establish" in message
+    assert f"connection failed: proxy 127.0.0.1:{closed_port}: [Errno 111]" in message
     assert "refused" in message
     assert caught.value.retryable is True
     assert "Pr0xyPassw0rd" not in message and "Pr0xy" not in message
     assert redact("proxy said Pr0xyPassw0rd") == "proxy said ***"  # registered as a secret
     sink.close()
+
+
+@pytest.mark.parametrize(
+    ("base_url", "token", "says"),
+    [
+        ("http://127.0.0.1:1/cron-jobs", "tok\nen-0123456789", "sink.token: the token has a line"),
+        ("ftp://accounting.example/cron-jobs", TOKEN, "sink.base_url: 'ftp://"),
+    ],
+)
+def test_a_sink_that_could_send_nothing_is_a_config_error(
+    base_url: str, token: str, says: str
+) -> None:
+    with pytest.raises(ConfigError, match=says) as caught:
+        HttpSink(base_url, token)
+
+    assert "0123456789" not in str(caught.value)
