@@ -37,7 +37,7 @@ from raasctl.config import CRON_NAMES
 from raasctl.errors import RaasctlError, RuntimeFailure, UsageError
 from raasctl.globalrate import log_limiter, rate_limiter
 from raasctl.logs import event
-from raasctl.queues.base import Queue
+from raasctl.queues.base import MAX_BATCH, Queue
 from raasctl.ratelimit import RateLimiter
 from raasctl.sinks.base import Sink
 from raasctl.state.base import State
@@ -187,6 +187,10 @@ class Worker:
         )
         self.pool.batches = self.poller.batches
         self.pool.batch_size = queue.max_receive
+        if options.read_ahead is None:
+            # Slots that finish together want their next messages at once, while each
+            # receive beyond the first may still be on its way: a batch more for each.
+            self.pool.read_ahead += (self.poller.receivers - 1) * MAX_BATCH
 
     # ---------------------------------------------------------------- public
 
