@@ -645,3 +645,12 @@ def test_a_sink_that_could_send_nothing_is_a_config_error(
         HttpSink(base_url, token)
 
     assert "0123456789" not in str(caught.value)
+
+
+def test_a_base_path_outside_ascii_is_sent_percent_encoded(server: CallbackServer) -> None:
+    sink = HttpSink(f"{server.url}/comptabilité/jobs", TOKEN)
+
+    assert sink.apply(envelope("clientDepositUpdate", DEPOSIT)) is Applied.APPLIED
+
+    assert server.received[0].path == "/comptabilit%C3%A9/jobs/clientDepositUpdate"
+    sink.close()

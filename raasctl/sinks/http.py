@@ -105,7 +105,8 @@ class HttpSink(Sink):
             raise ConfigError(f"sink.base_url: {exc}") from None
         except OSError as exc:  # the CA bundle cannot be read
             raise ConfigError(f"the CA bundle {ca_bundle()}: {exc.strerror or exc}") from None
-        self._path = urlsplit(self.base_url).path
+        # A request line is ASCII: the base path as the URL has it, anything else encoded.
+        self._path = quote(urlsplit(self.base_url).path, safe="/%:@!$&'()*+,;=~")
         try:  # the headers every call sends, checked once
             self._headers = _header_lines(
                 {

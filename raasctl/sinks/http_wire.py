@@ -101,6 +101,8 @@ class Origin:
         self.host = parts.hostname
         self.port = parts.port or (443 if self.tls else 80)
         named = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
+        if not named.isascii():  # an internationalised name, as DNS and Host carry it
+            named = named.encode("idna").decode("ascii")
         self.authority = f"{named}:{self.port}"
         self.host_header = named if self.port == (443 if self.tls else 80) else self.authority
         self.proxy = proxy
