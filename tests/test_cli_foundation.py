@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -393,3 +394,28 @@ def test_a_command_loads_only_its_own_module() -> None:
     assert "raasctl.cli.worker_cmd" in loaded
     for other in ("access_cmd", "mock_cmd", "doctor_cmd", "runs_cmd", "state_cmd"):
         assert f"raasctl.cli.{other}" not in loaded
+
+
+def test_a_worker_that_prints_json_loads_neither_rich_nor_prometheus(tmp_path: Path) -> None:
+    # What a crontab'd worker pays at every start: no drawing library, no metrics exporter.
+    probe = (
+        "import sys\n"
+        "from raasctl.cli import main\n"
+        "try:\n"
+        "    main(['-q', 'worker', '--until-empty', '--format', 'json'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m.split('.')[0] for m in sys.modules if m.startswith(('rich', 'prom'))))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=tmp_path,
+        env={**os.environ, "RAASCTL_STATE_DIR": str(tmp_path / "state")},
+    )
+
+    assert '"processed": 0' in result.stdout  # it ran, on an empty embedded queue
+    assert result.stdout.strip().splitlines()[-1] == "[]"

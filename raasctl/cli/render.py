@@ -14,16 +14,20 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
-from rich.console import Console, RenderableType
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
-from rich.table import Table
-from rich.text import Text
 
 from raasctl.cli.context import AppContext
 from raasctl.redaction import redact
+
+# rich is loaded when something is drawn: a command whose output is JSON, or a worker run
+# from crontab, starts without it.
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.progress import Progress, TaskID
+    from rich.table import Table
+    from rich.text import Text
 
 Justify = Literal["left", "center", "right"]
 Overflow = Literal["fold", "crop", "ellipsis", "ignore"]
@@ -60,6 +64,8 @@ class TableSpec:
 def build_table(spec: TableSpec, *, whole: bool = False) -> Table:
     """`whole`: every cell in full on one line (for a pipe or a file, where nothing is read
     at a terminal's width and a wrapped run id or a cut key is useless)."""
+    from rich.table import Table
+
     table = Table(title=spec.title, show_header=spec.show_header)
     for column in spec.columns:
         column = Column(column) if isinstance(column, str) else column
@@ -77,6 +83,8 @@ def build_table(spec: TableSpec, *, whole: bool = False) -> Table:
 
 def cell(value: Any) -> str | Text:
     """How one value is shown in a table."""
+    from rich.text import Text
+
     if isinstance(value, Text):
         return value
     if value is None:
@@ -93,6 +101,8 @@ def emit(app: AppContext, data: Any, *, table: RenderableType | None = None) -> 
         # The JSON-escaped form of every secret is registered too.
         click.echo(redact(json.dumps(data, indent=2, default=str)))
         return
+    from rich.console import Console
+
     renderable = table if table is not None else auto_table(data)
     if sys.stdout.isatty():
         Console(file=sys.stdout, soft_wrap=True).print(renderable)
@@ -205,6 +215,12 @@ def progress_bar(
 ) -> Iterator[ProgressBar]:
     """A transient progress bar on stderr (or `console`) while the block runs, only when that
     is a terminal: crontab and CI logs get no escape codes."""
+    if console is None and not sys.stderr.isatty():
+        yield ProgressBar(None, label, per, clock)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     console = console or Console(stderr=True)
     if not console.file.isatty():
         yield ProgressBar(None, label, per, clock)
@@ -264,6 +280,7 @@ def refresh(
 def _refresh_live(
     frame: Callable[[], Frame], every_s: float, sleep: Callable[[float], None]
 ) -> None:
+    from rich.console import Console
     from rich.live import Live
 
     current = frame()

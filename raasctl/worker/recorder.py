@@ -31,10 +31,10 @@ from raasctl.logs import event
 from raasctl.runstats import StatsRow
 from raasctl.state.stats_base import RunStatsStore
 from raasctl.worker.messages import Settled
-from raasctl.worker.metrics import WorkerMetrics
 
 if TYPE_CHECKING:
     from raasctl.state.base import State
+    from raasctl.worker.metrics import WorkerMetrics
     from raasctl.worker.options import WorkerOptions
 
 FLUSH_EVERY_S = 1.0
@@ -224,6 +224,9 @@ def open_recorder(state: State, options: WorkerOptions) -> Iterator[Recorder]:
     metrics = None
     try:
         if options.metrics_port is not None:
+            # prometheus_client is loaded only by a worker that serves metrics.
+            from raasctl.worker.metrics import WorkerMetrics
+
             metrics = WorkerMetrics()
             port = metrics.serve(options.metrics_host, options.metrics_port)
             event(
