@@ -16,6 +16,7 @@ CONNECT for https and by absolute URL for http. Each connection belongs to one t
 from __future__ import annotations
 
 import base64
+import re
 import select
 import socket
 import ssl
@@ -28,6 +29,9 @@ from urllib.parse import unquote, urlsplit
 MAX_HEAD_BYTES = 64 * 1024  # an answer's status line and headers, together
 MAX_BODY_BYTES = 64 * 1024  # read of a body; a longer one is cut and its connection closed
 CHUNK = 64 * 1024
+_STATUS = re.compile(r"[1-5][0-9][0-9]")
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 class WireError(Exception):
@@ -260,7 +264,7 @@ class _Connection:
         status_line, *lines = head.split("\r\n")
         version, _, rest = status_line.partition(" ")
         code, _, reason = rest.partition(" ")
-        if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+        if not version.startswith("HTTP/1.") or not _STATUS.fullmatch(code):
             raise WireError(f"not an HTTP answer: {status_line[:80]!r}")
         headers: dict[str, str] = {}
         for line in lines:
@@ -285,12 +289,10 @@ class _Connection:
         body = b""
         while True:
             size_line = self._read_line(deadline)
-            try:
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise WireError(
-                    f"a malformed chunk size in the answer: {size_line[:40]!r}"
-                ) from None
+            digits = size_line.split(b";", 1)[0].strip()
+            if not _HEX.fullmatch(digits):  # int() would take "-5", "0x5" and "1_0" too
+                raise WireError(f"a malformed chunk size in the answer: {size_line[:40]!r}")
+            size = int(digits, 16)
             if size == 0:
                 while self._read_line(deadline):  # the trailer, up to its empty line
                     pass
@@ -330,7 +332,7 @@ class _Connection:
 
 def _content_length(headers: dict[str, str]) -> int:
     value = headers["content-length"]
-    if not value.isdigit():  # also refuses "5, 5" and negatives
+    if not _DIGITS.fullmatch(value):  # refuses "5, 5", "-5" and "²" (a digit to isdigit)
         raise WireError(f"an invalid Content-Length in the answer: {value[:40]!r}")
     return int(value)
 
