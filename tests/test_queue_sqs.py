@@ -154,7 +154,10 @@ def test_settings_are_read_once_and_only_when_needed(env: Env) -> None:
     assert queue.max_message_bytes() == 1024 * 1024
     assert queue.dlq_url() == env.dlq_url  # from the RedrivePolicy
     assert queue.dlq_url() == env.dlq_url
-    assert calls.count("GetQueueAttributes") == 1
+    assert queue.max_receive_count() == 4
+    # Once each, naming only what it needs: moto rebuilds every attribute for each name.
+    asked = [call["AttributeNames"] for call in calls.params("GetQueueAttributes")]
+    assert sorted(asked) == [["MaximumMessageSize"], ["RedrivePolicy"]]
     assert calls.count("GetQueueUrl") == 1
     assert calls.params("GetQueueUrl")[0]["QueueName"] == "raas-dlq.fifo"
 

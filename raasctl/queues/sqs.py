@@ -89,11 +89,9 @@ def _one_line(text: str) -> str:
 
 
 @dataclass(frozen=True)
-class _Attributes:
-    max_message_bytes: int
+class _Redrive:
     max_receive_count: int | None
     dead_letter_arn: str | None
-    arn: str | None
 
 
 class SqsQueue(Queue):
@@ -134,28 +132,38 @@ class SqsQueue(Queue):
         self.sleep: Callable[[float], None] = time.sleep
         self._dlq_url = dlq_url
         self._dlq_resolved = dlq_url is not None
-        self._attributes: _Attributes | None = None
+        # Read once each, apart: the worker needs the RedrivePolicy, the producer the size
+        # limit (moto rebuilds every attribute over every message for each name asked).
+        self._redrive_read: _Redrive | None = None
+        self._max_message_bytes: int | None = None
         self._modern_receive: bool | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ lazy settings
 
     def max_message_bytes(self) -> int:
-        return self._settings().max_message_bytes
+        with self._lock:
+            if self._max_message_bytes is not None:
+                return self._max_message_bytes
+        raw = self._queue_attributes(self.url, ["MaximumMessageSize"])
+        size = int(raw.get("MaximumMessageSize", DEFAULT_MAX_MESSAGE_BYTES))
+        with self._lock:
+            self._max_message_bytes = size
+        return size
 
     def max_receive_count(self) -> int | None:
-        return self._settings().max_receive_count
+        return self._redrive().max_receive_count
 
     def dlq_url(self) -> str | None:
         """The configured DLQ, else the RedrivePolicy's target (its URL looked up once)."""
         with self._lock:
             if self._dlq_resolved:
                 return self._dlq_url
-        settings = self._settings()
+        redrive = self._redrive()
         url = None
-        if settings.dead_letter_arn:
+        if redrive.dead_letter_arn:
             # arn:aws:sqs:<region>:<account>:<name>
-            parts = settings.dead_letter_arn.split(":")
+            parts = redrive.dead_letter_arn.split(":")
             account, name = parts[4], parts[5]
             url = self._call(
                 "sqs:GetQueueUrl",
@@ -168,28 +176,20 @@ class SqsQueue(Queue):
             self._dlq_url, self._dlq_resolved = url, True
         return url
 
-    def _settings(self) -> _Attributes:
+    def _redrive(self) -> _Redrive:
         with self._lock:
-            if self._attributes is not None:
-                return self._attributes
-        raw = self._call(
-            "sqs:GetQueueAttributes",
-            self.url,
-            self.client.get_queue_attributes,
-            QueueUrl=self.url,
-            AttributeNames=["MaximumMessageSize", "RedrivePolicy", "QueueArn"],
-        ).get("Attributes", {})
+            if self._redrive_read is not None:
+                return self._redrive_read
+        raw = self._queue_attributes(self.url, ["RedrivePolicy"])
         policy = _json_object(raw.get("RedrivePolicy"))
         max_receive = policy.get("maxReceiveCount")
-        settings = _Attributes(
-            max_message_bytes=int(raw.get("MaximumMessageSize", DEFAULT_MAX_MESSAGE_BYTES)),
+        redrive = _Redrive(
             max_receive_count=int(max_receive) if max_receive is not None else None,
             dead_letter_arn=policy.get("deadLetterTargetArn"),
-            arn=raw.get("QueueArn"),
         )
         with self._lock:
-            self._attributes = settings
-        return settings
+            self._redrive_read = redrive
+        return redrive
 
     def _system_attributes(self, *names: str) -> dict[str, list[str]]:
         """ReceiveMessage's MessageSystemAttributeNames, or the older AttributeNames for a
@@ -479,7 +479,7 @@ class SqsQueue(Queue):
         """StartMessageMoveTask where the service has it (asynchronous: `moved` is None), else
         a receive-send-delete move here."""
         dlq = self._require_dlq()
-        source_arn = self._settings().arn
+        source_arn = self._queue_attributes(self.url, ["QueueArn"]).get("QueueArn")
         dlq_arn = self._queue_attributes(dlq, ["QueueArn"]).get("QueueArn")
         try:
             response = self.client.start_message_move_task(
