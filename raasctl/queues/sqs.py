@@ -93,6 +93,15 @@ class _Redrive:
     max_receive_count: int | None
     dead_letter_arn: str | None
 
+    @classmethod
+    def parse(cls, policy_json: str | None) -> _Redrive:  # a queue's RedrivePolicy, or None
+        policy = _json_object(policy_json)
+        max_receive = policy.get("maxReceiveCount")
+        return cls(
+            max_receive_count=int(max_receive) if max_receive is not None else None,
+            dead_letter_arn=policy.get("deadLetterTargetArn"),
+        )
+
 
 class SqsQueue(Queue):
     """One SQS queue and its DLQ. FIFO is recognised by the `.fifo` suffix."""
@@ -132,9 +141,7 @@ class SqsQueue(Queue):
         self.sleep: Callable[[float], None] = time.sleep
         self._dlq_url = dlq_url
         self._dlq_resolved = dlq_url is not None
-        # Read once each, apart: the worker needs the RedrivePolicy, the producer the size
-        # limit (moto rebuilds every attribute over every message for each name asked).
-        self._redrive_read: _Redrive | None = None
+        self._redrive_read: _Redrive | None = None  # read apart: the worker needs only this
         self._max_message_bytes: int | None = None
         self._modern_receive: bool | None = None
         self._lock = threading.Lock()
@@ -145,8 +152,8 @@ class SqsQueue(Queue):
         with self._lock:
             if self._max_message_bytes is not None:
                 return self._max_message_bytes
-        raw = self._queue_attributes(self.url, ["MaximumMessageSize"])
-        size = int(raw.get("MaximumMessageSize", DEFAULT_MAX_MESSAGE_BYTES))
+        raw = self._queue_attributes(self.url, ["MaximumMessageSize"]).get("MaximumMessageSize")
+        size = int(raw or DEFAULT_MAX_MESSAGE_BYTES)
         with self._lock:
             self._max_message_bytes = size
         return size
@@ -180,13 +187,8 @@ class SqsQueue(Queue):
         with self._lock:
             if self._redrive_read is not None:
                 return self._redrive_read
-        raw = self._queue_attributes(self.url, ["RedrivePolicy"])
-        policy = _json_object(raw.get("RedrivePolicy"))
-        max_receive = policy.get("maxReceiveCount")
-        redrive = _Redrive(
-            max_receive_count=int(max_receive) if max_receive is not None else None,
-            dead_letter_arn=policy.get("deadLetterTargetArn"),
-        )
+        raw = self._queue_attributes(self.url, ["RedrivePolicy"]).get("RedrivePolicy")
+        redrive = _Redrive.parse(raw)
         with self._lock:
             self._redrive_read = redrive
         return redrive
