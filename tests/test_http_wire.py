@@ -24,16 +24,18 @@ from raasctl.sinks.http_wire import (
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
 Serve = Callable[["Peer"], None]
+Request = tuple[str, dict[str, str], bytes]
 
 
 class Peer:
-    """One accepted connection, read a request at a time."""
+    """One accepted connection, read a request at a time (each also kept in `seen`)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, seen: list[Request]) -> None:
         self.sock = sock
         self.buffer = b""
+        self.seen = seen
 
-    def request(self) -> tuple[str, dict[str, str], bytes] | None:
+    def request(self) -> Request | None:
         """The next request's line, headers (lower-cased names) and body; None at EOF."""
         while b"\r\n\r\n" not in self.buffer:
             data = self.sock.recv(65536)
@@ -47,6 +49,7 @@ class Peer:
         while len(self.buffer) < length:
             self.buffer += self.sock.recv(65536)
         body, self.buffer = self.buffer[:length], self.buffer[length:]
+        self.seen.append((line, headers, body))
         return line, headers, body
 
     def send(self, data: bytes) -> None:
@@ -61,7 +64,7 @@ class Server:
         self.port = self.listener.getsockname()[1]
         self.serve, self.context = serve, context
         self.connections = 0
-        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.requests: list[Request] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -77,7 +80,7 @@ class Server:
         try:
             if self.context is not None:
                 sock = self.context.wrap_socket(sock, server_side=True)
-            self.serve(Peer(sock))
+            self.serve(Peer(sock, self.requests))
         except (OSError, ssl.SSLError):
             pass
         finally:
@@ -100,29 +103,22 @@ def serving() -> Iterator[Callable[..., Server]]:
         server.close()
 
 
-def answering(*answers: bytes, then_close: bool = False) -> Callable[[Server], Serve]:
+def answering(*answers: bytes, then_close: bool = False) -> Serve:
     """Each request on a connection gets the next of `answers` (the last one again after)."""
 
-    def bind(server_ref: list[Server]) -> Serve:
-        def serve(peer: Peer) -> None:
-            n = 0
-            while (request := peer.request()) is not None:
-                server_ref[0].requests.append(request)
-                peer.send(answers[min(n, len(answers) - 1)])
-                n += 1
-                if then_close:
-                    return
+    def serve(peer: Peer) -> None:
+        n = 0
+        while peer.request() is not None:
+            peer.send(answers[min(n, len(answers) - 1)])
+            n += 1
+            if then_close:
+                return
 
-        return serve
-
-    return bind  # type: ignore[return-value]
+    return serve
 
 
 def start_answering(serving: Callable[..., Server], *answers: bytes, **kw: bool) -> Server:
-    ref: list[Server] = []
-    server = serving(answering(*answers, **kw)(ref))  # type: ignore[arg-type]
-    ref.append(server)
-    return server
+    return serving(answering(*answers, **kw))
 
 
 def origin(port: int, *, scheme: str = "http", timeout_s: float = 2.0, **kw: object) -> Origin:
@@ -360,10 +356,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def tls_server(serving: Callable[..., Server], certificate: tuple[Path, Path]) -> Server:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(*certificate)
-    ref: list[Server] = []
-    server = serving(answering(OK)(ref), context)  # type: ignore[arg-type]
-    ref.append(server)
-    return server
+    return serving(answering(OK), context)
 
 
 def test_tls_is_verified_against_the_given_ca_bundle(
