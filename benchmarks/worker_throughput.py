@@ -13,7 +13,7 @@ The bound is min(rate limit, concurrency / sink latency). One run of each scenar
 (c) zero-latency sink on the embedded queue, one worker process: the SQLite ledger through
     `raasctl worker` (c1), and a no-op sink object in-process (c2, queue and state costs
     only). Targets: at least 15,000 msg/s for (c1), the ledger applying each receive (up to
-    100 messages) in one transaction, and 2,000 for (c2). On a shared machine one run says
+    500 messages) in one transaction, and 2,000 for (c2). On a shared machine one run says
     little: `--c-runs N` repeats (c) and judges the medians. Requests per message on SQS and
     DynamoDB: benchmarks/worker_requests.py.
 

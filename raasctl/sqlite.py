@@ -377,8 +377,15 @@ def execute_in(
         pass
 
 
-# Rows written by one multi-row statement (`execute_rows`).
-ROWS_CHUNK = 100
+# Rows written by one multi-row statement (`execute_rows`), when SQLite's limit on bound
+# parameters allows that many rows of the statement's width.
+ROWS_CHUNK = 500
+
+
+def rows_per_statement(conn: sqlite3.Connection, width: int, most: int = ROWS_CHUNK) -> int:
+    """How many rows of `width` parameters one statement may bind: up to `most`, within the
+    connection's limit (32,766 parameters since SQLite 3.32, 999 before)."""
+    return max(1, min(most, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
 
 
 def execute_rows(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -390,8 +397,9 @@ def execute_rows(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any
         return
     width = len(rows[0])
     one = "(" + ", ".join("?" * width) + ")"
-    for start in range(0, len(rows), ROWS_CHUNK):
-        chunk = rows[start : start + ROWS_CHUNK]
+    step = rows_per_statement(conn, width)
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
         values = ", ".join([one] * len(chunk))
         conn.execute(sql.format(values=values), [value for row in chunk for value in row])
 

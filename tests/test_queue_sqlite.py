@@ -414,3 +414,24 @@ def test_close_then_use_again_reopens(queue: SqliteQueue) -> None:
     queue.send_batch([message("a")])
     queue.close()
     assert [m.body for m in drain(queue)] == ["a"]
+
+
+def test_a_whole_receive_is_deleted_within_an_older_sqlite_s_parameter_limit(
+    tmp_path: Path,
+) -> None:
+    # SQLite before 3.32 binds at most 999 parameters a statement; a delete binds three a
+    # handle, so a receive of 500 is deleted in chunks.
+    queue = SqliteQueue(tmp_path / "q.db", fifo=False)
+    queue.send_batch([message(f"m{n}", group="") for n in range(queue.max_receive + 20)])
+    received = queue.receive(queue.max_receive, 0)
+    assert len(received) == queue.max_receive
+    queue._db.connection().setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+
+    queue.delete([m.receipt_handle for m in received])
+
+    assert queue.depth().visible == 20
+    left = drain(queue)
+    assert {m.body for m in left} == {
+        f"m{n}" for n in range(queue.max_receive, queue.max_receive + 20)
+    }
+    queue.close()

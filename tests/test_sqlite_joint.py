@@ -15,7 +15,7 @@ import pytest
 from raasctl.errors import StateError
 from raasctl.queues.base import OutgoingMessage
 from raasctl.queues.sqlite import SqliteQueue
-from raasctl.sqlite import ROWS_CHUNK, Database, execute_rows
+from raasctl.sqlite import ROWS_CHUNK, Database, execute_rows, rows_per_statement
 from raasctl.state.base import EntryStatus, RunRecord
 from raasctl.state.sqlite import SqliteState
 from raasctl.worker.decision import Outcome
@@ -178,3 +178,14 @@ def test_the_settler_counts_and_deletes_a_batch_together_or_not_at_all(
         assert queue.depth().empty and tally.snapshot().succeeded == 3
     queue.close()
     state.close()
+
+
+def test_execute_rows_keeps_within_the_connection_s_parameter_limit(tmp_path: Path) -> None:
+    db = Database(tmp_path / "env.db", LEFT)
+    rows = [(f"n{n:04d}",) for n in range(1200)]
+    with db.transaction() as conn:
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        assert rows_per_statement(conn, 13) == 76
+        execute_rows(conn, "INSERT INTO left_items (name) VALUES {values}", rows)
+    assert names(db, "left_items") == [name for (name,) in rows]
+    db.close()

@@ -50,10 +50,11 @@ def enqueue(queue: SqliteQueue, state: SqliteState, envelopes: Sequence[Envelope
     state.finish_enqueue("run-1", entries=n, enqueued=n, invalid=0, duplicates=0)
 
 
-def test_a_ledger_worker_takes_a_hundred_at_once_and_judges_each(tmp_path: Path) -> None:
+def test_a_ledger_worker_takes_a_whole_receive_at_once_and_judges_each(tmp_path: Path) -> None:
     db = tmp_path / "batches.db"
     queue, state, ledger = CountingQueue(db), SqliteState(db), SqliteLedger(db)
-    envelopes = [envelope(n) for n in range(250)]
+    most = queue.max_receive  # 500
+    envelopes = [envelope(n) for n in range(2 * most + 50)]
     envelopes[7] = Envelope.new(  # no deposit_id: a permanent failure, to the DLQ
         cron=DEPOSITS, run_id="run-1", key=f"{DEPOSITS}:bad:v1", payload={"amount": "1.00"}
     )
@@ -63,12 +64,13 @@ def test_a_ledger_worker_takes_a_hundred_at_once_and_judges_each(tmp_path: Path)
 
     result = Worker(queue, state, ledger, options).run()
 
-    assert sorted(count for count in queue.received if count)[-2:] == [100, 100]
-    assert (result.succeeded, result.dead_lettered) == (249, 1)
-    assert ledger.counts()["applications"] == 249  # D-3 once, the bad one never
+    assert sorted(count for count in queue.received if count)[-2:] == [most, most]
+    good = len(envelopes) - 1
+    assert (result.succeeded, result.dead_lettered) == (good, 1)
+    assert ledger.counts()["applications"] == good  # D-3 once, the bad one never
     run = state.get_run("run-1")
     assert run is not None
-    assert (run.succeeded, run.dead_lettered, run.status) == (249, 1, "failed")
+    assert (run.succeeded, run.dead_lettered, run.status) == (good, 1, "failed")
     [dead] = queue.peek(10, dlq=True)
     assert "deposit_id" in dead.attributes["reason"]
     assert queue.depth().empty

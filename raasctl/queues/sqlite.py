@@ -52,7 +52,14 @@ from raasctl.queues.sqlite_rows import (
     within_size,
 )
 from raasctl.queues.sqlite_schema import MIGRATIONS, dedup_digest
-from raasctl.sqlite import BUSY_TIMEOUT_S, Database, compact, current_pid, execute_in
+from raasctl.sqlite import (
+    BUSY_TIMEOUT_S,
+    Database,
+    compact,
+    current_pid,
+    execute_in,
+    rows_per_statement,
+)
 
 _READY = "SELECT EXISTS (SELECT 1 FROM queue_messages WHERE is_head = 1 AND visible_at <= ?)"
 _CLAIMABLE = (
@@ -88,9 +95,10 @@ class SqliteQueue(Queue):
     # Messages written per transaction: a commit costs about as much as a few hundred inserts,
     # so SQS's 10 per call would spend most of a send committing.
     max_batch_size = 500
-    # Messages claimed per receive: a worker applying batches (the ledger) takes 100 in one
-    # transaction; the cost of a claim is mostly its transaction, not its rows.
-    max_receive = 100
+    # Messages claimed per receive: a worker applying batches (the ledger) takes 500 in one
+    # transaction; the cost of a claim, an apply and a settle is mostly its transaction and
+    # its statements, not its rows (100 a receive managed ~11,000 a second, 500 ~18,000).
+    max_receive = 500
 
     def __init__(
         self,
@@ -345,14 +353,19 @@ class SqliteQueue(Queue):
             # A handle from an older receive, or of a message already deleted, matches
             # nothing: as on SQS, that is not an error (and deletes nothing).
             # (`seq IN` lets the planner look rows up by key before matching the pairs.)
-            marks = ",".join("?" * len(handles))
-            pairs = ",".join("(?, ?)" for _ in handles)
-            rows = conn.execute(
-                f"DELETE FROM queue_messages WHERE seq IN ({marks})"
-                f" AND (seq, receipt) IN (VALUES {pairs}) RETURNING group_id",
-                [seq for seq, _ in handles] + [value for handle in handles for value in handle],
-            ).fetchall()
-            self._promote(conn, {row[0] for row in rows})
+            groups: set[str | None] = set()
+            step = rows_per_statement(conn, 3)  # three parameters a handle
+            for start in range(0, len(handles), step):
+                chunk = handles[start : start + step]
+                marks = ",".join("?" * len(chunk))
+                pairs = ",".join("(?, ?)" for _ in chunk)
+                rows = conn.execute(
+                    f"DELETE FROM queue_messages WHERE seq IN ({marks})"
+                    f" AND (seq, receipt) IN (VALUES {pairs}) RETURNING group_id",
+                    [seq for seq, _ in chunk] + [value for handle in chunk for value in handle],
+                ).fetchall()
+                groups.update(row[0] for row in rows)
+            self._promote(conn, groups)
 
     def change_visibility(self, receipt_handle: str, timeout_s: int) -> None:
         check_visibility(timeout_s)
