@@ -449,6 +449,71 @@ def test_a_delete_failure_other_than_a_stale_handle_is_an_error(env: Env) -> Non
         queue.delete([got.receipt_handle])
 
 
+def received_all(queue: SqsQueue, count: int) -> list[str]:
+    handles: list[str] = []
+    while len(handles) < count:
+        handles += [m.receipt_handle for m in queue.receive(10, 0)]
+    return handles
+
+
+def test_many_handles_are_deleted_in_requests_sent_at_once(env: Env) -> None:
+    # A settler that fell behind deletes many at once: one request after another, their
+    # round trips would cap the rate of deletes.
+    queue = SqsQueue(env.client, env.standard_url)
+    queue.send_batch([OutgoingMessage(body=f"m{n}") for n in range(35)])
+    handles = received_all(queue, 35)
+    calls = record_calls(env.client)
+
+    queue.delete(handles)
+
+    deletes = [
+        (params, thread) for name, params, thread in calls.made if name == "DeleteMessageBatch"
+    ]
+    assert sorted(len(params["Entries"]) for params, _ in deletes) == [5, 10, 10, 10]
+    assert len({thread for _, thread in deletes}) > 1
+    assert queue.depth().empty
+    queue.close()
+
+
+def test_one_failed_request_of_those_sent_at_once_fails_the_delete_once_all_are_back(
+    env: Env,
+) -> None:
+    queue = SqsQueue(env.client, env.standard_url)
+    queue.send_batch([OutgoingMessage(body=f"m{n}") for n in range(30)])
+    handles = received_all(queue, 30)
+    refused = set(handles[10:20])
+    answer(
+        env.client,
+        "DeleteMessageBatch",
+        lambda p: (
+            (
+                200,
+                {
+                    "Successful": [],
+                    "Failed": [
+                        {
+                            "Id": e["Id"],
+                            "SenderFault": True,
+                            "Code": "AccessDenied",
+                            "Message": "kms",
+                        }
+                        for e in p["Entries"]
+                    ],
+                },
+            )
+            if refused & {e["ReceiptHandle"] for e in p["Entries"]}
+            else None
+        ),
+    )
+
+    with pytest.raises(QueueError, match="failed for 10 message"):
+        queue.delete(handles)
+
+    depth = queue.depth()  # the other two requests' messages are gone
+    assert (depth.visible, depth.in_flight) == (0, 10)
+    queue.close()
+
+
 def test_stale_receipt_handles_are_ignored(env: Env) -> None:
     queue = SqsQueue(env.client, env.fifo_url)
     queue.change_visibility("not-a-receipt-handle", 10)

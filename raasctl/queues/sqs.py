@@ -16,8 +16,8 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -43,6 +43,7 @@ from raasctl.queues.base import (
     refusal,
     reject_oversized,
 )
+from raasctl.queues.sqs_requests import RequestPool, groups_in_one_request, split_requests
 from raasctl.redaction import shorten
 
 # SQS allows at most 1 MiB in one batch request, whatever the queue's message size.
@@ -116,8 +117,8 @@ class SqsQueue(Queue):
     retry_attempts = 5
     retry_base_delay_s = 0.1
     retry_max_delay_s = 2.0
-    # Batches of one send_batch() call that may be in flight at once (boto3 clients are
-    # thread-safe). FIFO batches go in parallel only when they share no message group.
+    # Batch requests of one send_batch() or delete() that may be in flight at once (boto3
+    # clients are thread-safe). FIFO batches go in parallel only when they share no message group.
     max_parallel_batches = 8
     # How long the receive-send-delete redrive waits for more DLQ messages before it stops.
     redrive_wait_s = 1
@@ -145,6 +146,7 @@ class SqsQueue(Queue):
         self._max_message_bytes: int | None = None
         self._modern_receive: bool | None = None
         self._lock = threading.Lock()
+        self._requests = RequestPool()  # threads for a call's requests sent at once
 
     # ------------------------------------------------------------------ lazy settings
 
@@ -234,13 +236,11 @@ class SqsQueue(Queue):
                 result.failed.append(failure)
             else:
                 entries.append((index, self._entry(index, message), message_bytes(message)))
-        requests = _split(entries, min(max_bytes, MAX_BATCH_BYTES))
-        if len(requests) > 1 and (not self.fifo or _groups_in_one_request(requests)):
-            workers = min(len(requests), self.max_parallel_batches)
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                outcomes = list(pool.map(self._send_request, requests))
-        else:
-            outcomes = [self._send_request(request) for request in requests]
+        requests = split_requests(entries, min(max_bytes, MAX_BATCH_BYTES))
+        at_once = 1 if self.fifo and not groups_in_one_request(requests) else None
+        outcomes = self._requests.map(
+            self._send_request, requests, at_once or self.max_parallel_batches
+        )
         for sent, failed in outcomes:
             result.sent.extend(sent)
             result.failed.extend(failed)
@@ -341,25 +341,28 @@ class SqsQueue(Queue):
 
     def _delete(self, url: str, receipt_handles: Sequence[str]) -> None:
         unique = list(dict.fromkeys(receipt_handles))  # SQS refuses repeated entries
-        for start in range(0, len(unique), MAX_BATCH):
-            request = [
-                {"Id": str(number), "ReceiptHandle": handle}
-                for number, handle in enumerate(unique[start : start + MAX_BATCH])
-            ]
-            _, failed = self._batch_call(
-                "sqs:DeleteMessage", url, self.client.delete_message_batch, request
+        requests = [
+            [{"Id": str(n), "ReceiptHandle": h} for n, h in enumerate(unique[at : at + MAX_BATCH])]
+            for at in range(0, len(unique), MAX_BATCH)
+        ]
+        call = partial(self._batch_call, "sqs:DeleteMessage", url, self.client.delete_message_batch)
+        # Many handles (a settler catching up) go in requests at once: one after the other,
+        # their round trips would cap the deletes, and the undeleted would pile up in the queue.
+        outcomes = self._requests.map(call, requests, self.max_parallel_batches)
+        # A handle no longer valid (deleted already, or received again) is not an error.
+        problems = [f for _, failed in outcomes for f in failed if f.code not in _STALE_RECEIPT]
+        if problems:
+            first = problems[0]
+            raise QueueError(
+                _one_line(
+                    f"sqs:DeleteMessage on {url} failed for {len(problems)} message(s):"
+                    f" {first.code}: {first.message}"
+                ),
+                code=ErrorCode.QUEUE_FAILED,
             )
-            # A handle no longer valid (deleted already, or received again) is not an error.
-            problems = [f for f in failed if f.code not in _STALE_RECEIPT]
-            if problems:
-                first = problems[0]
-                raise QueueError(
-                    _one_line(
-                        f"sqs:DeleteMessage on {url} failed for {len(problems)} message(s):"
-                        f" {first.code}: {first.message}"
-                    ),
-                    code=ErrorCode.QUEUE_FAILED,
-                )
+
+    def close(self) -> None:
+        self._requests.close()
 
     def change_visibility(self, receipt_handle: str, timeout_s: int) -> None:
         check_visibility(timeout_s)
@@ -538,35 +541,6 @@ def _move_back(queue: SqsQueue, dlq: str) -> int:
         # Whatever was not sent stays in the DLQ (visible again after the timeout).
         queue._delete(dlq, [batch[number]["ReceiptHandle"] for number in sent])
         moved += len(sent)
-
-
-def _groups_in_one_request(requests: list[list[dict[str, Any]]]) -> bool:
-    """True when no FIFO message group is split over two requests: order inside a group is
-    the order of sending, so a split group's requests must go one after the other."""
-    owner: dict[str, int] = {}
-    for number, request in enumerate(requests):
-        for entry in request:
-            if owner.setdefault(entry["MessageGroupId"], number) != number:
-                return False
-    return True
-
-
-def _split(
-    entries: list[tuple[int, dict[str, Any], int]], max_bytes: int
-) -> list[list[dict[str, Any]]]:
-    """Requests of at most 10 entries and `max_bytes` in total, in order."""
-    requests: list[list[dict[str, Any]]] = []
-    current: list[dict[str, Any]] = []
-    size = 0
-    for _, entry, entry_bytes in entries:
-        if current and (len(current) == MAX_BATCH or size + entry_bytes > max_bytes):
-            requests.append(current)
-            current, size = [], 0
-        current.append(entry)
-        size += entry_bytes
-    if current:
-        requests.append(current)
-    return requests
 
 
 def _attribute_values(attributes: Mapping[str, str]) -> dict[str, dict[str, str]]:
