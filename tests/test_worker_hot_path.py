@@ -244,3 +244,72 @@ def test_the_settler_takes_a_batch_handed_over_at_once(tmp_path: Path) -> None:
     assert tally.snapshot().succeeded == 12 and queue.depth().empty
     run = state.get_run("r")
     assert run is not None and run.status == "complete"
+
+
+class DeleteSizes(SqliteQueue):
+    """The embedded queue, recording how many handles each delete carried."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.deletes: list[int] = []
+
+    def delete(self, receipt_handles: Sequence[str]) -> None:
+        self.deletes.append(len(receipt_handles))
+        super().delete(receipt_handles)
+
+
+def test_past_ten_the_settler_deletes_whole_tens_and_the_rest_with_the_next_batch(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "env.db"
+    queue, state = DeleteSizes(path), SqliteState(path)
+    now = datetime.now(UTC)
+    state.create_run(RunRecord(run_id="r", cron=CRON, env="e", mock=False, created_at=now))
+    queue.send_batch([OutgoingMessage(f"m{n}", f"G{n}", f"d{n}") for n in range(23)])
+    state.finish_enqueue("r", entries=23, enqueued=23, invalid=0, duplicates=0)
+    tally = Tally()
+    settler = Settler(
+        queue, RunsServed(state, lambda: now), tally, Lifecycle(), time.monotonic, interval_s=0.05
+    )
+    settler.start()
+
+    settler.settle(
+        *[
+            Settled(Outcome.SUCCEEDED, "r", f"k{n}", m.receipt_handle)
+            for n, m in enumerate(queue.receive(30, 0))
+        ]
+    )
+    deadline = time.monotonic() + 10
+    while sum(queue.deletes) < 23 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    settler.stop(5.0)
+
+    assert queue.deletes == [20, 3]  # two full requests' worth, then the three after a wait
+    assert tally.snapshot().succeeded == 23 and queue.depth().empty
+
+
+def test_a_flush_settles_what_does_not_fill_ten_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "env.db"
+    queue, state = DeleteSizes(path), SqliteState(path)
+    now = datetime.now(UTC)
+    state.create_run(RunRecord(run_id="r", cron=CRON, env="e", mock=False, created_at=now))
+    queue.send_batch([OutgoingMessage(f"m{n}", f"G{n}", f"d{n}") for n in range(13)])
+    state.finish_enqueue("r", entries=13, enqueued=13, invalid=0, duplicates=0)
+    tally = Tally()
+    # An interval far longer than the test: only the flush can settle the last three.
+    settler = Settler(
+        queue, RunsServed(state, lambda: now), tally, Lifecycle(), time.monotonic, interval_s=60
+    )
+    settler.start()
+    settler.settle(
+        *[
+            Settled(Outcome.SUCCEEDED, "r", f"k{n}", m.receipt_handle)
+            for n, m in enumerate(queue.receive(30, 0))
+        ]
+    )
+
+    settler.flush_pending()
+
+    assert sum(queue.deletes) == 13 and queue.depth().empty
+    assert tally.snapshot().succeeded == 13
+    settler.stop(5.0)

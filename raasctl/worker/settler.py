@@ -129,7 +129,7 @@ class Settler:
                     self._ready.wait()
                 if len(self._batch) < MAX_BATCH and not (self._stopping or self._urgent):
                     self._ready.wait(self.interval_s)  # let a batch gather
-                batch, self._batch = self._batch, []
+                batch, self._batch = _full_requests(self._batch, self._stopping or self._urgent)
                 self._urgent = False
                 stopping = self._stopping
                 self._flushing = bool(batch)
@@ -237,6 +237,15 @@ class Settler:
                 self.lifecycle.fail(exc)
             return False
         return True
+
+
+def _full_requests(batch: list[Settled], now: bool) -> tuple[list[Settled], list[Settled]]:
+    """What to settle now, and what waits for the next batch: past ten, only whole tens, so
+    a busy queue's delete requests stay full; the rest joins the next batch (gathered for
+    one more interval at most). Everything when `now` (stopping, or urgent)."""
+    keep = 0 if now or len(batch) <= MAX_BATCH else len(batch) % MAX_BATCH
+    cut = len(batch) - keep
+    return batch[:cut], batch[cut:]
 
 
 def _per_run(batch: list[Settled]) -> dict[str, list[Settled]]:
