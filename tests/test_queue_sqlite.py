@@ -435,3 +435,40 @@ def test_a_whole_receive_is_deleted_within_an_older_sqlite_s_parameter_limit(
         f"m{n}" for n in range(queue.max_receive, queue.max_receive + 20)
     }
     queue.close()
+
+
+class SmallReceives(SqliteQueue):
+    max_receive_bytes = 250_000
+
+
+def test_a_receive_brings_bodies_up_to_its_size_bound_and_always_one(tmp_path: Path) -> None:
+    # A worker holds a receive for each slot and one more: large bodies must not make that
+    # hundreds of megabytes.
+    queue = SmallReceives(tmp_path / "q.db", fifo=False)
+    bodies = ["a" * 100_000, "b" * 100_000, "c" * 100_000, "d" * 400_000, "e" * 10]
+    queue.send_batch([message(body, group="") for body in bodies])
+
+    sizes = []
+    while batch := queue.receive(queue.max_receive, 0):
+        sizes.append([len(m.body) for m in batch])
+        queue.delete([m.receipt_handle for m in batch])
+
+    assert sizes == [[100_000, 100_000], [100_000], [400_000], [10]]
+    queue.close()
+
+
+def test_messages_bound_for_the_dlq_do_not_count_toward_a_receive_s_size(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    queue = SmallReceives(tmp_path / "q.db", fifo=False, max_receive_count=1, clock=clock)
+    queue.send_batch([message("a" * 200_000, group="")])
+    assert len(queue.receive(10, 0)) == 1  # its one allowed receive, not deleted
+    queue.send_batch([message(body, group="") for body in ("b" * 200_000, "c" * 10)])
+    clock.advance(61)  # the first one is visible again, received once already
+
+    got = queue.receive(queue.max_receive, 0)
+
+    # b and c fit in the bound; a, on its way to the DLQ, took none of it.
+    assert [len(m.body) for m in got] == [200_000, 10]
+    assert [len(m.body) for m in queue.peek(10, dlq=True)] == [200_000]  # a, to the DLQ
+    queue.close()

@@ -463,14 +463,24 @@ def test_many_handles_are_deleted_in_requests_sent_at_once(env: Env) -> None:
     queue.send_batch([OutgoingMessage(body=f"m{n}") for n in range(35)])
     handles = received_all(queue, 35)
     calls = record_calls(env.client)
+    # The first two requests wait for each other: one after the other, they would never meet.
+    together = threading.Barrier(2, timeout=10)
+    lock, arrived, met = threading.Lock(), [0], []
+
+    def meet(**_: Any) -> None:
+        with lock:
+            arrived[0] += 1
+            waits = arrived[0] <= 2
+        if waits:
+            met.append(together.wait())
+
+    env.client.meta.events.register("before-call.sqs.DeleteMessageBatch", meet)
 
     queue.delete(handles)
 
-    deletes = [
-        (params, thread) for name, params, thread in calls.made if name == "DeleteMessageBatch"
-    ]
-    assert sorted(len(params["Entries"]) for params, _ in deletes) == [5, 10, 10, 10]
-    assert len({thread for _, thread in deletes}) > 1
+    assert sorted(met) == [0, 1]
+    deletes = calls.params("DeleteMessageBatch")
+    assert sorted(len(params["Entries"]) for params in deletes) == [5, 10, 10, 10]
     assert queue.depth().empty
     queue.close()
 

@@ -49,6 +49,7 @@ from raasctl.queues.sqlite_rows import (
     attributes_json,
     parse_receipt,
     received_messages,
+    rows_within,
     within_size,
 )
 from raasctl.queues.sqlite_schema import MIGRATIONS, dedup_digest
@@ -99,6 +100,9 @@ class SqliteQueue(Queue):
     # transaction; the cost of a claim, an apply and a settle is mostly its transaction and
     # its statements, not its rows (100 a receive managed ~11,000 a second, 500 ~18,000).
     max_receive = 500
+    # ... and at most this much of their bodies (counted in characters), at least one message:
+    # a worker holds a receive for each slot and one more, whatever the bodies' size.
+    max_receive_bytes = 8 * 1024 * 1024
 
     def __init__(
         self,
@@ -289,13 +293,22 @@ class SqliteQueue(Queue):
         # The rows claimed; their messages are made after the commit, so the write lock is
         # not held for Python work that needs none.
         taken: list[ClaimedRow] = []
+        size = 0  # their bodies' characters
         # One token for the receive: with the seq it makes each receipt handle, and a later
         # receive of the same message gets a new one (which is what makes an old handle
         # stale). One UPDATE for all the rows claimed, not one per row.
         token = secrets.token_hex(8)
         with self._write("receive from") as conn:
             while len(taken) < max_messages:
-                rows = conn.execute(_CLAIMABLE, (now, max_messages - len(taken))).fetchall()
+                # Read row by row, so bodies past the size bound are never loaded.
+                cursor = conn.execute(_CLAIMABLE, (now, max_messages - len(taken)))
+                rows, full = rows_within(
+                    cursor,
+                    self.max_receive_bytes - size,
+                    self._max_receive_count,
+                    first=not taken,
+                )
+                cursor.close()
                 exhausted = [row for row in rows if row[5] >= self._max_receive_count]
                 if exhausted:
                     self._dead_letter_rows(
@@ -305,6 +318,7 @@ class SqliteQueue(Queue):
                         now,
                     )
                 fresh = [row for row in rows if row[5] < self._max_receive_count]
+                size += sum(len(row[2]) for row in fresh)
                 taken.extend(fresh)
                 execute_in(
                     conn,
@@ -313,7 +327,7 @@ class SqliteQueue(Queue):
                     first=(now + visibility_timeout_s, token),
                 )
                 # Only moving messages to the DLQ can make more messages deliverable.
-                if not exhausted:
+                if not exhausted or full:
                     break
         return received_messages(taken, token)
 
@@ -350,22 +364,7 @@ class SqliteQueue(Queue):
         if not handles:
             return
         with self._write("delete from") as conn:
-            # A handle from an older receive, or of a message already deleted, matches
-            # nothing: as on SQS, that is not an error (and deletes nothing).
-            # (`seq IN` lets the planner look rows up by key before matching the pairs.)
-            groups: set[str | None] = set()
-            step = rows_per_statement(conn, 3)  # three parameters a handle
-            for start in range(0, len(handles), step):
-                chunk = handles[start : start + step]
-                marks = ",".join("?" * len(chunk))
-                pairs = ",".join("(?, ?)" for _ in chunk)
-                rows = conn.execute(
-                    f"DELETE FROM queue_messages WHERE seq IN ({marks})"
-                    f" AND (seq, receipt) IN (VALUES {pairs}) RETURNING group_id",
-                    [seq for seq, _ in chunk] + [value for handle in chunk for value in handle],
-                ).fetchall()
-                groups.update(row[0] for row in rows)
-            self._promote(conn, groups)
+            self._promote(conn, _delete_rows(conn, handles))
 
     def change_visibility(self, receipt_handle: str, timeout_s: int) -> None:
         check_visibility(timeout_s)
@@ -483,3 +482,23 @@ class SqliteQueue(Queue):
                     [(group, group) for group in groups],
                 )
         return RedriveResult(moved=len(rows))
+
+
+def _delete_rows(conn: sqlite3.Connection, handles: Sequence[tuple[int, str]]) -> set[str | None]:
+    """Delete the rows of (seq, receipt token) handles; the groups of those deleted. A handle
+    from an older receive, or of a message already deleted, matches nothing: as on SQS, that
+    is not an error (and deletes nothing). (`seq IN` lets the planner look rows up by key
+    before matching the pairs.)"""
+    groups: set[str | None] = set()
+    step = rows_per_statement(conn, 3)  # three parameters a handle
+    for start in range(0, len(handles), step):
+        chunk = handles[start : start + step]
+        marks = ",".join("?" * len(chunk))
+        pairs = ",".join("(?, ?)" for _ in chunk)
+        rows = conn.execute(
+            f"DELETE FROM queue_messages WHERE seq IN ({marks})"
+            f" AND (seq, receipt) IN (VALUES {pairs}) RETURNING group_id",
+            [seq for seq, _ in chunk] + [value for handle in chunk for value in handle],
+        ).fetchall()
+        groups.update(row[0] for row in rows)
+    return groups

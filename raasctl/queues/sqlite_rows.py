@@ -4,7 +4,7 @@ messages sent, the messages a receive hands out, and receipt handles (`seq:token
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 
 from raasctl.queues.base import OutgoingMessage, ReceivedMessage, message_bytes
@@ -37,6 +37,24 @@ def received_messages(rows: Sequence[ClaimedRow], token: str) -> list[ReceivedMe
             )
         )
     return messages
+
+
+def rows_within(
+    rows: Iterable[ClaimedRow], budget: int, max_receive_count: int, *, first: bool
+) -> tuple[list[ClaimedRow], bool]:
+    """The leading rows until the bodies of those to deliver pass `budget` characters (when
+    `first`, nothing is taken yet: at least one, whatever its size); rows received
+    `max_receive_count` times (for the DLQ) pass uncounted. True when the budget cut them."""
+    kept: list[ClaimedRow] = []
+    delivered = False
+    for row in rows:
+        if row[5] < max_receive_count:
+            budget -= len(row[2])
+            if budget < 0 and (delivered or not first):
+                return kept, True
+            delivered = True
+        kept.append(row)
+    return kept, False
 
 
 def within_size(messages: Sequence[OutgoingMessage], limit: int) -> bool:
