@@ -146,7 +146,8 @@ class SqsQueue(Queue):
         self._max_message_bytes: int | None = None
         self._modern_receive: bool | None = None
         self._lock = threading.Lock()
-        self._requests = RequestPool()  # threads for a call's requests sent at once
+        # Threads for a call's requests sent at once.
+        self._requests = RequestPool(self.max_parallel_batches)
 
     # ------------------------------------------------------------------ lazy settings
 
@@ -237,10 +238,8 @@ class SqsQueue(Queue):
             else:
                 entries.append((index, self._entry(index, message), message_bytes(message)))
         requests = split_requests(entries, min(max_bytes, MAX_BATCH_BYTES))
-        at_once = 1 if self.fifo and not groups_in_one_request(requests) else None
-        outcomes = self._requests.map(
-            self._send_request, requests, at_once or self.max_parallel_batches
-        )
+        together = not self.fifo or groups_in_one_request(requests)
+        outcomes = self._requests.map(self._send_request, requests, together=together)
         for sent, failed in outcomes:
             result.sent.extend(sent)
             result.failed.extend(failed)
@@ -348,7 +347,7 @@ class SqsQueue(Queue):
         call = partial(self._batch_call, "sqs:DeleteMessage", url, self.client.delete_message_batch)
         # Many handles (a settler catching up) go in requests at once: one after the other,
         # their round trips would cap the deletes, and the undeleted would pile up in the queue.
-        outcomes = self._requests.map(call, requests, self.max_parallel_batches)
+        outcomes = self._requests.map(call, requests)
         # A handle no longer valid (deleted already, or received again) is not an error.
         problems = [f for _, failed in outcomes for f in failed if f.code not in _STALE_RECEIPT]
         if problems:

@@ -44,25 +44,24 @@ def split_requests(
 
 
 class RequestPool:
-    """Threads, started at the first call that needs them and kept, that send one call's
-    requests at once (boto3 clients are thread-safe)."""
+    """`size` threads, started at the first call that needs them and kept, that send one
+    call's requests at once (boto3 clients are thread-safe)."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int) -> None:
+        self.size = size
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self._size = 0
 
-    def map(self, call: Callable[[Any], _T], requests: Sequence[Any], at_once: int) -> list[_T]:
-        """`call` for each request, up to `at_once` at a time, the results in order; the first
-        error is raised once every request is back."""
-        if len(requests) <= 1 or at_once <= 1:
+    def map(
+        self, call: Callable[[Any], _T], requests: Sequence[Any], *, together: bool = True
+    ) -> list[_T]:
+        """`call` for each request, the results in order: at once unless not `together`; the
+        first error is raised once every request is back."""
+        if len(requests) <= 1 or not together:
             return [call(request) for request in requests]
         with self._lock:
-            if self._pool is None or self._size < at_once:
-                if self._pool is not None:
-                    self._pool.shutdown(wait=False)
-                self._pool = ThreadPoolExecutor(at_once, thread_name_prefix="raasctl-sqs")
-                self._size = at_once
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.size, thread_name_prefix="raasctl-sqs")
             pool = self._pool
         futures = [pool.submit(call, request) for request in requests]
         errors = [future.exception() for future in futures]
