@@ -426,25 +426,21 @@ def test_throttling_is_its_own_error(env: Env) -> None:
     assert caught.value.code == ErrorCode.QUEUE_THROTTLED
 
 
+def refused(params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """A DeleteMessageBatch answer refusing every entry (AccessDenied, the sender's fault)."""
+    failed = [
+        {"Id": e["Id"], "SenderFault": True, "Code": "AccessDenied", "Message": "kms"}
+        for e in params["Entries"]
+    ]
+    return 200, {"Successful": [], "Failed": failed}
+
+
 def test_a_delete_failure_other_than_a_stale_handle_is_an_error(env: Env) -> None:
     queue = SqsQueue(env.client, env.fifo_url)
     queue.sleep = lambda _: None
     queue.send_batch([fifo_message("a")])
     [got] = queue.receive(1, 0)
-    answer(
-        env.client,
-        "DeleteMessageBatch",
-        lambda p: (
-            200,
-            {
-                "Successful": [],
-                "Failed": [
-                    {"Id": e["Id"], "SenderFault": True, "Code": "AccessDenied", "Message": "kms"}
-                    for e in p["Entries"]
-                ],
-            },
-        ),
-    )
+    answer(env.client, "DeleteMessageBatch", refused)
     with pytest.raises(QueueError, match="AccessDenied"):
         queue.delete([got.receipt_handle])
 
@@ -491,29 +487,11 @@ def test_one_failed_request_of_those_sent_at_once_fails_the_delete_once_all_are_
     queue = SqsQueue(env.client, env.standard_url)
     queue.send_batch([OutgoingMessage(body=f"m{n}") for n in range(30)])
     handles = received_all(queue, 30)
-    refused = set(handles[10:20])
+    refusing = set(handles[10:20])
     answer(
         env.client,
         "DeleteMessageBatch",
-        lambda p: (
-            (
-                200,
-                {
-                    "Successful": [],
-                    "Failed": [
-                        {
-                            "Id": e["Id"],
-                            "SenderFault": True,
-                            "Code": "AccessDenied",
-                            "Message": "kms",
-                        }
-                        for e in p["Entries"]
-                    ],
-                },
-            )
-            if refused & {e["ReceiptHandle"] for e in p["Entries"]}
-            else None
-        ),
+        lambda p: refused(p) if refusing & {e["ReceiptHandle"] for e in p["Entries"]} else None,
     )
 
     with pytest.raises(QueueError, match="failed for 10 message"):

@@ -221,23 +221,33 @@ def test_a_retry_in_a_batch_gets_facts_of_its_own_and_the_rest_succeed(tmp_path:
     assert sorted(key[0] for key in worker.handler._judged) == [1, 2, 3]
 
 
-def test_the_settler_takes_a_batch_handed_over_at_once(tmp_path: Path) -> None:
-    path = tmp_path / "env.db"
-    queue, state = SqliteQueue(path), SqliteState(path)
+def settling(
+    queue: SqliteQueue, state: SqliteState, count: int, interval_s: float = 0.25
+) -> tuple[Settler, Tally]:
+    """A run of `count` messages in `queue`, every one received and handed to a started
+    settler at once."""
     now = datetime.now(UTC)
     state.create_run(RunRecord(run_id="r", cron=CRON, env="e", mock=False, created_at=now))
-    queue.send_batch([OutgoingMessage(f"m{n}", f"G{n}", f"d{n}") for n in range(12)])
-    state.finish_enqueue("r", entries=12, enqueued=12, invalid=0, duplicates=0)
+    queue.send_batch([OutgoingMessage(f"m{n}", f"G{n}", f"d{n}") for n in range(count)])
+    state.finish_enqueue("r", entries=count, enqueued=count, invalid=0, duplicates=0)
     tally = Tally()
-    settler = Settler(queue, RunsServed(state, lambda: now), tally, Lifecycle(), time.monotonic)
+    runs = RunsServed(state, lambda: now)
+    settler = Settler(queue, runs, tally, Lifecycle(), time.monotonic, interval_s=interval_s)
     settler.start()
-
     settler.settle(
         *[
             Settled(Outcome.SUCCEEDED, "r", f"k{n}", m.receipt_handle)
-            for n, m in enumerate(queue.receive(20, 0))
+            for n, m in enumerate(queue.receive(count + 10, 0))
         ]
     )
+    return settler, tally
+
+
+def test_the_settler_takes_a_batch_handed_over_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "env.db"
+    queue, state = SqliteQueue(path), SqliteState(path)
+    settler, tally = settling(queue, state, 12)
+
     settler.flush_pending()
     settler.stop(5.0)
 
@@ -263,22 +273,8 @@ def test_past_ten_the_settler_deletes_whole_tens_and_the_rest_with_the_next_batc
 ) -> None:
     path = tmp_path / "env.db"
     queue, state = DeleteSizes(path), SqliteState(path)
-    now = datetime.now(UTC)
-    state.create_run(RunRecord(run_id="r", cron=CRON, env="e", mock=False, created_at=now))
-    queue.send_batch([OutgoingMessage(f"m{n}", f"G{n}", f"d{n}") for n in range(23)])
-    state.finish_enqueue("r", entries=23, enqueued=23, invalid=0, duplicates=0)
-    tally = Tally()
-    settler = Settler(
-        queue, RunsServed(state, lambda: now), tally, Lifecycle(), time.monotonic, interval_s=0.05
-    )
-    settler.start()
+    settler, tally = settling(queue, state, 23, interval_s=0.05)
 
-    settler.settle(
-        *[
-            Settled(Outcome.SUCCEEDED, "r", f"k{n}", m.receipt_handle)
-            for n, m in enumerate(queue.receive(30, 0))
-        ]
-    )
     deadline = time.monotonic() + 10
     while sum(queue.deletes) < 23 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -291,22 +287,8 @@ def test_past_ten_the_settler_deletes_whole_tens_and_the_rest_with_the_next_batc
 def test_a_flush_settles_what_does_not_fill_ten_at_once(tmp_path: Path) -> None:
     path = tmp_path / "env.db"
     queue, state = DeleteSizes(path), SqliteState(path)
-    now = datetime.now(UTC)
-    state.create_run(RunRecord(run_id="r", cron=CRON, env="e", mock=False, created_at=now))
-    queue.send_batch([OutgoingMessage(f"m{n}", f"G{n}", f"d{n}") for n in range(13)])
-    state.finish_enqueue("r", entries=13, enqueued=13, invalid=0, duplicates=0)
-    tally = Tally()
     # An interval far longer than the test: only the flush can settle the last three.
-    settler = Settler(
-        queue, RunsServed(state, lambda: now), tally, Lifecycle(), time.monotonic, interval_s=60
-    )
-    settler.start()
-    settler.settle(
-        *[
-            Settled(Outcome.SUCCEEDED, "r", f"k{n}", m.receipt_handle)
-            for n, m in enumerate(queue.receive(30, 0))
-        ]
-    )
+    settler, tally = settling(queue, state, 13, interval_s=60)
 
     settler.flush_pending()
 
