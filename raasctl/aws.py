@@ -187,6 +187,14 @@ class AwsClients:
             )
         return CredentialInfo(method, kind, bool(frozen.token), self.profile_ignored, profile)
 
+    def ca_bundle(self) -> str:
+        """The CA bundle botocore verifies TLS against (the profile's or AWS_CA_BUNDLE, else
+        its own)."""
+        from botocore.httpsession import get_cert_path
+
+        configured = self.session._session.get_config_variable("ca_bundle")
+        return str(configured or get_cert_path(True))
+
     def client(self, service: str) -> Any:
         with self._lock:
             cached = self._clients.get(service)

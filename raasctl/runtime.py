@@ -101,13 +101,18 @@ class Runtime:
                 visibility_timeout_s=cfg.visibility_timeout_s,
             )
         from raasctl.queues.sqs import SqsQueue
+        from raasctl.queues.sqs_wire import SqsWire
 
+        client = self.aws.client("sqs")
         return SqsQueue(
-            self.aws.client("sqs"),
+            client,
             cfg.url,
             dlq_url=cfg.dlq_url,
             visibility_timeout_s=cfg.visibility_timeout_s,
             wait_time_s=cfg.wait_time_s,
+            wire=SqsWire.for_client(
+                client, self.aws.session.get_credentials(), ca_file=self.aws.ca_bundle()
+            ),
         )
 
     def state(self) -> State:

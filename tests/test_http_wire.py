@@ -13,7 +13,7 @@ from pathlib import Path
 import certifi
 import pytest
 
-from raasctl.sinks.http_wire import (
+from raasctl.http_wire import (
     MAX_BODY_BYTES,
     Origin,
     WireError,

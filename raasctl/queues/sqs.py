@@ -44,6 +44,7 @@ from raasctl.queues.base import (
     reject_oversized,
 )
 from raasctl.queues.sqs_requests import RequestPool, groups_in_one_request, split_requests
+from raasctl.queues.sqs_wire import SqsWire
 from raasctl.redaction import shorten
 
 # SQS allows at most 1 MiB in one batch request, whatever the queue's message size.
@@ -132,8 +133,10 @@ class SqsQueue(Queue):
         dlq_url: str | None = None,
         visibility_timeout_s: int = 60,
         wait_time_s: int = 20,
+        wire: SqsWire | None = None,
     ) -> None:
         self.client = client
+        self._hot: Any = wire or client  # receives and deletes: the wire, where there is one
         self.url = url
         self.name = url
         self.fifo = url.endswith(".fifo")
@@ -322,7 +325,7 @@ class SqsQueue(Queue):
         response = self._call(
             "sqs:ReceiveMessage",
             url,
-            self.client.receive_message,
+            self._hot.receive_message,
             QueueUrl=url,
             MaxNumberOfMessages=max_messages,
             WaitTimeSeconds=wait_s,
@@ -344,7 +347,7 @@ class SqsQueue(Queue):
             [{"Id": str(n), "ReceiptHandle": h} for n, h in enumerate(unique[at : at + MAX_BATCH])]
             for at in range(0, len(unique), MAX_BATCH)
         ]
-        call = partial(self._batch_call, "sqs:DeleteMessage", url, self.client.delete_message_batch)
+        call = partial(self._batch_call, "sqs:DeleteMessage", url, self._hot.delete_message_batch)
         # Many handles (a settler catching up) go in requests at once: one after the other,
         # their round trips would cap the deletes, and the undeleted would pile up in the queue.
         outcomes = self._requests.map(call, requests)
@@ -362,6 +365,8 @@ class SqsQueue(Queue):
 
     def close(self) -> None:
         self._requests.close()
+        if isinstance(self._hot, SqsWire):
+            self._hot.close()
 
     def change_visibility(self, receipt_handle: str, timeout_s: int) -> None:
         check_visibility(timeout_s)

@@ -26,10 +26,7 @@ from raasctl import __version__
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.envelope import Envelope, canonical_json
 from raasctl.errors import ConfigError, SinkError
-from raasctl.logs import event
-from raasctl.redaction import register_secret, shorten
-from raasctl.sinks.base import Applied, Sink
-from raasctl.sinks.http_wire import (
+from raasctl.http_wire import (
     Answer,
     Origin,
     WireError,
@@ -37,6 +34,9 @@ from raasctl.sinks.http_wire import (
     environment_proxy,
     parse_proxy,
 )
+from raasctl.logs import event
+from raasctl.redaction import register_secret, shorten
+from raasctl.sinks.base import Applied, Sink
 
 CONNECT_TIMEOUT_S = 10.0
 RETRYABLE_STATUSES = frozenset({408, 429})  # plus every 5xx

@@ -1,6 +1,6 @@
-"""HTTP/1.1 for the sink: one keep-alive connection a worker slot, a request in one write.
+"""HTTP/1.1 for the HTTP sink and SQS: one keep-alive connection a thread, a request in one write.
 
-The sink sends one kind of request (a POST with a JSON body) to one origin, so the general
+Both send one kind of request (a POST with a JSON body) to one origin, so the general
 clients' machinery is mostly cost here: urllib3 spends about 0.45 ms of CPU a call, and
 http.client about 0.16 ms, most of it header validation and email-style header parsing.
 Sixteen slots whose answers come back together wait for each other's CPU, and that wait is
@@ -27,7 +27,7 @@ from urllib import request as urllib_request
 from urllib.parse import unquote, urlsplit
 
 MAX_HEAD_BYTES = 64 * 1024  # an answer's status line and headers, together
-MAX_BODY_BYTES = 64 * 1024  # read of a body; a longer one is cut and its connection closed
+MAX_BODY_BYTES = 64 * 1024  # read of a body, unless the origin says; longer is cut, and closed
 CHUNK = 64 * 1024
 _STATUS = re.compile(r"[1-5][0-9][0-9]")
 _DIGITS = re.compile(r"[0-9]{1,18}")
@@ -97,6 +97,7 @@ class Origin:
         timeout_s: float,
         ca_file: str,
         proxy: Proxy | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -112,6 +113,7 @@ class Origin:
         self.proxy = proxy
         self.connect_timeout_s = connect_timeout_s
         self.timeout_s = timeout_s
+        self.max_body_bytes = max_body_bytes
         self._context = ssl.create_default_context(cafile=ca_file) if self.tls else None
         # Through a proxy, plain http asks for the absolute URL; https tunnels by CONNECT.
         self._prefix = f"http://{self.host_header}" if proxy and not self.tls else ""
@@ -157,7 +159,7 @@ class Origin:
             self._drop(connection)
             connection = None
         if connection is None:
-            connection = _Connection(self._connect(), self.timeout_s)
+            connection = _Connection(self._connect(), self.timeout_s, self.max_body_bytes)
             self._local.connection = connection
             with self._lock:
                 self._open.add(connection.sock)
@@ -214,10 +216,13 @@ class Origin:
 class _Connection:
     """A socket and what has been read from it beyond the last answer."""
 
-    def __init__(self, sock: socket.socket, timeout_s: float) -> None:
+    def __init__(
+        self, sock: socket.socket, timeout_s: float, max_body_bytes: int = MAX_BODY_BYTES
+    ) -> None:
         self.sock = sock
         self.buffer = b""
         self.timeout_s = timeout_s
+        self.max_body_bytes = max_body_bytes
 
     def dropped(self) -> bool:
         """Whether the server closed (or wrote on) this idle connection: it cannot be used."""
@@ -276,14 +281,20 @@ class _Connection:
 
     def _read_length(self, length: int | None, deadline: float) -> tuple[bytes, bool]:
         """A body of `length` bytes (None: up to the close); whether all of it was read."""
-        want = MAX_BODY_BYTES if length is None else min(length, MAX_BODY_BYTES)
-        while len(self.buffer) < want:
-            if not self._fill(deadline):
+        limit = self.max_body_bytes
+        want = limit if length is None else min(length, limit)
+        parts, have = [self.buffer], len(self.buffer)  # joined once: a long body is many reads
+        while have < want:
+            data = self._recv(deadline)
+            if not data:
                 if length is not None:
                     raise WireError("the connection closed in the middle of the answer's body")
                 break
-        body, self.buffer = self.buffer[:want], self.buffer[want:]
-        return body, length is not None and length <= MAX_BODY_BYTES
+            parts.append(data)
+            have += len(data)
+        whole = b"".join(parts)
+        body, self.buffer = whole[:want], whole[want:]
+        return body, length is not None and length <= limit
 
     def _read_chunked(self, deadline: float) -> tuple[bytes, bool]:
         body = b""
@@ -297,8 +308,8 @@ class _Connection:
                 while self._read_line(deadline):  # the trailer, up to its empty line
                     pass
                 return body, True
-            if len(body) + size > MAX_BODY_BYTES:
-                return body + self.buffer[: MAX_BODY_BYTES - len(body)], False
+            if len(body) + size > self.max_body_bytes:
+                return body + self.buffer[: self.max_body_bytes - len(body)], False
             while len(self.buffer) < size + 2:
                 if not self._fill(deadline):
                     raise WireError("the connection closed in the middle of the answer's body")
@@ -315,7 +326,13 @@ class _Connection:
         return line
 
     def _fill(self, deadline: float) -> bool:
-        """Reads what has come; False at the end of the connection."""
+        """Reads what has come into the buffer; False at the end of the connection."""
+        data = self._recv(deadline)
+        self.buffer += data
+        return bool(data)
+
+    def _recv(self, deadline: float) -> bytes:
+        """What has come (b"" at the end of the connection)."""
         left = deadline - time.monotonic()
         try:
             if left <= 0:
@@ -326,8 +343,7 @@ class _Connection:
             raise WireTimeout(self.timeout_s, "waiting for the answer") from None
         except OSError as exc:
             raise WireError(_os_reason(exc)) from None
-        self.buffer += data
-        return bool(data)
+        return data
 
 
 def _content_length(headers: dict[str, str]) -> int:

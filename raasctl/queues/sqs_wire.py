@@ -1,0 +1,242 @@
+"""SQS's JSON protocol for the worker's two calls a batch, without botocore's request machinery.
+
+A worker makes two SQS calls for every ten messages: ReceiveMessage and DeleteMessageBatch.
+Through a botocore client each costs about 1 ms of CPU (events, parameter validation, endpoint
+rules, urllib3, a parser driven by the service model): more than the worker's own work on the
+ten messages. `SqsWire` sends the same requests itself:
+- the JSON body and headers SQS documents for its JSON protocol, signed by botocore's own
+  SigV4Auth with the client's credentials (refreshed as the client would refresh them);
+- over raasctl's HTTP/1.1 client (raasctl/http_wire.py): a keep-alive connection a thread, TLS
+  verified against the CA bundle botocore uses, a proxy from the environment as botocore
+  reads it;
+- retried as botocore's standard mode retries: a failed connection, 500/502/503/504 and
+  throttling, up to the client's total attempts, with full-jitter backoff.
+
+It answers with the dictionaries botocore returns, and fails with the exceptions botocore
+raises (`ClientError` with the same error code, an `EndpointConnectionError`), so SqsQueue and
+the error classifier cannot tell the two apart. A handler on the client's `before-send` event
+(moto's in-process mock, say) is asked first, as the client asks it, and its answer is taken.
+
+`for_client` gives None, and SqsQueue keeps to the client, where the client is set up in a way
+this does not follow: a protocol other than JSON (a botocore from before SQS's JSON protocol),
+FIPS or dual-stack endpoints, proxies or a client certificate in the client's config, or a
+proxy other than http://.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.parsers import ResponseParserError
+
+from raasctl import __version__
+from raasctl.http_wire import Answer, Origin, WireError, environment_proxy, parse_proxy
+from raasctl.redaction import register_secret
+
+# A receive brings at most ten messages of up to 1 MiB each; JSON may escape a body to six
+# times its size. A longer answer is refused rather than cut.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+MAX_BACKOFF_S = 20.0  # botocore's standard mode
+_RETRY_STATUS = frozenset({500, 502, 503, 504})
+# botocore's standard mode: throttling and transient error codes (with SQS's query-era codes).
+_RETRY_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "AWS.SimpleQueueService.RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+
+
+class WireUnreachable(EndpointConnectionError):
+    """No answer from SQS: the connection failed or the answer did not come in time."""
+
+    fmt = "Could not reach the endpoint URL {endpoint_url!r}: {error}"
+
+
+class SqsWire:
+    """Signed JSON-protocol calls to one SQS endpoint (thread-safe)."""
+
+    def __init__(
+        self,
+        endpoint_url: str,
+        region: str,
+        credentials: Any,
+        *,
+        events: Any = None,
+        ca_file: str,
+        total_attempts: int,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+    ) -> None:
+        proxy_url = environment_proxy(endpoint_url)
+        proxy = parse_proxy(proxy_url) if proxy_url else None
+        if proxy and proxy.password:
+            register_secret(proxy.password)
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.credentials = credentials  # botocore Credentials: frozen anew for every request
+        self.events = events  # the client's: whoever answers its before-send answers here too
+        self.total_attempts = max(1, total_attempts)
+        self.path = urlsplit(endpoint_url).path or "/"
+        self.url = endpoint_url if endpoint_url.endswith(self.path) else endpoint_url + self.path
+        self.sleep: Callable[[float], None] = time.sleep
+        self.origin = Origin(
+            endpoint_url,
+            connect_timeout_s=connect_timeout_s,
+            timeout_s=read_timeout_s,
+            ca_file=ca_file,
+            proxy=proxy,
+            max_body_bytes=MAX_ANSWER_BYTES,
+        )
+
+    @classmethod
+    def for_client(cls, client: Any, credentials: Any, *, ca_file: str) -> SqsWire | None:
+        """A wire that says what `client` would, or None where it cannot (see the module)."""
+        meta = client.meta
+        config = meta.config
+        if (
+            meta.service_model.protocol != "json"
+            or credentials is None
+            or config.use_fips_endpoint
+            or config.use_dualstack_endpoint
+            or config.proxies
+            or config.client_cert
+        ):
+            return None
+        retries = config.retries or {}
+        try:
+            return cls(
+                meta.endpoint_url,
+                meta.region_name,
+                credentials,
+                events=meta.events,
+                ca_file=ca_file,
+                total_attempts=int(retries.get("total_max_attempts", 3)),
+                connect_timeout_s=float(config.connect_timeout),
+                read_timeout_s=float(config.read_timeout),
+            )
+        except (ValueError, OSError):  # a URL it does not speak to, a CA bundle it cannot read
+            return None
+
+    def receive_message(self, **params: Any) -> dict[str, Any]:
+        return self.call("ReceiveMessage", params)
+
+    def delete_message_batch(self, **params: Any) -> dict[str, Any]:
+        return self.call("DeleteMessageBatch", params)
+
+    def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        body = json.dumps(params, separators=(",", ":")).encode()
+        for attempt in range(1, self.total_attempts + 1):
+            last = attempt == self.total_attempts
+            try:
+                answer = self._send(operation, body)
+            except WireError as exc:
+                if last:
+                    raise WireUnreachable(endpoint_url=self.endpoint_url, error=exc) from None
+            else:
+                if 200 <= answer.status < 300:
+                    return _parsed(operation, answer)
+                error = _client_error(operation, answer, attempt - 1)
+                code = error.response["Error"]["Code"]
+                if last or not (answer.status in _RETRY_STATUS or code in _RETRY_CODES):
+                    raise error
+            self.sleep(random.random() * min(MAX_BACKOFF_S, 2.0 ** (attempt - 1)))
+        raise AssertionError("unreachable")  # the last attempt returns or raises
+
+    def close(self) -> None:
+        self.origin.close()
+
+    def _send(self, operation: str, body: bytes) -> Answer:
+        request = AWSRequest(
+            method="POST",
+            url=self.url,
+            data=body,
+            headers={
+                "Content-Type": "application/x-amz-json-1.0",
+                "X-Amz-Target": f"AmazonSQS.{operation}",
+                "x-amzn-query-mode": "true",  # errors carry their query-era codes too
+            },
+        )
+        SigV4Auth(self.credentials.get_frozen_credentials(), "sqs", self.region).add_auth(request)
+        if self.events is not None:  # moto's in-process mock, or any hook that answers for SQS
+            prepared = request.prepare()
+            _, answered = self.events.emit_until_response(
+                f"before-send.sqs.{operation}", request=prepared
+            )
+            if answered is not None:
+                named = {name.lower(): value for name, value in answered.headers.items()}
+                return Answer(answered.status_code, "", named, answered.content)
+        lines = "".join(f"{name}: {value}\r\n" for name, value in request.headers.items())
+        return self.origin.post(self.path, f"{lines}User-Agent: raasctl/{__version__}\r\n", body)
+
+
+def _json(operation: str, answer: Answer) -> Any:
+    if not answer.body:
+        return {}
+    try:
+        return json.loads(answer.body)
+    except ValueError:
+        raise ResponseParserError(
+            f"{operation}: the answer (HTTP {answer.status}, {len(answer.body)} bytes) is not JSON"
+        ) from None
+
+
+def _parsed(operation: str, answer: Answer) -> dict[str, Any]:
+    """The answer as botocore parses it: binary attribute values decoded to bytes."""
+    parsed = _json(operation, answer)
+    if not isinstance(parsed, dict):
+        raise ResponseParserError(f"{operation}: the answer is not a JSON object")
+    for message in parsed.get("Messages") or ():
+        for value in (message.get("MessageAttributes") or {}).values():
+            if "BinaryValue" in value:
+                value["BinaryValue"] = base64.b64decode(value["BinaryValue"])
+    return parsed
+
+
+def _client_error(operation: str, answer: Answer, retries: int) -> ClientError:
+    """The ClientError botocore raises for this answer, with the same error code."""
+    try:
+        body = _json(operation, answer)
+    except ResponseParserError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    error: dict[str, Any] = {"Message": str(body.get("message", body.get("Message", "")))}
+    code = str(body.get("__type") or answer.status).split(":", 1)[0].rsplit("#", 1)[-1]
+    query_code, _, kind = answer.headers.get("x-amzn-query-error", "").partition(";")
+    if query_code and kind:  # SQS's query-era code, which botocore reports (as ours do)
+        error.update(QueryErrorCode=code, Type=kind)
+        code = query_code
+    error["Code"] = code
+    metadata: dict[str, Any] = {
+        "HTTPStatusCode": answer.status,
+        "HTTPHeaders": answer.headers,
+        "RetryAttempts": retries,
+    }
+    if "x-amzn-requestid" in answer.headers:
+        metadata["RequestId"] = answer.headers["x-amzn-requestid"]
+    return ClientError({"Error": error, "ResponseMetadata": metadata}, operation)
