@@ -147,6 +147,10 @@ class Origin:
             self._drop(connection)
         return answer
 
+    def connect(self) -> None:
+        """Open the calling thread's connection, if it has none that is still good."""
+        self._connection()
+
     def close(self) -> None:
         with self._lock:
             sockets, self._open = self._open, set()

@@ -526,6 +526,43 @@ def test_a_refused_connection_is_retryable() -> None:
     assert TOKEN not in str(caught.value)
 
 
+def test_connect_opens_the_connection_the_first_apply_then_uses() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+    sink = HttpSink(f"http://127.0.0.1:{listener.getsockname()[1]}", TOKEN, timeout_s=5.0)
+    try:
+        sink.connect()
+        accepted, _ = listener.accept()  # before any apply
+        with accepted:
+            listener.settimeout(0.2)
+            answered: list[bytes] = []
+
+            def answer() -> None:
+                answered.append(accepted.recv(65536))
+                accepted.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+            thread = threading.Thread(target=answer)
+            thread.start()
+            assert sink.apply(envelope("clientDepositUpdate", DEPOSIT)) is Applied.APPLIED
+            thread.join()
+            assert answered[0].startswith(b"POST /clientDepositUpdate HTTP/1.1")
+            with pytest.raises(TimeoutError):
+                listener.accept()  # the apply opened no other connection
+    finally:
+        sink.close()
+        listener.close()
+
+
+def test_a_connect_that_fails_is_left_to_the_first_apply() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    sink = HttpSink(f"http://127.0.0.1:{closed_port}", TOKEN, timeout_s=2.0)
+    sink.connect()  # says nothing
+    with pytest.raises(SinkError, match=r"connection failed.*refused"):
+        sink.apply(envelope("clientDepositUpdate", DEPOSIT))
+
+
 def test_a_non_ascii_key_is_sent_percent_encoded(server: CallbackServer, sink: HttpSink) -> None:
     entry = Envelope.new(
         cron="clientDepositUpdate",

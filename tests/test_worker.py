@@ -397,6 +397,30 @@ def test_stops_at_once_on_an_empty_queue_with_until_empty(
     assert len(coded(events, InfoCode.QUEUE_EMPTY)) == 1
 
 
+def test_every_slot_connects_its_sink_as_it_starts_before_its_first_apply(env: Env) -> None:
+    keys = enqueue(env.queue, env.state, [deposit(n) for n in range(6)])
+
+    class Connecting(ScriptedSink):
+        def __init__(self, ledger: SqliteLedger) -> None:
+            super().__init__(ledger)
+            self.connected: dict[int, float] = {}
+
+        def connect(self) -> None:
+            with self.lock:
+                self.connected[threading.get_ident()] = time.monotonic()
+
+        def apply(self, envelope: Envelope) -> Applied:
+            assert threading.get_ident() in self.connected  # this slot connected first
+            return super().apply(envelope)
+
+    sink = Connecting(env.ledger)
+    result = run_worker(env, sink, concurrency=3)
+
+    assert result.succeeded == 6 and sorted(sink.keys()) == sorted(keys)
+    assert len(sink.connected) == 3  # once on each slot's thread
+    assert max(sink.connected.values()) <= min(at for _, at in sink.calls)
+
+
 # ---------------------------------------------------------------- failures
 
 

@@ -41,5 +41,10 @@ class Sink(ABC):
                 errors.append(None)
         return errors
 
+    def connect(self) -> None:  # noqa: B027 - optional hook
+        """Open for the calling thread what its first apply would open (a connection), ahead
+        of it: each worker slot does so as it starts, while the first receive is on its way.
+        A failure here is left for that apply to meet and report."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -13,6 +13,7 @@ NO_PROXY, REQUESTS_CA_BUNDLE, ...), are read once, when the sink is made.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -120,6 +121,12 @@ class HttpSink(Sink):
             raise ConfigError(
                 "sink.token: the token has a line break or a character an HTTP header cannot carry"
             ) from None
+
+    def connect(self) -> None:
+        # A TCP (and TLS) handshake the first call then does not wait for; when it fails,
+        # the first apply tries again and says what failed.
+        with contextlib.suppress(WireError):
+            self.origin.connect()
 
     def apply(self, envelope: Envelope) -> Applied:
         cron = quote(envelope.cron, safe="")

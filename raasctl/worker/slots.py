@@ -183,6 +183,11 @@ class SlotPool:
     # ---------------------------------------------------------------- the slots
 
     def _slot(self) -> None:
+        try:
+            self.handler.sink.connect()
+        except BaseException as exc:  # a defect: stop the worker and re-raise from run()
+            self.lifecycle.fail(exc)
+            return
         while True:
             work = self._work.get()
             if work is None:
