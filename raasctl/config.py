@@ -113,6 +113,9 @@ class SqsQueueConfig(Strict):
     dlq_url: str | None = None  # default: the queue's RedrivePolicy target
     visibility_timeout_s: int = Field(60, ge=1, le=43200)
     wait_time_s: int = Field(20, ge=0, le=20)
+    # The worker's receives and deletes skip botocore's request machinery (sqs_wire.py);
+    # false sends them through botocore too (for botocore's own instrumentation, say).
+    wire: bool = True
 
     @field_validator("url", "dlq_url")
     @classmethod

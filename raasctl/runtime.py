@@ -104,15 +104,17 @@ class Runtime:
         from raasctl.queues.sqs_wire import SqsWire
 
         client = self.aws.client("sqs")
+        wire = None
+        if cfg.wire:
+            credentials = self.aws.session.get_credentials()
+            wire = SqsWire.for_client(client, credentials, ca_file=self.aws.ca_bundle())
         return SqsQueue(
             client,
             cfg.url,
             dlq_url=cfg.dlq_url,
             visibility_timeout_s=cfg.visibility_timeout_s,
             wait_time_s=cfg.wait_time_s,
-            wire=SqsWire.for_client(
-                client, self.aws.session.get_credentials(), ca_file=self.aws.ca_bundle()
-            ),
+            wire=wire,
         )
 
     def state(self) -> State:

@@ -12,6 +12,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -29,11 +30,13 @@ from support import QuietHTTPServer
 
 from raasctl.aws import _client_config
 from raasctl.codes import ErrorCode
+from raasctl.config import load_config
 from raasctl.errors import QueueError
 from raasctl.queues.base import OutgoingMessage
 from raasctl.queues.sqs import SqsQueue, queue_error
 from raasctl.queues.sqs_wire import SqsWire
 from raasctl.redaction import redact
+from raasctl.runtime import Runtime
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY"
 TOKEN = "IQoJb3JpZ2luX2VjEXAMPLESESSIONTOKEN"
@@ -347,3 +350,22 @@ def test_a_proxy_from_the_environment_carries_the_requests(
     assert headers["host"] == "sqs.us-east-1.example"
     assert headers["proxy-authorization"].startswith("Basic ")
     assert "proxy-pass" not in redact("the proxy said no to proxy-pass")
+
+
+@pytest.mark.parametrize("wire", [True, False])
+def test_the_queue_key_wire_chooses_how_the_worker_calls_go(tmp_path: Path, wire: bool) -> None:
+    config_file = tmp_path / "raasctl.yaml"
+    queue = {"kind": "sqs", "url": "https://sqs.us-east-1.amazonaws.com/123456789012/q"}
+    environment = {
+        "aws": {"region": "us-east-1"},
+        "queue": {**queue, **({} if wire else {"wire": False})},
+        "state": {"kind": "sqlite"},
+        "sink": {"kind": "sqlite"},
+    }
+    config_file.write_text(json.dumps({"default_env": "e", "environments": {"e": environment}}))
+    config = load_config(str(config_file)).config
+    name, env = config.environment(None)
+    built = Runtime(config, name, env).queue()
+    assert isinstance(built, SqsQueue)
+    assert isinstance(built._hot, SqsWire) is wire
+    built.close()
