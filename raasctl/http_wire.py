@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from urllib import request as urllib_request
 from urllib.parse import unquote, urlsplit
 
+from raasctl.redaction import register_secret
+
 MAX_HEAD_BYTES = 64 * 1024  # an answer's status line and headers, together
 MAX_BODY_BYTES = 64 * 1024  # read of a body, unless the origin says; longer is cut, and closed
 CHUNK = 64 * 1024
@@ -84,6 +86,18 @@ def parse_proxy(url: str) -> Proxy:
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         authorization = f"Basic {token}"
     return Proxy(parts.hostname or "", parts.port or 80, authorization, password or None)
+
+
+def proxy_for(url: str) -> Proxy | None:
+    """The environment's proxy for `url`, parsed, with its password registered as a secret
+    (scrubbed from every message); None when there is none. ValueError: not an http:// one."""
+    proxy_url = environment_proxy(url)
+    if proxy_url is None:
+        return None
+    proxy = parse_proxy(proxy_url)
+    if proxy.password:
+        register_secret(proxy.password)
+    return proxy
 
 
 class Origin:

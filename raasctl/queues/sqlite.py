@@ -293,21 +293,16 @@ class SqliteQueue(Queue):
         # The rows claimed; their messages are made after the commit, so the write lock is
         # not held for Python work that needs none.
         taken: list[ClaimedRow] = []
-        size = 0  # their bodies' characters
+        budget: int | None = self.max_receive_bytes  # their bodies' characters still allowed
         # One token for the receive: with the seq it makes each receipt handle, and a later
         # receive of the same message gets a new one (which is what makes an old handle
         # stale). One UPDATE for all the rows claimed, not one per row.
         token = secrets.token_hex(8)
         with self._write("receive from") as conn:
-            while len(taken) < max_messages:
+            while len(taken) < max_messages and budget is not None:
                 # Read row by row, so bodies past the size bound are never loaded.
                 cursor = conn.execute(_CLAIMABLE, (now, max_messages - len(taken)))
-                rows, full = rows_within(
-                    cursor,
-                    self.max_receive_bytes - size,
-                    self._max_receive_count,
-                    first=not taken,
-                )
+                rows, budget = rows_within(cursor, budget, self._max_receive_count, first=not taken)
                 cursor.close()
                 exhausted = [row for row in rows if row[5] >= self._max_receive_count]
                 if exhausted:
@@ -318,7 +313,6 @@ class SqliteQueue(Queue):
                         now,
                     )
                 fresh = [row for row in rows if row[5] < self._max_receive_count]
-                size += sum(len(row[2]) for row in fresh)
                 taken.extend(fresh)
                 execute_in(
                     conn,
@@ -327,7 +321,7 @@ class SqliteQueue(Queue):
                     first=(now + visibility_timeout_s, token),
                 )
                 # Only moving messages to the DLQ can make more messages deliverable.
-                if not exhausted or full:
+                if not exhausted:
                     break
         return received_messages(taken, token)
 

@@ -41,20 +41,21 @@ def received_messages(rows: Sequence[ClaimedRow], token: str) -> list[ReceivedMe
 
 def rows_within(
     rows: Iterable[ClaimedRow], budget: int, max_receive_count: int, *, first: bool
-) -> tuple[list[ClaimedRow], bool]:
+) -> tuple[list[ClaimedRow], int | None]:
     """The leading rows until the bodies of those to deliver pass `budget` characters (when
     `first`, nothing is taken yet: at least one, whatever its size); rows received
-    `max_receive_count` times (for the DLQ) pass uncounted. True when the budget cut them."""
+    `max_receive_count` times (for the DLQ) pass uncounted. With them, the budget left, or
+    None when the budget cut them."""
     kept: list[ClaimedRow] = []
     delivered = False
     for row in rows:
         if row[5] < max_receive_count:
+            if budget < len(row[2]) and (delivered or not first):
+                return kept, None
             budget -= len(row[2])
-            if budget < 0 and (delivered or not first):
-                return kept, True
             delivered = True
         kept.append(row)
-    return kept, False
+    return kept, budget
 
 
 def within_size(messages: Sequence[OutgoingMessage], limit: int) -> bool:

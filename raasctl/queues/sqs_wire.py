@@ -39,8 +39,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.parsers import ResponseParserError
 
 from raasctl import __version__
-from raasctl.http_wire import Answer, Origin, WireError, environment_proxy, parse_proxy
-from raasctl.redaction import register_secret
+from raasctl.http_wire import Answer, Origin, WireError, proxy_for
 
 # A receive brings at most ten messages of up to 1 MiB each; JSON may escape a body to six
 # times its size. A longer answer is refused rather than cut.
@@ -92,10 +91,7 @@ class SqsWire:
         connect_timeout_s: float,
         read_timeout_s: float,
     ) -> None:
-        proxy_url = environment_proxy(endpoint_url)
-        proxy = parse_proxy(proxy_url) if proxy_url else None
-        if proxy and proxy.password:
-            register_secret(proxy.password)
+        proxy = proxy_for(endpoint_url)
         self.endpoint_url = endpoint_url
         self.region = region
         self.credentials = credentials  # botocore Credentials: frozen anew for every request

@@ -32,8 +32,7 @@ from raasctl.http_wire import (
     Origin,
     WireError,
     WireTimeout,
-    environment_proxy,
-    parse_proxy,
+    proxy_for,
 )
 from raasctl.logs import event
 from raasctl.redaction import register_secret, shorten
@@ -87,13 +86,10 @@ class HttpSink(Sink):
         register_secret(token)
         self.max_retry_after_s = max_retry_after_s
         self.timeout_s = timeout_s
-        proxy_url = environment_proxy(self.base_url)
         try:
-            proxy = parse_proxy(proxy_url) if proxy_url else None
+            proxy = proxy_for(self.base_url)
         except ValueError as exc:
             raise ConfigError(f"the environment's proxy for {self.base_url}: {exc}") from None
-        if proxy and proxy.password:
-            register_secret(proxy.password)
         try:
             self.origin = Origin(
                 self.base_url,
