@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import threading
 import time
@@ -13,6 +14,13 @@ from http.server import ThreadingHTTPServer
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 class QuietHTTPServer(ThreadingHTTPServer):

@@ -16,7 +16,6 @@ import boto3
 import pytest
 from click.testing import CliRunner, Result
 from moto import mock_aws
-from moto.server import ThreadedMotoServer
 
 from raasctl.cli import main
 
@@ -248,23 +247,14 @@ def test_unknown_environment_is_a_usage_error(runner: CliRunner) -> None:
     assert "RAAS_UNKNOWN_ENV" in result.stderr
 
 
-@pytest.fixture
-def moto_server() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-def test_over_moto_server_the_identity_side_is_unknown(runner: CliRunner, moto_server: str) -> None:
-    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto_server)
+def test_over_moto_server_the_identity_side_is_unknown(runner: CliRunner, moto_url: str) -> None:
+    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto_url)
     write_config(
         {
             "granted": sqs_env(
-                create_queue(sqs, "granted", GRANTED_TO_CALLER), endpoint_url=moto_server
+                create_queue(sqs, "granted", GRANTED_TO_CALLER), endpoint_url=moto_url
             ),
-            "tls": sqs_env(create_queue(sqs, "tls", TLS_ONLY), endpoint_url=moto_server),
+            "tls": sqs_env(create_queue(sqs, "tls", TLS_ONLY), endpoint_url=moto_url),
         }
     )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import boto3
 import pytest
 from click.testing import CliRunner, Result
 from moto import mock_aws
+from support import closed_port
 
 from raasctl.cli import main
 from raasctl.config import load_config
@@ -269,9 +269,7 @@ def test_sqs_queue_that_does_not_exist(runner: CliRunner, sqs: Any) -> None:
 
 
 def test_an_unreachable_endpoint(runner: CliRunner) -> None:
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = closed_port()
     endpoint = f"http://127.0.0.1:{port}"
     write_sqs_config(f"{endpoint}/123456789012/raas.fifo", endpoint_url=endpoint)
     result = cli(runner, "queue", "status")

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from callback_server import CallbackServer
 from click.testing import CliRunner, Result
+from support import closed_port
 from test_worker_processes import REGION, Moto, create_fifo_queue, moto_server  # noqa: F401
 from workday_server import FakeWorkday, deposit_entry
 
@@ -133,12 +134,6 @@ def test_a_deployed_environment_passes(deployed: Deployed) -> None:
     assert "authenticated" in details["source"]
     assert "raasctl-uat is ACTIVE" in details["state"]
     assert "reachable" in details["sink"]
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError
 from moto import mock_aws
-from moto.server import ThreadedMotoServer
+from support import closed_port
 
 from raasctl.codes import ErrorCode
 from raasctl.errors import QueueError
@@ -354,9 +353,7 @@ def test_a_queue_that_does_not_exist(env: Env) -> None:
 
 
 def test_an_unreachable_endpoint_is_one_clear_line() -> None:
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = closed_port()
     client = boto3.client(
         "sqs",
         region_name="us-east-1",
@@ -586,23 +583,12 @@ def test_redrive_falls_back_in_process(env: Env) -> None:
     assert queue.depth().dlq_visible == 0
 
 
-@pytest.fixture
-def moto_server() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
-def test_redrive_falls_back_over_the_moto_server(moto_server: str) -> None:
+def test_redrive_falls_back_over_the_moto_server(moto_url: str) -> None:
     # Over HTTP, moto's missing StartMessageMoveTask ends as ClientError "500" after retries.
     client = boto3.client(
         "sqs",
         region_name="us-east-1",
-        endpoint_url=moto_server,
+        endpoint_url=moto_url,
         config=Config(retries={"mode": "standard", "max_attempts": 2}),
     )
     env = make_env(client)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import closed_port
 
 from raasctl.codes import ErrorCode
 from raasctl.envelope import Envelope, entry_key, mock_key
@@ -513,10 +514,8 @@ def test_a_slow_response_times_out_as_retryable(server: CallbackServer) -> None:
 
 
 def test_a_refused_connection_is_retryable() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
-    sink = HttpSink(f"http://127.0.0.1:{closed_port}", TOKEN, timeout_s=2.0)
+    port = closed_port()
+    sink = HttpSink(f"http://127.0.0.1:{port}", TOKEN, timeout_s=2.0)
 
     with pytest.raises(SinkError, match=r"connection failed.*refused") as caught:
         sink.apply(envelope("clientDepositUpdate", DEPOSIT))
@@ -554,10 +553,8 @@ def test_connect_opens_the_connection_the_first_apply_then_uses() -> None:
 
 
 def test_a_connect_that_fails_is_left_to_the_first_apply() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
-    sink = HttpSink(f"http://127.0.0.1:{closed_port}", TOKEN, timeout_s=2.0)
+    port = closed_port()
+    sink = HttpSink(f"http://127.0.0.1:{port}", TOKEN, timeout_s=2.0)
     sink.connect()  # says nothing
     with pytest.raises(SinkError, match=r"connection failed.*refused"):
         sink.apply(envelope("clientDepositUpdate", DEPOSIT))
@@ -650,17 +647,15 @@ def test_a_header_value_with_a_line_break_fails_the_entry_permanently(
 def test_an_unreachable_proxy_is_named_without_its_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
-    monkeypatch.setenv("HTTP_PROXY", f"http://ops:Pr0xyPassw0rd@127.0.0.1:{closed_port}")
+    port = closed_port()
+    monkeypatch.setenv("HTTP_PROXY", f"http://ops:Pr0xyPassw0rd@127.0.0.1:{port}")
     sink = HttpSink("http://accounting.invalid/cron-jobs", TOKEN)
 
     with pytest.raises(SinkError) as caught:
         sink.apply(envelope("clientDepositUpdate", DEPOSIT))
 
     message = str(caught.value)
-    assert f"connection failed: proxy 127.0.0.1:{closed_port}: [Errno 111]" in message
+    assert f"connection failed: proxy 127.0.0.1:{port}: [Errno 111]" in message
     assert "refused" in message
     assert caught.value.retryable is True
     assert "Pr0xyPassw0rd" not in message and "Pr0xy" not in message

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 import requests
+from support import closed_port
 from workday_server import FakeWorkday, Reply, soap_fault
 
 from raasctl.codes import ErrorCode, InfoCode
@@ -464,9 +464,7 @@ def test_a_stall_mid_report_fails_after_the_entries_already_read(workday: FakeWo
 
 
 def test_an_unreachable_workday_is_retried_then_fails(workday: FakeWorkday) -> None:
-    with socket.socket() as probe:  # a port with nothing listening
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = closed_port()
     sleeps = Sleeps()
     source = make_source(workday, sleeps=sleeps, base_url=f"http://127.0.0.1:{port}", retries=2)
     with pytest.raises(SourceError) as caught:

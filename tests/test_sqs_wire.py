@@ -25,7 +25,6 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.parsers import ResponseParserError
 from moto import mock_aws
-from moto.server import ThreadedMotoServer
 from support import QuietHTTPServer
 
 from raasctl.aws import _client_config
@@ -59,17 +58,6 @@ def wire_for(sqs: Any, credentials: Any = None) -> SqsWire:
     assert wire is not None
     wire.sleep = lambda _: None
     return wire
-
-
-@pytest.fixture
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 # ------------------------------------------------------------------ as the client answers
