@@ -43,7 +43,6 @@ class RoundTripQueue(SqliteQueue):
         self.on_the_way = 0
         self.most_on_the_way = 0
         self.receives = 0
-        self.asked: list[int] = []  # each receive's max_messages, in the order sent
         self.fail_receive: int | None = None
         self.error = QueueError("access denied to the queue", code=ErrorCode.ACCESS_DENIED)
         self._guard = threading.Lock()
@@ -54,7 +53,6 @@ class RoundTripQueue(SqliteQueue):
         with self._guard:
             number = self.receives
             self.receives += 1
-            self.asked.append(max_messages)
             self.on_the_way += 1
             self.most_on_the_way = max(self.most_on_the_way, self.on_the_way)
         try:
@@ -170,20 +168,6 @@ def test_two_receivers_together_never_hold_more_than_the_pool_has_room_for(env: 
     # receive reserves its room before it is sent.
     assert running.pool.read_ahead == 16 + 10
     assert 16 < sink.most_held <= 16 + 26
-
-
-def test_the_first_receives_fill_the_slots_and_the_read_ahead_comes_after(env: Env) -> None:
-    enqueue(env, 96)
-    sink = WatchingSink(env.ledger, delay_s=0.2)
-    running = sink.worker = worker(env, sink)
-
-    assert running.run().succeeded == 96
-
-    # Nothing held yet: the two receives ask for the 16 free slots between them, so the
-    # second comes back as soon as it can (10 + 6, not 10 + 10); every slot busy, the
-    # receives that follow read a whole batch ahead.
-    assert sorted(env.queue.asked[:2]) == [6, 10]
-    assert env.queue.asked[2:5] == [10, 10, 10]
 
 
 @pytest.mark.parametrize(

@@ -97,11 +97,6 @@ class SlotPool:
                 room = capacity - held
                 if held < self.concurrency or room >= MAX_BATCH:
                     want = min(MAX_BATCH, room)
-                    if self._reserved and not self._held and held < self.concurrency:
-                        # Nothing held yet (starting, or the queue ran dry) and another
-                        # receive on its way: this one asks for the slots that one leaves
-                        # free, not a batch ahead, so it is back (and they start) sooner.
-                        want = min(want, self.concurrency - held)
                     self._receives += 1
                     self._reserved += want
                     return want
