@@ -124,6 +124,13 @@ def max_in_window(starts: Sequence[float], window_s: float = 1.0) -> int:
     return best
 
 
+def tightest_span(starts: Sequence[float], count: int) -> float:
+    """The shortest time any `count` consecutive starts took (sorted `starts`): under a rate
+    limit of `count - 1` a second, how far inside one second the closest of them came."""
+    spans = [starts[n + count - 1] - starts[n] for n in range(len(starts) - count + 1)]
+    return min(spans, default=float("inf"))
+
+
 def report(name: str, measured: float, bound: float | None, target: float, extra: str = "") -> bool:
     """One line: measured rate, the theoretical bound (None: no bound but the machine's)."""
     ok = measured >= target

@@ -70,10 +70,10 @@ _DYNAMODB_ONE_AT_A_TIME = threading.Lock()
 
 
 def patch_moto() -> None:
-    """Four artefacts of moto's, none of them the behaviour of the services (once per
+    """Five artefacts of moto's, none of them the behaviour of the services (once per
     process): DynamoDB served one request at a time, transactions that roll back only what they
-    touch, SQS receives whose cost does not grow with the queue, and SQS receives that cannot
-    hand out one message twice (below).
+    touch, SQS receives whose cost does not grow with the queue, SQS receives that cannot
+    hand out one message twice, and SQS deletes that stay deleted (below).
 
     moto's DynamoDB is not safe under concurrent requests: a TransactWriteItems copies the
     whole table while other requests change it, and fails with a 500 ("dictionary changed size
@@ -95,6 +95,40 @@ def patch_moto() -> None:
     _roll_back_touched_items_only()
     _retention_from_the_queue()
     _one_receive_at_a_time()
+    _deletes_that_stay_deleted()
+
+
+# Taken by every pass over an SQS queue's messages that changes them: receives and deletes.
+_SQS_QUEUE_LOCK = threading.RLock()
+
+
+def _deletes_that_stay_deleted() -> None:
+    """moto's SQS deletes a message by building the queue's list of messages anew, without a
+    lock. Two deletes at once (a worker sends several DeleteMessageBatch requests at once)
+    can each start from the list as it was before the other, and the list written last
+    brings the other's message back, in flight, to be received again once its visibility
+    runs out. SQS loses no delete. Each delete runs in one pass under the lock receives take.
+    """
+    from moto.sqs import models
+    from moto.sqs.exceptions import ReceiptHandleIsInvalid
+
+    def delete_message(self: Any, receipt_handle: str) -> None:
+        with _SQS_QUEUE_LOCK:
+            if receipt_handle in self.deleted_messages:
+                return  # deleted already: SQS takes a repeated delete
+            messages = self._messages
+            index = next(
+                (n for n, m in enumerate(messages) if m.had_receipt_handle(receipt_handle)), None
+            )
+            if index is None:
+                raise ReceiptHandleIsInvalid()
+            message = messages[index]
+            self.pending_messages.discard(message)
+            self.deleted_messages.update(message.all_receipt_handles)
+            # A new list, as moto builds one: a pass already iterating keeps the old.
+            self._messages = messages[:index] + messages[index + 1 :]
+
+    models.Queue.delete_message = delete_message  # type: ignore[method-assign]
 
 
 def _one_receive_at_a_time() -> None:
@@ -107,7 +141,6 @@ def _one_receive_at_a_time() -> None:
     from moto.sqs import models
 
     original = models.SQSBackend.receive_message
-    lock = threading.Lock()
 
     def receive_message(
         self: Any,
@@ -119,7 +152,7 @@ def _one_receive_at_a_time() -> None:
     ) -> Any:
         polling_end = unix_time() + wait_seconds_timeout
         while True:
-            with lock:
+            with _SQS_QUEUE_LOCK:
                 result = original(
                     self, queue_name, count, 0, visibility_timeout, message_attribute_names
                 )
