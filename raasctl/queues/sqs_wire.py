@@ -5,7 +5,7 @@ Through a botocore client each costs about 1 ms of CPU (events, parameter valida
 rules, urllib3, a parser driven by the service model): more than the worker's own work on the
 ten messages. `SqsWire` sends the same requests itself:
 - the JSON body and headers SQS documents for its JSON protocol, signed as botocore's SigV4Auth
-  signs them (raasctl/sigv4.py, at a tenth of its CPU) with the client's credentials
+  signs them (raasctl/sigv4.py, at an eighth of its CPU) with the client's credentials
   (refreshed as the client would refresh them);
 - over raasctl's HTTP/1.1 client (raasctl/http_wire.py): a keep-alive connection a thread, TLS
   verified against the CA bundle botocore uses, a proxy from the environment as botocore
