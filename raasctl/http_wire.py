@@ -301,21 +301,14 @@ class _Connection:
         """A body of `length` bytes (None: up to the close); whether all of it was read."""
         limit = self.max_body_bytes
         want = limit if length is None else min(length, limit)
-        parts, have = [self.buffer], len(self.buffer)  # joined once: a long body is many reads
-        while have < want:
-            data = self._recv(deadline)
-            if not data:
-                if length is not None:
-                    raise WireError("the connection closed in the middle of the answer's body")
-                break
-            parts.append(data)
-            have += len(data)
-        whole = b"".join(parts)
-        body, self.buffer = whole[:want], whole[want:]
+        if not self._gather(want, deadline) and length is not None:
+            raise WireError("the connection closed in the middle of the answer's body")
+        body, self.buffer = self.buffer[:want], self.buffer[want:]
         return body, length is not None and length <= limit
 
     def _read_chunked(self, deadline: float) -> tuple[bytes, bool]:
-        body = b""
+        chunks: list[bytes] = []
+        total = 0
         while True:
             size_line = self._read_line(deadline)
             digits = size_line.split(b";", 1)[0].strip()
@@ -325,13 +318,14 @@ class _Connection:
             if size == 0:
                 while self._read_line(deadline):  # the trailer, up to its empty line
                     pass
-                return body, True
-            if len(body) + size > self.max_body_bytes:
-                return body + self.buffer[: self.max_body_bytes - len(body)], False
-            while len(self.buffer) < size + 2:
-                if not self._fill(deadline):
-                    raise WireError("the connection closed in the middle of the answer's body")
-            body += self.buffer[:size]
+                return b"".join(chunks), True
+            if total + size > self.max_body_bytes:
+                chunks.append(self.buffer[: self.max_body_bytes - total])
+                return b"".join(chunks), False
+            if not self._gather(size + 2, deadline):
+                raise WireError("the connection closed in the middle of the answer's body")
+            chunks.append(self.buffer[:size])
+            total += size
             self.buffer = self.buffer[size + 2 :]
 
     def _read_line(self, deadline: float) -> bytes:
@@ -348,6 +342,20 @@ class _Connection:
         data = self._recv(deadline)
         self.buffer += data
         return bool(data)
+
+    def _gather(self, want: int, deadline: float) -> bool:
+        """Read until the buffer holds `want` bytes, joining the reads once (a long body is
+        many reads: adding each to the buffer would copy it over and over); False when the
+        connection ended first."""
+        parts, have = [self.buffer], len(self.buffer)
+        while have < want:
+            data = self._recv(deadline)
+            if not data:
+                break
+            parts.append(data)
+            have += len(data)
+        self.buffer = b"".join(parts)
+        return have >= want
 
     def _recv(self, deadline: float) -> bytes:
         """What has come (b"" at the end of the connection)."""
