@@ -7,9 +7,9 @@ with `first = max(TAT, now)`, in one atomic write that moves TAT on to `first +
 k*interval` (one UpdateItem on DynamoDB, one statement on SQLite). No two leases overlap, so
 the starts of all workers together are spaced as one worker's would be: each slot is a
 window `[slot, slot + interval)` and holds at most one start, and a one-second window meets
-at most `ceil(rate) + 1` slots (21 at 20/s; the interval carries the same 1 % margin as the
-process limiter). A slot nobody starts in simply passes, so a worker that dies loses at most
-the slots it leased (a second's worth or less) and nothing needs returning.
+at most `ceil(rate) + 1` slots (21 at 20/s; the interval carries the process limiter's
+margin, SPACING_MARGIN). A slot nobody starts in simply passes, so a worker that dies loses
+at most the slots it leased (a second's worth or less) and nothing needs returning.
 
 `k` follows the worker's demand: twice the starts it made since its previous lease, between
 LEASE_MIN and three quarters of a second's worth of slots, so store requests stay near one
@@ -21,7 +21,7 @@ Clocks: a slot is a time on the schedule's clock (seconds since the epoch); a wo
 its leased slots into its own monotonic clock once, when the lease comes back, by the wall
 clock it read as it asked. Hosts whose clocks differ by `d` can therefore overlap by `d` at a
 lease boundary: at most `d * rate` starts too many in that second, never a lasting excess
-(with NTP, `d` is a few milliseconds, within the 1 % margin). Leases are short (under a
+(with NTP, `d` is a few milliseconds, within the 2.5 % margin). Leases are short (under a
 second) so a host's clock step matters for one lease only, and a worker never starts a slot
 before its own `now`, since the store hands out nothing earlier than max(TAT, now). On one
 machine (the embedded SQLite state) every process reads the same clock and there is no skew.

@@ -94,7 +94,6 @@ class SqsWire:
     ) -> None:
         proxy = proxy_for(endpoint_url)
         self.endpoint_url = endpoint_url
-        self.region = region
         self.credentials = credentials  # botocore Credentials: frozen anew for every request
         self.events = events  # the client's: whoever answers its before-send answers here too
         self.total_attempts = max(1, total_attempts)
