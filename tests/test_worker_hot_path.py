@@ -1,24 +1,30 @@
 """The per-message shortcuts of the worker's hot path give what the general code gives:
 facts copied without `dataclasses.replace`, statistics added up per run before the lock,
-attributes decoded once per receive."""
+attributes decoded once per receive, an envelope read and an amount stored without the
+general steps."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import random
+import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from support import FakeClock
 
-from raasctl.envelope import Envelope
+from raasctl.envelope import Envelope, EnvelopeError
 from raasctl.errors import SinkError
 from raasctl.queues.base import OutgoingMessage
 from raasctl.queues.sqlite import SqliteQueue
 from raasctl.runstats import StatsRow, bucket_of
 from raasctl.sinks.base import Applied, Sink
+from raasctl.sinks.sqlite import _PLAIN_DECIMAL, _amount
 from raasctl.state.base import Known, RunRecord, known_of
 from raasctl.state.sqlite import SqliteState
 from raasctl.worker import Worker, WorkerOptions
@@ -295,3 +301,82 @@ def test_a_flush_settles_what_does_not_fill_ten_at_once(tmp_path: Path) -> None:
     assert sum(queue.deletes) == 13 and queue.depth().empty
     assert tally.snapshot().succeeded == 13
     settler.stop(5.0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0",
+        "-0",
+        "1234.50",
+        "0.000001",
+        "0.0000001",  # seven places: str(Decimal) writes 1E-7
+        "007",
+        " 1.5",
+        "1e3",
+        "-0.00",
+        "12345678901234567890.123456",
+        "+1",
+        "1.",
+        ".5",
+    ],
+)
+def test_an_amount_s_shortcut_gives_what_decimal_gives(text: str) -> None:
+    assert _amount(text) == str(Decimal(text.strip()))
+
+
+def test_every_plain_decimal_is_its_own_decimal_text() -> None:
+    digits = random.Random(7)
+    for _ in range(5_000):
+        whole = str(digits.randrange(10 ** digits.randrange(1, 25)))
+        places = "".join(digits.choice("0123456789") for _ in range(digits.randrange(0, 7)))
+        text = ("-" if digits.random() < 0.3 else "") + whole + (f".{places}" if places else "")
+        assert _PLAIN_DECIMAL.fullmatch(text), text
+        assert str(Decimal(text)) == text
+
+
+ENVELOPE = Envelope.new(
+    cron=CRON,
+    run_id="run-1",
+    key="k-1",
+    payload={"deposit_id": "D-1"},
+    entity_id="D-1",
+    version="2026-12-01T00:00:00+00:00",
+)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        ENVELOPE.to_body(),
+        "  " + ENVELOPE.to_body(),  # leading whitespace: json.loads takes it
+        ENVELOPE.to_body() + " \n",
+        ENVELOPE.to_body().replace('"k-1"', '"k-\\u00e9"'),  # an escape: checked in full
+        ENVELOPE.to_body().replace('"D-1"}', '"D-\\ud800"}', 1),  # one in the payload only
+    ],
+)
+def test_the_body_shortcut_reads_what_json_loads_reads(body: str) -> None:
+    data = json.loads(body)
+    envelope = Envelope.from_body(body)
+    assert (envelope.key, envelope.payload, envelope.entity_id) == (
+        data["key"],
+        data["payload"],
+        data["entity_id"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (ENVELOPE.to_body() + "x", "body is not JSON: Extra data"),
+        (ENVELOPE.to_body().replace('"k-1"', '"k-\\udc00"'), "key is not valid Unicode"),
+        # A lone surrogate made in this process, no escape in sight.
+        (ENVELOPE.to_body().replace('"run-1"', '"r-\ud800é"'), "run_id is not valid Unicode"),
+        (ENVELOPE.to_body().replace('"run-1"', "7"), "run_id is not a string"),
+        (ENVELOPE.to_body().replace('"mock":false', '"mock":0'), "mock is not a boolean (0)"),
+        (ENVELOPE.to_body().replace('"mock":false,', ""), "envelope lacks mock"),
+    ],
+)
+def test_the_body_shortcut_refuses_what_the_full_check_refuses(body: str, reason: str) -> None:
+    with pytest.raises(EnvelopeError, match=re.escape(reason)):
+        Envelope.from_body(body)

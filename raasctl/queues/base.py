@@ -123,7 +123,10 @@ def check_visibility(timeout_s: int) -> None:
         )
 
 
-@dataclass(frozen=True)
+# Not frozen, as the other records a worker makes for every message (Entry, AppliedEntry,
+# Settled): a frozen dataclass sets each field through object.__setattr__, which made them
+# several times slower to build, a few microseconds a message. Nothing changes one once made.
+@dataclass(slots=True)
 class ReceivedMessage:
     message_id: str
     receipt_handle: str

@@ -19,6 +19,7 @@ per file (raasctl/migrations.py).
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -135,17 +136,24 @@ def m002_without_rowid(conn: sqlite3.Connection) -> None:
 
 
 def _text(value: Any) -> str | None:
-    if value is None:
-        return None
+    if value is None or type(value) is str:
+        return value
     if isinstance(value, bool | dict | list):
         raise ValueError(f"expected text, got {type(value).__name__}")
     return str(value)
+
+
+# Decimals that Decimal's str gives back unchanged: no sign but minus, no leading zeros, no
+# exponent, and at most six places (past them str() writes an exponent for small numbers).
+_PLAIN_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]{1,6})?")
 
 
 def _amount(value: Any) -> str | None:
     """The exact decimal as text; a float would already have lost cents."""
     if value is None:
         return None
+    if type(value) is str and _PLAIN_DECIMAL.fullmatch(value):
+        return value  # what str(Decimal(value)) gives, without making one
     if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
         raise ValueError(f"expected a decimal amount, got {type(value).__name__}")
     try:
@@ -178,6 +186,10 @@ class _Table:
     name: str
     id_field: str
     columns: dict[str, Callable[[Any], Any]]  # payload field -> conversion to the column value
+
+    @cached_property
+    def conversions(self) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
+        return tuple(self.columns.items())
 
     @cached_property
     def upsert(self) -> str:
@@ -363,13 +375,14 @@ def _row(envelope: Envelope) -> tuple[_Table, str, list[Any]]:
             f"{envelope.cron} payload lacks {table.id_field} (entry {envelope.key})",
             retryable=False,
         )
+    get = payload.get
     values: list[Any] = []
-    for name, convert in table.columns.items():
-        try:
-            values.append(convert(payload.get(name)))
-        except ValueError as exc:
-            raise SinkError(
-                f"{envelope.cron} payload field {name}: {exc} (entry {envelope.key})",
-                retryable=False,
-            ) from None
+    try:
+        for name, convert in table.conversions:
+            values.append(convert(get(name)))
+    except ValueError as exc:
+        raise SinkError(
+            f"{envelope.cron} payload field {name}: {exc} (entry {envelope.key})",
+            retryable=False,
+        ) from None
     return table, str(record_id), values

@@ -55,7 +55,7 @@ class Claim:
     sent: bool  # the queue took the message (claimed before the send, confirmed after)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one for every message (see ReceivedMessage)
 class Entry:
     """An entry as State knows it: its key and, for a versioned record, the record."""
 
@@ -83,7 +83,7 @@ def known_of(applied: bool, applied_version: str | None) -> Known:
     return Known(applied, applied_version)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one for every message (see ReceivedMessage)
 class AppliedEntry:
     """An entry the sink has applied: its idempotency record and, for a versioned record,
     the version to keep as the record's applied one."""

@@ -47,7 +47,7 @@ class Held:
             self.settled = True
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one for every message (see ReceivedMessage)
 class Settled:
     """A handled message waiting for its delete (when it has a receipt handle) and count."""
 
