@@ -27,7 +27,7 @@ from raasctl.redaction import redact
 from raasctl.sinks.base import Applied
 from raasctl.sinks.http import HttpSink, parse_retry_after
 from raasctl.sinks.sqlite import SqliteLedger
-from raasctl.state.base import RunRecord
+from raasctl.state.base import AppliedEntry, EntryStatus, RunRecord
 from raasctl.state.sqlite import SqliteState
 
 TOKEN = "s3cr3t-callback-token"
@@ -288,6 +288,65 @@ def test_the_ledger_and_its_idempotency_record_commit_together(tmp_path: Path) -
     assert state.is_applied(deposit.key)
     state.close()
     ledger.close()
+
+
+def test_the_ledger_says_it_records_applies_only_in_the_state_of_its_own_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "local.db"
+    state, other = SqliteState(path), SqliteState(tmp_path / "other.db")
+    state.is_applied("warm up")
+    other.is_applied("warm up")
+    ledger = SqliteLedger(path)
+
+    assert ledger.records_applied_in(state)
+    assert not ledger.records_applied_in(other)
+    assert not HttpSink("http://127.0.0.1:9/apply", "t", timeout_s=1.0).records_applied_in(state)
+    for closable in (state, other, ledger):
+        closable.close()
+
+
+def test_an_entry_applied_before_the_state_existed_gets_its_record_on_the_next_apply(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "local.db"
+    ledger = SqliteLedger(path)
+    deposit = envelope("clientDepositUpdate", DEPOSIT)
+    assert ledger.apply(deposit) is Applied.APPLIED  # no state tables: no record
+    ledger.close()
+    state = SqliteState(path)
+    assert not state.is_applied(deposit.key)
+    ledger = SqliteLedger(path)
+
+    assert ledger.apply_batch([deposit]) == [None]  # applied before: in place
+
+    assert state.is_applied(deposit.key)  # and now recorded, as every apply leaves it
+    state.close()
+    ledger.close()
+
+
+def test_a_record_the_sink_wrote_is_not_written_again_but_its_version_is(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "local.db"
+    state = SqliteState(path)
+    state.create_run(RunRecord("run-1", "clientDepositUpdate", "local", False, datetime.now(UTC)))
+    entries = [
+        AppliedEntry("k-recorded", "run-1", "clientDepositUpdate", "D-1", "v2", recorded=True),
+        AppliedEntry("k-not", "run-1", "clientDepositUpdate", "D-2", "v1"),
+    ]
+
+    state.record_outcomes(
+        "run-1",
+        {entry.key: EntryStatus.SUCCEEDED for entry in entries},
+        datetime.now(UTC),
+        applied=entries,
+    )
+
+    assert [r["key"] for r in rows(path, "SELECT key FROM state_applied")] == ["k-not"]
+    versions = rows(path, "SELECT entity_id, version FROM state_versions ORDER BY entity_id")
+    assert [(r["entity_id"], r["version"]) for r in versions] == [("D-1", "v2"), ("D-2", "v1")]
+    state.close()
 
 
 def test_a_ledger_in_a_file_of_its_own_applies_without_state_tables(tmp_path: Path) -> None:

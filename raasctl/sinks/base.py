@@ -5,10 +5,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from raasctl.envelope import Envelope
 from raasctl.errors import SinkError
+
+if TYPE_CHECKING:
+    from raasctl.state.base import State
 
 
 class Applied(StrEnum):
@@ -40,6 +43,12 @@ class Sink(ABC):
             else:
                 errors.append(None)
         return errors
+
+    def records_applied_in(self, state: State) -> bool:
+        """Whether every apply that succeeds (applied now or before) has written the entry's
+        idempotency record in `state` in its own transaction, so that the worker need not
+        write it again."""
+        return False
 
     def connect(self) -> None:  # noqa: B027 - optional hook
         """Open for the calling thread what its first apply would open (a connection), ahead

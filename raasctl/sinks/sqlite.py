@@ -7,9 +7,9 @@ its message; load tests count applications to see that every copy arrived.
 
 When the environment's SQLite state lives in the same file (the default), the apply writes
 the state's idempotency record in that transaction too: the record exists exactly when the
-apply does (the worker's own write of it, with the outcome, then changes nothing). The worker
-hands the ledger a whole receive at once (`apply_batch`): one transaction for up to 100
-entries, where commits bound a worker's rate.
+apply does, and a worker on that state does not write it again with the outcome
+(`records_applied_in`). The worker hands the ledger a whole receive at once (`apply_batch`):
+one transaction for up to 500 entries, where commits bound a worker's rate.
 
 Amounts are stored as TEXT holding the exact decimal (never a float); dates as the ISO
 strings the job mappers produce. The tables come from the migrations below, each applied once
@@ -19,6 +19,7 @@ per file (raasctl/migrations.py).
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -34,7 +35,8 @@ from raasctl.errors import SinkError
 from raasctl.migrations import Migrations, execute_script, rebuild, table_exists, without_rowid
 from raasctl.sinks.base import Applied, Sink
 from raasctl.sqlite import Database, execute_rows, rows_in
-from raasctl.state.sqlite import holds_state
+from raasctl.state.base import State
+from raasctl.state.sqlite import SqliteState, holds_state
 from raasctl.state.sqlite_entries import record_applied_in
 
 MIGRATIONS = Migrations("ledger")
@@ -326,12 +328,21 @@ class SqliteLedger(Sink):
                 for table in {row[2].name: row[2] for row in fresh}.values():
                     execute_rows(conn, table.upsert, [row[4] for row in fresh if row[2] is table])
                 if records_applied:
-                    record_applied_in(conn, [(row[1], row[3][4]) for row in fresh], applied_at)
+                    # Also those applied before, whose record a crash may have missed: every
+                    # apply that succeeds leaves one (`records_applied_in`).
+                    record_applied_in(conn, [(row[1], row[3][4]) for row in rows], applied_at)
         except sqlite3.Error as exc:
             # Lock timeouts and I/O errors pass; the messages come back after a backoff.
             error = SinkError(f"SQLite ledger {self.path}: {exc}", retryable=True)
             return [result if isinstance(result, SinkError) else error for result in results]
         return results
+
+    def records_applied_in(self, state: State) -> bool:
+        return (
+            isinstance(state, SqliteState)
+            and os.path.realpath(state.path) == os.path.realpath(self.path)
+            and self._records_applied()
+        )
 
     def _records_applied(self) -> bool:
         # Asked once: in the worker the state has made its tables (is_applied) before the

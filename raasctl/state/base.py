@@ -93,6 +93,9 @@ class AppliedEntry:
     cron: str
     entity_id: str | None = None
     version: str | None = None
+    # The sink wrote the idempotency record in this state itself, in the apply's own
+    # transaction (`Sink.records_applied_in`): only the version is left to write.
+    recorded: bool = False
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,11 @@ UPSERT_VERSION = (
 def write_applied(conn: sqlite3.Connection, applied: Sequence[AppliedEntry], at: str) -> None:
     """The idempotency records (kept when there) and versions (kept unless newer) of the
     entries a sink applied, in the caller's transaction."""
-    execute_rows(conn, _RECORD_APPLIED_ROWS, [(entry.key, entry.run_id, at) for entry in applied])
+    execute_rows(
+        conn,
+        _RECORD_APPLIED_ROWS,
+        [(entry.key, entry.run_id, at) for entry in applied if not entry.recorded],
+    )
     conn.executemany(
         UPSERT_VERSION,
         [

@@ -171,6 +171,9 @@ class Handler:
         # theirs).
         self._judged: dict[tuple[int, int | None, bool, bool], tuple[Facts, Verdict]] = {}
         self._recorded: dict[int, tuple[Facts, Verdict]] = {}
+        # Whether the sink writes each applied entry's idempotency record in the state itself
+        # (asked at the first apply, when the state has made its tables).
+        self._sink_records: bool | None = None
 
     def handle(self, held: Held) -> bool:
         """Handle one message; True when it is done with (deleted, or in the DLQ), so the next
@@ -374,12 +377,15 @@ class Handler:
             if action is Action.RECORD_APPLIED:
                 # Written with the outcome, in the settler's batch: a crash before then only
                 # repeats an apply the sink's own idempotency makes harmless.
+                if self._sink_records is None:
+                    self._sink_records = self.sink.records_applied_in(self.state)
                 applied = AppliedEntry(
                     envelope.key,
                     envelope.run_id,
                     envelope.cron,
                     envelope.entity_id or None,
                     envelope.version or None,
+                    self._sink_records,
                 )
             elif action is Action.SKIP_SUPERSEDED:
                 event(

@@ -244,23 +244,30 @@ class Poller:
     def _dispatch(self, messages: list[ReceivedMessage], asked_at: float) -> int:
         """Hand the messages to the slots; return how many were taken on."""
         units: dict[object, list[Held]] = {}
+        taken: list[Held] = []
+        run_ids: set[str] = set()
+        abandoning, fifo = self.lifecycle.abandoning, self.queue.fifo
         for message in messages:
             envelope, problem = parse(message, self.known_crons)
-            if self.lifecycle.abandoning.is_set():
+            if abandoning.is_set():
                 self.releaser.release(message, envelope, "a stop came before it started")
                 continue
             if envelope is not None and problem is None and self._foreign(envelope):
                 self.releaser.release(message, envelope, "another cron's")
                 self.limiter.give_back(1)
                 continue
-            held = Held(message, envelope, problem, extended_at=asked_at)
-            self.pool.hold(held)
-            self._received += 1
+            held = Held(message, envelope, problem, asked_at)
+            taken.append(held)
             if envelope is not None:
-                self.runs.saw(envelope.run_id)
+                run_ids.add(envelope.run_id)
             # Only a FIFO queue orders a group; elsewhere every message goes on its own.
-            unit: object = message.group_id if self.queue.fifo and message.group_id else held
+            unit: object = message.group_id if fifo and message.group_id else held
             units.setdefault(unit, []).append(held)
+        # Held (the heartbeat covers them) and their runs seen before any slot has one.
+        self.pool.hold(*taken)
+        self._received += len(taken)
+        self.runs.saw(*run_ids)
+        # In the order received, each group's messages together.
         taken = [held for unit_messages in units.values() for held in unit_messages]
         self._read_known(taken)
         if self.batches:

@@ -37,9 +37,9 @@ class RunsServed:
         self._seen: set[str] = set()
         self._finished: set[str] = set()
 
-    def saw(self, run_id: str) -> None:
+    def saw(self, *run_ids: str) -> None:
         with self._lock:
-            self._seen.add(run_id)
+            self._seen.update(run_ids)
 
     def count(self, run_id: str, items: list[Settled]) -> RunRecord | None:
         """Record a batch's outcomes in the run, with the idempotency records and versions of

@@ -116,9 +116,9 @@ class SlotPool:
         with self._free:
             return self._reserved
 
-    def hold(self, held: Held) -> None:
+    def hold(self, *held: Held) -> None:
         with self._free:
-            self._held.add(held)
+            self._held.update(held)
 
     def submit(self, unit: list[Held], *, batch: bool = False) -> None:
         with self._free:
