@@ -140,6 +140,60 @@ def test_twenty_kills_at_random_points_of_a_drain_leave_every_count_true(tmp_pat
     kills_in_a_drain({"queue": queue}, copies=200, kills=20, seed=11)
 
 
+def test_kills_at_random_points_of_a_ledger_drain_never_leave_an_apply_uncounted() -> None:
+    """On one embedded file the ledger's apply, the run's counts and the deletes commit in one
+    transaction: whenever a worker is killed, the applications and the succeeded count are
+    the same number, and the drain ends with each entry applied and counted once."""
+    db = Path("env.db").resolve()
+    write_config(
+        {
+            "queue": {"kind": "sqlite", "path": str(db), "visibility_timeout_s": 2},
+            "state": {"kind": "sqlite", "path": str(db)},
+            "sink": {"kind": "sqlite", "path": str(db)},
+        }
+    )
+    env = process_env("unused")
+    mock = raasctl("enqueue-mock", DEPOSITS, "--copies", "6000", env=env)
+    assert mock.returncode == 0, mock.stderr
+    run_id = json.loads(mock.stdout)["run_id"]
+    randomly = random.Random(5)
+    seen = []
+    for _ in range(8):
+        kill_at = time.monotonic() + randomly.uniform(0.6, 1.4)
+        worker = start("worker", env=env)
+        time.sleep(max(0.0, kill_at - time.monotonic()))
+        kill(worker)
+        applications, succeeded = ledger_and_count(db, run_id)
+        assert applications == succeeded
+        seen.append(applications)
+    assert sum(0 < applied < 60_000 for applied in seen) >= 3, f"kills mid-drain: {seen}"
+    time.sleep(2.2)  # what the last one held becomes visible again
+    final = raasctl("worker", "--until-empty", env=env, timeout=300)
+    assert final.returncode == 0, final.stderr
+
+    view = show(run_id, env)
+    assert (view["status"], view["total"], view["succeeded"]) == ("complete", 60_000, 60_000)
+    assert ledger_and_count(db, run_id) == (60_000, 60_000)
+    status = json.loads(raasctl("queue", "status", env=env).stdout)
+    assert status["queue"]["visible"] == status["queue"]["in_flight"] == 0
+    assert status["dlq"]["visible"] == 0
+
+
+def ledger_and_count(db: Path, run_id: str) -> tuple[int, int]:
+    """The run's applications in the ledger, and its succeeded count."""
+    conn = sqlite3.connect(db)
+    try:
+        (applications,) = conn.execute(
+            "SELECT COUNT(*) FROM ledger_applications WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        (succeeded,) = conn.execute(
+            "SELECT succeeded FROM state_runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+    finally:
+        conn.close()
+    return applications, succeeded
+
+
 @pytest.mark.timeout(300)  # up to a lease (60 s) passes before the re-run may start
 def test_a_run_killed_mid_enqueue_frees_its_lock_and_a_re_run_enqueues_exactly_the_rest(
     tmp_path: Path,

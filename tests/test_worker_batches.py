@@ -4,6 +4,8 @@ whole receive at once, and every message still gets its own verdict."""
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,3 +114,85 @@ def test_two_entries_of_one_record_in_a_batch_leave_the_later_one_s_values(
     conn.close()
     assert row == ("2.00", newer.key)
     ledger.close()
+
+
+def test_a_batch_s_apply_and_counts_commit_together_or_not_at_all(tmp_path: Path) -> None:
+    """On one embedded file the ledger's apply, the outcomes and the deletes are one
+    transaction: while the outcomes cannot be written, nothing is applied either, and once
+    they can, each entry is applied and counted once."""
+    db = tmp_path / "together.db"
+    queue, state, ledger = CountingQueue(db), SqliteState(db), SqliteLedger(db)
+    envelopes = [envelope(n) for n in range(40)]
+    enqueue(queue, state, envelopes)
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute(
+        "CREATE TRIGGER fail BEFORE INSERT ON state_outcomes"
+        " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+    )
+    options = WorkerOptions(
+        concurrency=2,
+        until_empty=True,
+        wait_time_s=0.2,
+        stats_interval_s=None,
+        backoff_base_s=1.0,
+        backoff_cap_s=1.0,
+    )
+    worker = Worker(queue, state, ledger, options)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while worker.tally.snapshot().retries < len(envelopes):
+        assert time.monotonic() < deadline, worker.tally.snapshot()
+        time.sleep(0.01)
+
+    assert ledger.counts()["applications"] == 0  # undone with the counts
+    writer.execute("DROP TRIGGER fail")
+    writer.close()
+    thread.join(30)
+
+    result = worker.result()
+    assert (result.succeeded, result.retries) == (40, 40)
+    assert ledger.counts()["applications"] == 40
+    run = state.get_run("run-1")
+    assert run is not None
+    assert (run.succeeded, run.retries, run.status) == (40, 40, "complete")
+    assert queue.depth().empty
+    for closable in (queue, state, ledger):
+        closable.close()
+
+
+def test_a_batch_whose_deletes_fail_is_counted_once_and_deleted_when_it_comes_back(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "together.db"
+    queue, state, ledger = CountingQueue(db), SqliteState(db), SqliteLedger(db)
+    enqueue(queue, state, [envelope(n) for n in range(10)])
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute(
+        "CREATE TRIGGER fail BEFORE DELETE ON queue_messages"
+        " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+    )
+    options = WorkerOptions(
+        concurrency=2, until_empty=True, wait_time_s=0.2, stats_interval_s=None, max_messages=10
+    )
+
+    Worker(queue, state, ledger, options).run()
+
+    # Applied and counted together; the messages stay, as after any failed delete.
+    assert ledger.counts()["applications"] == 10
+    run = state.get_run("run-1")
+    assert run is not None and run.succeeded == 10
+    assert queue.depth().in_flight == 10
+    writer.execute("DROP TRIGGER fail")
+    writer.execute("UPDATE queue_messages SET visible_at = 0")  # their visibility ran out
+    writer.close()
+
+    result = Worker(queue, state, ledger, options).run()
+
+    assert result.succeeded == 10  # found applied: deleted, not applied again
+    assert ledger.counts()["applications"] == 10
+    run = state.get_run("run-1")
+    assert run is not None and (run.succeeded, run.status) == (10, "complete")
+    assert queue.depth().empty
+    for closable in (queue, state, ledger):
+        closable.close()

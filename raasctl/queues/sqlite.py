@@ -358,7 +358,7 @@ class SqliteQueue(Queue):
         if not handles:
             return
         with self._write("delete from") as conn:
-            self._promote(conn, _delete_rows(conn, handles))
+            self._promote(conn, _delete_rows(conn, handles, groups=self.fifo))
 
     def change_visibility(self, receipt_handle: str, timeout_s: int) -> None:
         check_visibility(timeout_s)
@@ -478,12 +478,17 @@ class SqliteQueue(Queue):
         return RedriveResult(moved=len(rows))
 
 
-def _delete_rows(conn: sqlite3.Connection, handles: Sequence[tuple[int, str]]) -> set[str | None]:
-    """Delete the rows of (seq, receipt token) handles; the groups of those deleted. A handle
-    from an older receive, or of a message already deleted, matches nothing: as on SQS, that
-    is not an error (and deletes nothing). (`seq IN` lets the planner look rows up by key
-    before matching the pairs.)"""
-    groups: set[str | None] = set()
+def _delete_rows(
+    conn: sqlite3.Connection, handles: Sequence[tuple[int, str]], *, groups: bool
+) -> set[str | None]:
+    """Delete the rows of (seq, receipt token) handles; with `groups`, the groups of those
+    deleted (a FIFO queue promotes their next messages). A handle from an older receive, or
+    of a message already deleted, matches nothing: as on SQS, that is not an error (and
+    deletes nothing). (`seq IN` lets the planner look rows up by key before matching the
+    pairs.) Without `groups` the statement returns no rows: one step of SQLite's for the
+    chunk, where each row returned is one more (and one more wait for the GIL)."""
+    deleted_groups: set[str | None] = set()
+    returning = " RETURNING group_id" if groups else ""
     step = rows_per_statement(conn, 3)  # three parameters a handle
     for start in range(0, len(handles), step):
         chunk = handles[start : start + step]
@@ -491,8 +496,8 @@ def _delete_rows(conn: sqlite3.Connection, handles: Sequence[tuple[int, str]]) -
         pairs = ",".join("(?, ?)" for _ in chunk)
         rows = conn.execute(
             f"DELETE FROM queue_messages WHERE seq IN ({marks})"
-            f" AND (seq, receipt) IN (VALUES {pairs}) RETURNING group_id",
+            f" AND (seq, receipt) IN (VALUES {pairs}){returning}",
             [seq for seq, _ in chunk] + [value for handle in chunk for value in handle],
         ).fetchall()
-        groups.update(row[0] for row in rows)
-    return groups
+        deleted_groups.update(row[0] for row in rows)
+    return deleted_groups

@@ -44,12 +44,13 @@ from raasctl.state.base import State
 from raasctl.state.workers import WorkerStore
 from raasctl.worker.decision import Backoff
 from raasctl.worker.elsewhere import ElsewhereWatch
-from raasctl.worker.handler import Handler, ReceiveLimit, Releaser
+from raasctl.worker.handler import Handler
 from raasctl.worker.heartbeat import Housekeeper, Progress
 from raasctl.worker.lifecycle import Lifecycle, StopReason
 from raasctl.worker.options import WorkerOptions
 from raasctl.worker.poller import Poller
 from raasctl.worker.recorder import Recorder, open_recorder
+from raasctl.worker.releaser import ReceiveLimit, Releaser
 from raasctl.worker.results import Tally, WorkerResult, WorkerStats, log_stats
 from raasctl.worker.served import RunsServed
 from raasctl.worker.settler import Settler, settle_interval_s
@@ -186,6 +187,8 @@ class Worker:
             elsewhere=self.elsewhere,
         )
         self.pool.batches = self.poller.batches
+        if self.poller.batches:
+            self.handler.joined = self.settler  # a batch's apply may share its transaction
         self.pool.batch_size = queue.max_receive
         if options.read_ahead is None:
             # Slots that finish together want their next messages at once, while each

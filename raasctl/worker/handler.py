@@ -1,5 +1,6 @@
 """Carrying out the verdicts of `decision`: the calls to State, the sink and the queue that
-handle one message, and the release of messages let go unhandled."""
+handle one message, or a receive's messages as one batch (raasctl/worker/releaser.py lets go
+of those not handled)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import Protocol
 
 from raasctl.codes import ErrorCode, InfoCode
 from raasctl.envelope import Envelope
-from raasctl.errors import RaasctlError, SinkError
+from raasctl.errors import RaasctlError, SinkError, StateError
 from raasctl.logs import event
-from raasctl.queues.base import Queue, ReceivedMessage
+from raasctl.queues.base import Queue
 from raasctl.ratelimit import RateLimiter
 from raasctl.redaction import shorten
 from raasctl.sinks.base import Sink
@@ -33,99 +33,13 @@ from raasctl.worker.decision import (
 from raasctl.worker.lifecycle import Lifecycle
 from raasctl.worker.messages import Held, Settled, envelope_fields
 from raasctl.worker.recorder import Recorder
+from raasctl.worker.releaser import ReceiveLimit, Releaser, SettleFn
 from raasctl.worker.results import Tally
+from raasctl.worker.settler import Settler
 
 MAX_REASON_CHARS = 1000  # a DLQ reason: scrubbed of secrets, then cut
 # Facts and verdicts kept for reuse (`Handler._judge`): a few receive counts and flags.
 MAX_MEMO = 64
-
-
-class SettleFn(Protocol):
-    """Hands handled messages to the settler (`Settler.settle`): one, or a batch's at once."""
-
-    def __call__(self, *items: Settled) -> None: ...
-
-
-class ReceiveLimit:
-    """The queue's max_receive_count, read once by the poller before its first receive (on
-    SQS a call that can fail, so it is retried like a receive) and read by every role."""
-
-    def __init__(self) -> None:
-        self.value: int | None = None
-        self.known = False
-
-    def set(self, value: int | None) -> None:
-        self.value, self.known = value, True
-
-
-class Releaser:
-    """Makes messages visible again at once: another cron's, the rest of a group, or not
-    started at a stop. A release still counts as a receive toward max_receive_count, so on
-    the last allowed receive the message is counted as failed (its next receive moves it to
-    the DLQ).
-
-    At a stop (a signal), releases wait until polling has ended: released earlier, a message
-    would be caught by the poller's last long poll, released again, and lose another receive.
-    """
-
-    def __init__(
-        self,
-        queue: Queue,
-        lifecycle: Lifecycle,
-        tally: Tally,
-        limit: ReceiveLimit,
-        settle: SettleFn,
-    ) -> None:
-        self.queue = queue
-        self.lifecycle = lifecycle
-        self.tally = tally
-        self.limit = limit
-        self.settle = settle
-        self._lock = threading.Lock()
-        self._polling_ended = False
-        self._pending: list[tuple[ReceivedMessage, Envelope | None, str]] = []
-
-    def release(self, message: ReceivedMessage, envelope: Envelope | None, why: str) -> None:
-        with self._lock:
-            if self.lifecycle.abandoning.is_set() and not self._polling_ended:
-                self._pending.append((message, envelope, why))
-                return
-        try:
-            self.queue.change_visibility(message.receipt_handle, 0)
-        except RaasctlError as exc:
-            # Not fatal: the message comes back when its visibility runs out.
-            event(
-                exc.code,
-                f"releasing a message failed: {exc}",
-                message_id=message.message_id,
-                level=logging.WARNING,
-            )
-        self.tally.add("released")
-        verdict = decide(Facts(message.receive_count, self.limit.value, let_go=why))
-        if verdict.outcome is Outcome.FAILED:
-            self.count_failed(message, envelope, f"{why}, released on its last allowed receive")
-
-    def polling_ended(self) -> None:
-        """Release what a stop held back."""
-        with self._lock:
-            self._polling_ended = True
-            pending, self._pending = self._pending, []
-        for message, envelope, why in pending:
-            self.release(message, envelope, why)
-
-    def count_failed(self, message: ReceivedMessage, envelope: Envelope | None, why: str) -> None:
-        """Count a message the worker lets go without deleting it on its last allowed
-        receive as failed: the queue moves it to the DLQ on its next receive."""
-        event(
-            ErrorCode.MESSAGE_FAILED,
-            f"{why} ({message.receive_count} of {self.limit.value}): the queue moves it to the DLQ",
-            message_id=message.message_id,
-            attempt=message.receive_count,
-            **envelope_fields(envelope),
-        )
-        run_id = envelope.run_id if envelope else message.attributes.get("run_id")
-        key = envelope.key if envelope else f"message:{message.message_id}"
-        self.settle(Settled(Outcome.FAILED, run_id, key))
 
 
 class Handler:
@@ -171,6 +85,10 @@ class Handler:
         # theirs).
         self._judged: dict[tuple[int, int | None, bool, bool], tuple[Facts, Verdict]] = {}
         self._recorded: dict[int, tuple[Facts, Verdict]] = {}
+        # The settler whose transaction a batch's apply may share (`_apply_and_count`), and
+        # whether it can (asked at the first batch, when the state has made its tables).
+        self.joined: Settler | None = None
+        self._joins: bool | None = None
         # Whether the sink writes each applied entry's idempotency record in the state itself
         # (asked at the first apply, when the state has made its tables).
         self._sink_records: bool | None = None
@@ -220,9 +138,15 @@ class Handler:
                     self._let_go(held, facts)
                 return
             envelopes = [held.envelope for held, _ in to_apply if held.envelope is not None]
-            with self.recorder.sink_calls([(e.run_id, e.cron) for e in envelopes]):
-                errors = self.sink.apply_batch(envelopes)
+            errors = self._apply_and_count(to_apply, envelopes)
+            counted = errors is not None  # those applied are counted and deleted already
+            if errors is None:
+                with self.recorder.sink_calls([(e.run_id, e.cron) for e in envelopes]):
+                    errors = self.sink.apply_batch(envelopes)
             for (held, facts), error in zip(to_apply, errors, strict=True):
+                if error is None and counted:
+                    succeeded = True
+                    continue
                 try:
                     self._after_apply(held, facts, error, settled)
                 except RaasctlError as exc:
@@ -234,6 +158,43 @@ class Handler:
                 self.settle(*settled)
             if succeeded:
                 self._succeeded()
+
+    def _apply_and_count(
+        self, to_apply: list[tuple[Held, Facts]], envelopes: list[Envelope]
+    ) -> list[SinkError | None] | None:
+        """Apply the batch and count and delete what it applied in one transaction, where the
+        sink, the state and the queue share one (the ledger in the embedded file): a commit
+        a receive, not two, and nothing applied that is not counted. Per message, the sink's
+        error (None: applied, counted, deleted); None where they cannot share one.
+
+        The verdicts on success are carried out first, outside the transaction (its write
+        lock is held for SQLite's work only). When the transaction fails, or a run's count
+        does, nothing of it happens: every message comes back, as after a failed apply."""
+        settler = self.joined
+        if settler is None:
+            return None
+        if self._joins is None:
+            self._joins = settler.joins_writes() and self.sink.records_applied_in(self.state)
+        if not self._joins:
+            return None
+        done: list[Settled] = []
+        for held, facts in to_apply:
+            self._carry_out(held, self._applied_verdict(facts), facts, done)
+        applied: list[Settled] = []
+        try:
+            with settler.together():
+                with self.recorder.sink_calls([(e.run_id, e.cron) for e in envelopes]):
+                    errors = self.sink.apply_batch(envelopes)
+                applied = [item for item, error in zip(done, errors, strict=True) if error is None]
+                written = settler.write(applied)
+                if written.uncounted:
+                    # Undone with the apply: what is applied is counted, or neither is.
+                    raise StateError("the batch's outcomes could not be recorded")
+        except RaasctlError as exc:
+            failed = SinkError(f"applying and counting the batch failed: {exc}", retryable=True)
+            return [failed for _ in to_apply]
+        settler.committed(written)
+        return errors
 
     def _fail_after(self, succeeded: bool, held: Held, exc: RaasctlError) -> bool:
         """A message of a batch failed: first the successes before it end the errors in a

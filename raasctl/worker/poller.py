@@ -29,10 +29,10 @@ from raasctl.ratelimit import RateLimiter
 from raasctl.state.base import Entry, State
 from raasctl.worker.decision import stops_worker
 from raasctl.worker.elsewhere import ElsewhereWatch
-from raasctl.worker.handler import ReceiveLimit, Releaser
 from raasctl.worker.lifecycle import Lifecycle, StopReason
 from raasctl.worker.messages import Held, parse
 from raasctl.worker.options import WorkerOptions
+from raasctl.worker.releaser import ReceiveLimit, Releaser
 from raasctl.worker.results import Tally
 from raasctl.worker.served import RunsServed
 from raasctl.worker.slots import SlotPool

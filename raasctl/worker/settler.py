@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 
 from raasctl.codes import ErrorCode
 from raasctl.errors import RaasctlError
@@ -38,6 +39,16 @@ MAX_SETTLE_INTERVAL_S = 1.0
 # A message whose visibility ends sooner than this is settled at once: once handled, the
 # heartbeat no longer extends it, and another receiver could take it before its delete.
 URGENT_S = 5.0
+
+
+@dataclass
+class Written:
+    """A batch counted and deleted in a transaction not yet committed: the runs counted (to
+    complete once it has), and the ids of those that could not be (their messages stay)."""
+
+    batch: list[Settled]
+    runs: list[RunRecord]
+    uncounted: set[str | None]
 
 
 def settle_interval_s(rate_per_s: float | None) -> float:
@@ -143,7 +154,56 @@ class Settler:
             elif stopping:
                 return
 
+    def joins_writes(self) -> bool:
+        """Whether a batch's counts and deletes commit in one transaction (`together`) that
+        other writes to the same file may join (the embedded queue and state, one file)."""
+        return self._together is not nullcontext
+
+    def together(self) -> AbstractContextManager[None]:
+        """One transaction for the block's writes to the store (or none: `joins_writes`)."""
+        return self._together()
+
+    def write(self, batch: list[Settled]) -> Written:
+        """Count and delete `batch` now, in the caller's transaction (`together`); the caller
+        hands the result to `committed` once that has committed. Errors are handled here,
+        as in the settler's own batches."""
+        self._warn_lapsed(batch)
+        runs, uncounted = self._count(batch)
+        self._delete(
+            [
+                item.receipt_handle
+                for item in batch
+                if item.receipt_handle and item.run_id not in uncounted
+            ]
+        )
+        return Written(batch, runs, uncounted)
+
+    def committed(self, written: Written) -> None:
+        """Tell the tally and the statistics what has committed, and complete its runs."""
+        counted = [item for item in written.batch if item.run_id not in written.uncounted]
+        self.tally.outcomes([item.outcome for item in counted])
+        self.recorder.outcomes(counted)
+        for run in written.runs:
+            self.runs.finish(run)
+
     def _flush(self, batch: list[Settled]) -> None:
+        # Counted first, then deleted: a crash between the two only repeats an outcome that
+        # is recorded already. A run whose counting failed keeps its messages, which come
+        # back, are found applied (or applied again, harmlessly) and are counted then.
+        written = None
+        try:
+            with self._together():
+                written = self.write(batch)
+        except RaasctlError as exc:
+            # The joint transaction did not commit: nothing of it was counted or deleted.
+            uncounted = set() if written is None else written.uncounted
+            for run_id, items in _per_run(batch).items():
+                if run_id not in uncounted:  # those failed on their own, and were reported
+                    self._count_failed(run_id, items, exc)
+            return
+        self.committed(written)
+
+    def _warn_lapsed(self, batch: list[Settled]) -> None:
         now = self._clock()
         lapsed = [item for item in batch if item.receipt_handle and item.visible_until <= now]
         if lapsed:
@@ -158,33 +218,6 @@ class Settler:
                 lapsed=len(lapsed),
             )
             self.tally.add("errors", len(lapsed))
-        # Counted first, then deleted: a crash between the two only repeats an outcome that
-        # is recorded already. A run whose counting failed keeps its messages, which come
-        # back, are found applied (or applied again, harmlessly) and are counted then.
-        runs: list[RunRecord] = []
-        uncounted: set[str | None] = set()
-        try:
-            with self._together():
-                runs, uncounted = self._count(batch)
-                self._delete(
-                    [
-                        item.receipt_handle
-                        for item in batch
-                        if item.receipt_handle and item.run_id not in uncounted
-                    ]
-                )
-        except RaasctlError as exc:
-            # The joint transaction did not commit: nothing of it was counted or deleted.
-            for run_id, items in _per_run(batch).items():
-                if run_id not in uncounted:  # those failed on their own, and were reported
-                    self._count_failed(run_id, items, exc)
-            return
-        # Only what has committed is told to the tally and the statistics, and completes runs.
-        counted = [item for item in batch if item.run_id not in uncounted]
-        self.tally.outcomes([item.outcome for item in counted])
-        self.recorder.outcomes(counted)
-        for run in runs:
-            self.runs.finish(run)
 
     def _count(self, batch: list[Settled]) -> tuple[list[RunRecord], set[str | None]]:
         """Record each run's outcomes (one write per run); the runs counted, and the ids of

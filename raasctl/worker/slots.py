@@ -19,9 +19,10 @@ from raasctl.codes import InfoCode
 from raasctl.logs import event
 from raasctl.queues.base import MAX_BATCH
 from raasctl.ratelimit import RateLimiter
-from raasctl.worker.handler import Handler, Releaser
+from raasctl.worker.handler import Handler
 from raasctl.worker.lifecycle import Lifecycle
 from raasctl.worker.messages import Held, envelope_fields
+from raasctl.worker.releaser import Releaser
 
 
 class SlotPool:
