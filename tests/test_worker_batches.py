@@ -196,3 +196,27 @@ def test_a_batch_whose_deletes_fail_is_counted_once_and_deleted_when_it_comes_ba
     assert queue.depth().empty
     for closable in (queue, state, ledger):
         closable.close()
+
+
+def test_a_batch_prepared_ahead_applies_inside_a_transaction_of_the_state_s(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "together.db"
+    queue, state = SqliteQueue(db), SqliteState(db)
+    state.is_applied("warm up")  # the state's tables exist, as in the worker
+    ledger = SqliteLedger(db)  # no connection yet: opening one sets up its schema
+    good, bad = envelope(1), Envelope.new(cron=DEPOSITS, run_id="run-1", key="k", payload={})
+    together = state.writes_with(queue)
+    assert together is not None
+
+    apply = ledger.prepare_batch([good, bad])
+    started = time.monotonic()
+    with together():
+        errors = apply()
+
+    assert time.monotonic() - started < 5  # not a wait for the transaction's own lock
+    assert errors[0] is None
+    assert isinstance(errors[1], SinkError) and not errors[1].retryable
+    assert ledger.counts()["applications"] == 1 and state.is_applied(good.key)
+    for closable in (queue, state, ledger):
+        closable.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar
 
@@ -43,6 +43,12 @@ class Sink(ABC):
             else:
                 errors.append(None)
         return errors
+
+    def prepare_batch(self, envelopes: Sequence[Envelope]) -> Callable[[], list[SinkError | None]]:
+        """`apply_batch` in two steps: what can be done ahead (checking and converting the
+        payloads) now, and the apply itself when the returned function is called (by a worker
+        inside a transaction it shares, whose write lock is then held for the apply only)."""
+        return lambda: self.apply_batch(envelopes)
 
     def records_applied_in(self, state: State) -> bool:
         """Whether every apply that succeeds (applied now or before) has written the entry's

@@ -23,6 +23,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -263,6 +264,20 @@ _INSERT_APPLICATION = (
 )
 
 
+# An envelope to apply: its index in the batch, key, table, application row and record row.
+_Row = tuple[int, str, "_Table", tuple[Any, ...], tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A batch ready to write: per envelope Applied.APPLIED (until the write says whether it
+    was applied before) or the SinkError of a payload that cannot be stored, and the rows."""
+
+    results: list[Applied | SinkError]
+    rows: list[_Row]
+    applied_at: datetime
+
+
 def _applied_keys(conn: sqlite3.Connection, keys: list[str]) -> set[str]:
     sql = "SELECT entry_key FROM ledger_applications WHERE entry_key IN ({marks})"
     return {key for (key,) in rows_in(conn, sql, keys)}
@@ -283,22 +298,33 @@ class SqliteLedger(Sink):
         return result
 
     def apply_batch(self, envelopes: Sequence[Envelope]) -> list[SinkError | None]:
-        return [
-            result if isinstance(result, SinkError) else None
-            for result in self._apply_in_one(envelopes)
-        ]
+        return self.prepare_batch(envelopes)()
+
+    def prepare_batch(self, envelopes: Sequence[Envelope]) -> Callable[[], list[SinkError | None]]:
+        # This thread's connection is opened now: opening one sets up the file's schema,
+        # which inside a transaction of another connection would wait for its write lock.
+        self.connect()
+        prepared = self._prepare(envelopes)
+
+        def apply() -> list[SinkError | None]:
+            results = self._write(prepared)
+            return [result if isinstance(result, SinkError) else None for result in results]
+
+        return apply
 
     def _apply_in_one(self, envelopes: Sequence[Envelope]) -> list[Applied | SinkError]:
         """Apply the envelopes in one transaction; per envelope, how (or the error: a
         permanent one for a payload that cannot be stored, a retryable one for all when the
         transaction fails)."""
+        return self._write(self._prepare(envelopes))
+
+    def _prepare(self, envelopes: Sequence[Envelope]) -> _Prepared:
+        """Every statement's parameters, made before the transaction, so that the file's
+        write lock is held for SQLite's work only."""
         results: list[Applied | SinkError] = []
         applied_at = datetime.now(UTC)
         now = applied_at.isoformat(timespec="microseconds")
-        # Every statement's parameters are made before the transaction, so the file's write
-        # lock is held for SQLite's work only: per envelope (its index, key, table, its
-        # application row, its record row).
-        rows: list[tuple[int, str, _Table, tuple[Any, ...], tuple[Any, ...]]] = []
+        rows: list[_Row] = []
         for index, envelope in enumerate(envelopes):
             try:
                 table, record_id, values = _row(envelope)
@@ -311,6 +337,10 @@ class SqliteLedger(Sink):
             rows.append(
                 (index, key, table, (*application, now), (record_id, *values, run_id, key, now))
             )
+        return _Prepared(results, rows, applied_at)
+
+    def _write(self, prepared: _Prepared) -> list[Applied | SinkError]:
+        results, rows, applied_at = list(prepared.results), prepared.rows, prepared.applied_at
         try:
             records_applied = self._records_applied()
             with self._db.transaction() as conn:
@@ -336,6 +366,10 @@ class SqliteLedger(Sink):
             error = SinkError(f"SQLite ledger {self.path}: {exc}", retryable=True)
             return [result if isinstance(result, SinkError) else error for result in results]
         return results
+
+    def connect(self) -> None:
+        with suppress(sqlite3.Error):  # left for the apply to meet and report
+            self._records_applied()
 
     def records_applied_in(self, state: State) -> bool:
         return (

@@ -180,11 +180,11 @@ class Handler:
         done: list[Settled] = []
         for held, facts in to_apply:
             self._carry_out(held, self._applied_verdict(facts), facts, done)
-        applied: list[Settled] = []
+        apply = self.sink.prepare_batch(envelopes)
         try:
             with settler.together():
                 with self.recorder.sink_calls([(e.run_id, e.cron) for e in envelopes]):
-                    errors = self.sink.apply_batch(envelopes)
+                    errors = apply()
                 applied = [item for item, error in zip(done, errors, strict=True) if error is None]
                 written = settler.write(applied)
                 if written.uncounted:
