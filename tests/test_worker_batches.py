@@ -19,6 +19,7 @@ from raasctl.sinks.sqlite import SqliteLedger
 from raasctl.state.base import RunRecord
 from raasctl.state.sqlite import SqliteState
 from raasctl.worker import Worker, WorkerOptions
+from raasctl.worker.core import EMBEDDED_BATCHES_AT_ONCE
 
 DEPOSITS = "clientDepositUpdate"
 
@@ -218,5 +219,42 @@ def test_a_batch_prepared_ahead_applies_inside_a_transaction_of_the_state_s(
     assert errors[0] is None
     assert isinstance(errors[1], SinkError) and not errors[1].retryable
     assert ledger.counts()["applications"] == 1 and state.is_applied(good.key)
+    for closable in (queue, state, ledger):
+        closable.close()
+
+
+def test_on_one_embedded_file_few_batches_are_in_hand_at_once_whatever_the_concurrency(
+    tmp_path: Path,
+) -> None:
+    # Their transactions on the one file take turns: more batches at once only add threads.
+    # Two at once and the one read ahead (which a free slot takes up), not eight.
+    db = tmp_path / "turns.db"
+    queue, state, ledger = (
+        SqliteQueue(db, visibility_timeout_s=30),
+        SqliteState(db),
+        SqliteLedger(db),
+    )
+    enqueue(queue, state, [envelope(n) for n in range(6 * queue.max_receive)])
+    options = WorkerOptions(concurrency=8, until_empty=True, wait_time_s=0.2, stats_interval_s=None)
+    worker = Worker(queue, state, ledger, options)
+    lock, in_hand, most = threading.Lock(), [0], [0]
+    handle_batch = worker.handler.handle_batch
+
+    def counted(batch: list) -> None:  # type: ignore[type-arg]
+        with lock:
+            in_hand[0] += 1
+            most[0] = max(most[0], in_hand[0])
+        try:
+            time.sleep(0.05)  # long enough for the others to start if they may
+            handle_batch(batch)
+        finally:
+            with lock:
+                in_hand[0] -= 1
+
+    worker.handler.handle_batch = counted  # type: ignore[method-assign]
+    result = worker.run()
+
+    assert result.succeeded == 6 * queue.max_receive
+    assert most[0] == EMBEDDED_BATCHES_AT_ONCE + 1
     for closable in (queue, state, ledger):
         closable.close()

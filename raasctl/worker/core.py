@@ -61,6 +61,10 @@ if TYPE_CHECKING:
     from raasctl.runtime import Runtime
 
 
+# Batches handled at once where they all write to one SQLite file (`SlotPool.batches_at_once`).
+EMBEDDED_BATCHES_AT_ONCE = 2
+
+
 class Worker:
     """`run()` blocks until a stop condition; `stop()` may be called from a signal handler or
     another thread. Clocks, the rate limiter and the progress callback are injectable; `env`
@@ -189,6 +193,11 @@ class Worker:
         self.pool.batches = self.poller.batches
         if self.poller.batches:
             self.handler.joined = self.settler  # a batch's apply may share its transaction
+            if self.settler.joins_writes():
+                # The batches' transactions on the one file take turns: beyond one writing
+                # and one being made ready, more at once only add threads that contend for
+                # the interpreter (c1 of benchmarks/worker_throughput.py).
+                self.pool.batches_at_once = min(options.concurrency, EMBEDDED_BATCHES_AT_ONCE)
         self.pool.batch_size = queue.max_receive
         if options.read_ahead is None:
             # Slots that finish together want their next messages at once, while each

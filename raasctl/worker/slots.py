@@ -59,6 +59,7 @@ class SlotPool:
         # room is then counted in batches, a slot each.
         self.batches = False
         self.batch_size = MAX_BATCH  # the queue's largest receive, when batches
+        self.batches_at_once = concurrency  # batches handled at once, when batches
         # A unit of work, and whether its messages are one batch (no order between them,
         # one sink call: `Handler.handle_batch`) rather than a group handled in order.
         self._work: queue_module.SimpleQueue[tuple[list[Held], bool] | None] = (
@@ -87,8 +88,8 @@ class SlotPool:
         with self._free:
             while not stop.is_set():
                 if self.batches:
-                    # A batch takes one slot: every slot busy with one, and one more ahead.
-                    if self._units + self._receives <= self.concurrency:
+                    # A batch takes one slot: as many busy as may be, and one more ahead.
+                    if self._units + self._receives <= self.batches_at_once:
                         self._receives += 1
                         self._reserved += self.batch_size
                         return self.batch_size
