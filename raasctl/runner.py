@@ -4,6 +4,7 @@ load-test generator behind `enqueue-mock`.
 `run`: take the cron's lock, create the run record, stream the report through the job's
 mapper into the producer, record the counts, log RAAS_ENQUEUE_COMPLETE. Mock payloads never
 pass through here: `enqueue_mock` is its own function, and `run` never builds a mock envelope.
+`run --dry-run` is raasctl/dry_run.py.
 """
 
 from __future__ import annotations
@@ -68,33 +69,6 @@ class RunSummary:
 
 
 @dataclass(frozen=True)
-class DryRunPayload:
-    key: str
-    entity_id: str
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class DryRun:
-    cron: str
-    prompts: Prompts
-    entries: int
-    invalid: int
-    payloads: list[DryRunPayload]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "cron": self.cron,
-            "from_date": self.prompts.from_date.isoformat(),
-            "to_date": self.prompts.to_date.isoformat(),
-            "entries": self.entries,
-            "messages": len(self.payloads),
-            "invalid": self.invalid,
-            "payloads": [asdict(item) for item in self.payloads],
-        }
-
-
-@dataclass(frozen=True)
 class MockSummary:
     run_id: str
     cron: str
@@ -144,7 +118,7 @@ def max_in_flight(runtime: Runtime) -> int:
     return DEFAULT_MAX_IN_FLIGHT if runtime.env.queue.kind == "sqs" else 1
 
 
-class _Counter:
+class EntryCounter:
     """Counts the report entries as the mapper pulls them (one entry may be many payloads)."""
 
     def __init__(self, entries: Iterable[ReportEntry]) -> None:
@@ -168,7 +142,7 @@ def _oversized(message: OutgoingMessage, limit: int, position: int) -> EntryInva
     )
 
 
-def _log_invalid(cron: str, run_id: str | None, invalid: EntryInvalid) -> None:
+def log_invalid(cron: str, run_id: str | None, invalid: EntryInvalid) -> None:
     event(
         ErrorCode.ENTRY_INVALID,
         f"{cron} {invalid}",
@@ -274,12 +248,12 @@ def _run_locked(
     source: Source | None = None
     queue: Queue | None = None
     producer: Producer | None = None
-    entries: _Counter | None = None
+    entries: EntryCounter | None = None
     invalid = 0
     try:
         source = runtime.source()
         queue = runtime.queue()
-        entries = _Counter(source.entries(cron, report, prompts))
+        entries = EntryCounter(source.entries(cron, report, prompts))
         # never mock=True: that is enqueue_mock's. The run's time versions its records.
         writer = MessageWriter(cron, run_id, version=to_iso(now), epoch=_epoch(state, runtime))
         limit = queue.max_message_bytes()
@@ -302,7 +276,7 @@ def _run_locked(
                         continue
                     item = too_large
                 invalid += 1
-                _log_invalid(cron, run_id, item)
+                log_invalid(cron, run_id, item)
 
         claims = None
         if not queue.reports_duplicates:
@@ -369,34 +343,6 @@ def _finish_if_done(state: State, record: RunRecord) -> None:
     """A run with nothing to do (or drained before its total was known) completes here; the
     worker completes every other run when its counters reach the total."""
     finish_if_complete(state, record, datetime.now(UTC))
-
-
-def dry_run(
-    runtime: Runtime,
-    cron: str,
-    *,
-    since: Bound | None = None,
-    until: Bound | None = None,
-    now: datetime | None = None,
-) -> DryRun:
-    """Fetch and map the report as `run` would; enqueue nothing, record nothing."""
-    now = now or datetime.now(UTC)
-    job, settings = job_for(runtime, cron)
-    prompts = run_window(settings, now, since, until)
-    source = runtime.source()
-    try:
-        entries = _Counter(source.entries(cron, report_name(job, settings), prompts))
-        payloads: list[DryRunPayload] = []
-        invalid = 0
-        for item in map_report(job, entries, settings.columns):
-            if isinstance(item, EntryInvalid):
-                invalid += 1
-                _log_invalid(cron, None, item)
-            else:
-                payloads.append(DryRunPayload(item.key, item.entity_id, item.payload))
-    finally:
-        source.close()
-    return DryRun(cron, prompts, entries.count, invalid, payloads)
 
 
 # ---------------------------------------------------------------- enqueue-mock

@@ -12,8 +12,9 @@ from raasctl.cli.context import AppContext, pass_app
 from raasctl.cli.options import cron_argument, format_option
 from raasctl.cli.render import TableSpec, auto_table, emit
 from raasctl.dates import Bound, RelativeBound, parse_bound
+from raasctl.dry_run import dry_run
 from raasctl.leases import LEASE_S
-from raasctl.runner import dry_run, run_cron
+from raasctl.runner import run_cron
 
 
 class BoundType(click.ParamType):

@@ -11,12 +11,10 @@ asks the project's one classifier (raasctl/aws_errors.py) what it means.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -44,6 +42,14 @@ from raasctl.queues.base import (
     reject_oversized,
 )
 from raasctl.queues.sqs_requests import RequestPool, groups_in_one_request, split_requests
+from raasctl.queues.sqs_shapes import (
+    MOVE_UNSUPPORTED,
+    STALE_RECEIPT,
+    Redrive,
+    attribute_strings,
+    attribute_values,
+    received_message,
+)
 from raasctl.queues.sqs_wire import SqsWire
 from raasctl.redaction import shorten
 
@@ -53,29 +59,6 @@ MAX_WAIT_TIME_S = 20
 MAX_MESSAGE_ATTRIBUTES = 10
 REASON_ATTRIBUTE = "reason"
 _REASON_MAX_CHARS = 1000
-
-# A receipt handle from an earlier receive, or of a message already deleted.
-_STALE_RECEIPT = frozenset(
-    {
-        "ReceiptHandleIsInvalid",
-        "InvalidReceiptHandle",
-        "MessageNotInflight",
-        "AWS.SimpleQueueService.MessageNotInflight",
-    }
-)
-# StartMessageMoveTask where the service (or a test double) does not offer it.
-_MOVE_UNSUPPORTED = frozenset(
-    {
-        "500",
-        "501",
-        "InternalError",
-        "InternalFailure",
-        "NotImplemented",
-        "InvalidAction",
-        "UnsupportedOperation",
-        "AWS.SimpleQueueService.UnsupportedOperation",
-    }
-)
 
 
 def queue_error(exc: Exception, *, action: str, queue: str) -> QueueError:
@@ -88,21 +71,6 @@ def queue_error(exc: Exception, *, action: str, queue: str) -> QueueError:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-@dataclass(frozen=True)
-class _Redrive:
-    max_receive_count: int | None
-    dead_letter_arn: str | None
-
-    @classmethod
-    def parse(cls, policy_json: str | None) -> _Redrive:  # a queue's RedrivePolicy, or None
-        policy = _json_object(policy_json)
-        max_receive = policy.get("maxReceiveCount")
-        return cls(
-            max_receive_count=int(max_receive) if max_receive is not None else None,
-            dead_letter_arn=policy.get("deadLetterTargetArn"),
-        )
 
 
 class SqsQueue(Queue):
@@ -145,7 +113,7 @@ class SqsQueue(Queue):
         self.sleep: Callable[[float], None] = time.sleep
         self._dlq_url = dlq_url
         self._dlq_resolved = dlq_url is not None
-        self._redrive_read: _Redrive | None = None  # read apart: the worker needs only this
+        self._redrive_read: Redrive | None = None  # read apart: the worker needs only this
         self._max_message_bytes: int | None = None
         self._modern_receive: bool | None = None
         self._lock = threading.Lock()
@@ -189,12 +157,12 @@ class SqsQueue(Queue):
             self._dlq_url, self._dlq_resolved = url, True
         return url
 
-    def _redrive(self) -> _Redrive:
+    def _redrive(self) -> Redrive:
         with self._lock:
             if self._redrive_read is not None:
                 return self._redrive_read
         raw = self._queue_attributes(self.url, ["RedrivePolicy"]).get("RedrivePolicy")
-        redrive = _Redrive.parse(raw)
+        redrive = Redrive.parse(raw)
         with self._lock:
             self._redrive_read = redrive
         return redrive
@@ -253,7 +221,7 @@ class SqsQueue(Queue):
     def _entry(self, index: int, message: OutgoingMessage) -> dict[str, Any]:
         entry: dict[str, Any] = {"Id": str(index), "MessageBody": message.body}
         if message.attributes:
-            entry["MessageAttributes"] = _attribute_values(message.attributes)
+            entry["MessageAttributes"] = attribute_values(message.attributes)
         if self.fifo:
             assert message.group_id is not None and message.dedup_id is not None
             entry["MessageGroupId"] = message.group_id
@@ -317,7 +285,7 @@ class SqsQueue(Queue):
             wait = min(MAX_WAIT_TIME_S, math.ceil(max(0.0, remaining)))
             raw = self._receive_raw(self.url, max_messages, wait, timeout)
             if raw or time.monotonic() >= deadline:
-                return [_received(message) for message in raw]
+                return [received_message(message) for message in raw]
 
     def _receive_raw(
         self, url: str, max_messages: int, wait_s: int, visibility_timeout_s: int
@@ -352,7 +320,7 @@ class SqsQueue(Queue):
         # their round trips would cap the deletes, and the undeleted would pile up in the queue.
         outcomes = self._requests.map(call, requests)
         # A handle no longer valid (deleted already, or received again) is not an error.
-        problems = [f for _, failed in outcomes for f in failed if f.code not in _STALE_RECEIPT]
+        problems = [f for _, failed in outcomes for f in failed if f.code not in STALE_RECEIPT]
         if problems:
             first = problems[0]
             raise QueueError(
@@ -376,7 +344,7 @@ class SqsQueue(Queue):
             )
         except ClientError as exc:
             # The message was deleted or received again since: nothing left to change.
-            if exc.response.get("Error", {}).get("Code") in _STALE_RECEIPT:
+            if exc.response.get("Error", {}).get("Code") in STALE_RECEIPT:
                 return
             raise queue_error(exc, action="sqs:ChangeMessageVisibility", queue=self.url) from exc
         except AWS_FAILURES as exc:
@@ -397,7 +365,7 @@ class SqsQueue(Queue):
         params: dict[str, Any] = {
             "QueueUrl": dlq,
             "MessageBody": message.body,
-            "MessageAttributes": _attribute_values(attributes),
+            "MessageAttributes": attribute_values(attributes),
         }
         if dlq.endswith(".fifo"):
             params["MessageGroupId"] = message.group_id or message.message_id
@@ -454,7 +422,7 @@ class SqsQueue(Queue):
         finally:
             self._release(url, [m["ReceiptHandle"] for m in seen.values()])
         peeked = []
-        for message in map(_received, seen.values()):
+        for message in map(received_message, seen.values()):
             peeked.append(
                 PeekedMessage(
                     message_id=message.message_id,
@@ -499,7 +467,7 @@ class SqsQueue(Queue):
         except ClientError as exc:
             error = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-            if str(error.get("Code", "")) in _MOVE_UNSUPPORTED or status >= 500:
+            if str(error.get("Code", "")) in MOVE_UNSUPPORTED or status >= 500:
                 return RedriveResult(moved=_move_back(self, dlq))
             raise queue_error(exc, action="sqs:StartMessageMoveTask", queue=dlq) from exc
         except AWS_FAILURES as exc:
@@ -528,11 +496,11 @@ def _move_back(queue: SqsQueue, dlq: str) -> int:
             return moved
         request = []
         for number, raw in enumerate(batch):
-            attributes = _attribute_strings(raw.get("MessageAttributes", {}))
+            attributes = attribute_strings(raw.get("MessageAttributes", {}))
             attributes.pop(REASON_ATTRIBUTE, None)
             entry: dict[str, Any] = {"Id": str(number), "MessageBody": raw["Body"]}
             if attributes:
-                entry["MessageAttributes"] = _attribute_values(attributes)
+                entry["MessageAttributes"] = attribute_values(attributes)
             if queue.fifo:
                 group = raw.get("Attributes", {}).get("MessageGroupId")
                 entry["MessageGroupId"] = group or raw["MessageId"]
@@ -545,34 +513,3 @@ def _move_back(queue: SqsQueue, dlq: str) -> int:
         # Whatever was not sent stays in the DLQ (visible again after the timeout).
         queue._delete(dlq, [batch[number]["ReceiptHandle"] for number in sent])
         moved += len(sent)
-
-
-def _attribute_values(attributes: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    return {
-        name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()
-    }
-
-
-def _attribute_strings(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    return {
-        name: str(value["StringValue"]) for name, value in raw.items() if "StringValue" in value
-    }
-
-
-def _received(raw: Mapping[str, Any]) -> ReceivedMessage:
-    system = raw.get("Attributes", {})
-    return ReceivedMessage(
-        message_id=raw["MessageId"],
-        receipt_handle=raw["ReceiptHandle"],
-        body=raw["Body"],
-        receive_count=int(system.get("ApproximateReceiveCount", 1)),
-        attributes=_attribute_strings(raw.get("MessageAttributes", {})),
-        group_id=system.get("MessageGroupId"),
-    )
-
-
-def _json_object(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    value = json.loads(text)
-    return value if isinstance(value, dict) else {}
