@@ -230,14 +230,73 @@ def test_credentials_are_read_again_for_every_request(scripted: Callable[..., Sc
     assert keys == ["AKIAFIRST", "AKIASECOND"]
 
 
-def test_throttling_and_unavailability_are_retried(scripted: Callable[..., Scripted]) -> None:
-    server = scripted(THROTTLED, UNAVAILABLE, OK)
-    wire = wire_for(client(server.url))
-    slept: list[float] = []
-    wire.sleep = slept.append
-    assert wire.call("ReceiveMessage", {"QueueUrl": "q"}) == {"Messages": []}
-    assert len(server.seen) == 3
-    assert len(slept) == 2 and 0 <= slept[0] <= 1 and 0 <= slept[1] <= 2
+# Throttling as botocore knows it (its code among botocore's throttling codes).
+THROTTLED_KNOWN: Answer = (
+    400,
+    {"x-amzn-query-error": "RequestThrottled;Sender"},
+    b'{"__type":"com.amazonaws.sqs#RequestThrottled","message":"slow down"}',
+)
+
+
+def outcome(call: Callable[[], Any]) -> tuple[str, str]:
+    try:
+        call()
+    except ClientError as exc:
+        return (exc.response["Error"]["Code"], str(exc))
+    return ("ok", "")
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        (THROTTLED_KNOWN, UNAVAILABLE, OK),
+        (UNAVAILABLE,),  # every attempt
+        (THROTTLED, OK),  # a code this botocore does not retry
+        ((500, {}, b""), (502, {}, b"<html>bad gateway</html>"), OK),
+    ],
+    ids=["throttled-then-busy", "always-busy", "unknown-code", "gateway-pages"],
+)
+@pytest.mark.parametrize("mode", ["standard", "legacy"])
+def test_the_wire_retries_and_fails_as_the_client_does(
+    scripted: Callable[..., Scripted], answers: tuple[Answer, ...], mode: str
+) -> None:
+    # The client's own retry handler decides: the same attempts, the same end.
+    def delete(via_wire: bool) -> tuple[int, tuple[str, str]]:
+        server = scripted(*answers)
+        sqs = client(server.url, retries={"mode": mode, "total_max_attempts": 3})
+        params = {"QueueUrl": f"{server.url}/1/q", "Entries": []}
+        if not via_wire:
+            ended = outcome(lambda: sqs.delete_message_batch(**params))
+            return len(server.seen), ended
+        wire = wire_for(sqs)
+        slept: list[float] = []
+        wire.sleep = slept.append
+        ended = outcome(lambda: wire.call("DeleteMessageBatch", params))
+        assert len(slept) == len(server.seen) - 1  # a wait before every retry
+        return len(server.seen), ended
+
+    assert delete(via_wire=True) == delete(via_wire=False)
+
+
+def test_the_wire_draws_on_the_retry_quota_of_the_clients_own_calls(
+    scripted: Callable[..., Scripted],
+) -> None:
+    # Standard mode: once the client's failures have spent its retry quota, neither the
+    # client nor the wire retries; an outage is not met with every attempt of every call.
+    server = scripted(UNAVAILABLE)
+    sqs = client(server.url, retries={"mode": "standard", "total_max_attempts": 2})
+    params = {"QueueUrl": f"{server.url}/1/q", "Entries": []}
+    for _ in range(200):
+        before = len(server.seen)
+        outcome(lambda: sqs.delete_message_batch(**params))
+        if len(server.seen) - before == 1:
+            break  # the quota is spent
+    else:
+        pytest.fail("the client's retry quota never ran out")
+    wire = wire_for(sqs)
+    before = len(server.seen)
+    assert outcome(lambda: wire.call("DeleteMessageBatch", params))[0] == "503"
+    assert len(server.seen) - before == 1
 
 
 def test_retries_stop_at_the_clients_total_attempts(scripted: Callable[..., Scripted]) -> None:

@@ -10,8 +10,10 @@ ten messages. `SqsWire` sends the same requests itself:
 - over raasctl's HTTP/1.1 client (raasctl/http_wire.py): a keep-alive connection a thread, TLS
   verified against the CA bundle botocore uses, a proxy from the environment as botocore
   reads it;
-- retried as botocore's standard mode retries: a failed connection, 500/502/503/504 and
-  throttling, up to the client's total attempts, with full-jitter backoff.
+- retried as the client retries: each failure is put to the client's own retry handler (its
+  `needs-retry` event: standard or legacy mode, its attempts, its backoff and, in standard
+  mode, the retry quota the client's own calls draw on), and each success is told to its
+  `after-call` handlers (the quota gets its share back).
 
 It answers with the dictionaries botocore returns, and fails with the exceptions botocore
 raises (`ClientError` with the same error code, an `EndpointConnectionError`), so SqsQueue and
@@ -27,8 +29,8 @@ proxy other than http://.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +38,7 @@ from urllib.parse import urlsplit
 
 from botocore.awsrequest import AWSPreparedRequest, HeadersDict
 from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.hooks import first_non_none_response
 from botocore.parsers import ResponseParserError
 
 from raasctl import __version__
@@ -45,30 +48,6 @@ from raasctl.sigv4 import SigV4
 # A receive brings at most ten messages of up to 1 MiB each; JSON may escape a body to six
 # times its size. A longer answer is refused rather than cut.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
-MAX_BACKOFF_S = 20.0  # botocore's standard mode
-_RETRY_STATUS = frozenset({500, 502, 503, 504})
-# botocore's standard mode: throttling and transient error codes (with SQS's query-era codes).
-_RETRY_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "ProvisionedThroughputExceededException",
-        "TransactionInProgressException",
-        "RequestLimitExceeded",
-        "BandwidthLimitExceeded",
-        "LimitExceededException",
-        "RequestThrottled",
-        "AWS.SimpleQueueService.RequestThrottled",
-        "SlowDown",
-        "PriorRequestNotComplete",
-        "EC2ThrottledException",
-        "RequestTimeout",
-        "RequestTimeoutException",
-    }
-)
 
 
 class WireUnreachable(EndpointConnectionError):
@@ -86,17 +65,19 @@ class SqsWire:
         region: str,
         credentials: Any,
         *,
-        events: Any = None,
+        service_model: Any,
+        events: Any,
         ca_file: str,
-        total_attempts: int,
         connect_timeout_s: float,
         read_timeout_s: float,
     ) -> None:
         proxy = proxy_for(endpoint_url)
         self.endpoint_url = endpoint_url
         self.credentials = credentials  # botocore Credentials: frozen anew for every request
-        self.events = events  # the client's: whoever answers its before-send answers here too
-        self.total_attempts = max(1, total_attempts)
+        # The client's: its before-send hooks answer here too, its retry handler decides.
+        self.events = events
+        self.service_model = service_model
+        self._operations: dict[str, Any] = {}
         self.path = urlsplit(endpoint_url).path or "/"
         self.url = endpoint_url if endpoint_url.endswith(self.path) else endpoint_url + self.path
         self.signer = SigV4(self.url, region, "sqs")
@@ -124,15 +105,14 @@ class SqsWire:
             or config.client_cert
         ):
             return None
-        retries = config.retries or {}
         try:
             return cls(
                 meta.endpoint_url,
                 meta.region_name,
                 credentials,
+                service_model=meta.service_model,
                 events=meta.events,
                 ca_file=ca_file,
-                total_attempts=int(retries.get("total_max_attempts", 3)),
                 connect_timeout_s=float(config.connect_timeout),
                 read_timeout_s=float(config.read_timeout),
             )
@@ -147,22 +127,67 @@ class SqsWire:
 
     def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         body = json.dumps(params, separators=(",", ":")).encode()
-        for attempt in range(1, self.total_attempts + 1):
-            last = attempt == self.total_attempts
+        model = self._operation(operation)
+        request_dict: dict[str, Any] = {"context": {}}  # one call's, as the client keeps it
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 answer = self._send(operation, body)
             except WireError as exc:
-                if last:
-                    raise WireUnreachable(endpoint_url=self.endpoint_url, error=exc) from None
+                failure = WireUnreachable(endpoint_url=self.endpoint_url, error=exc)
+                delay = self._retry_delay(model, attempt, request_dict, caught=failure)
+                if delay is None:
+                    raise failure from None
             else:
+                response = _Response(self.url, answer)
                 if 200 <= answer.status < 300:
-                    return _parsed(operation, answer)
-                error = _client_error(operation, answer, attempt - 1)
-                code = error.response["Error"]["Code"]
-                if last or not (answer.status in _RETRY_STATUS or code in _RETRY_CODES):
-                    raise error
-            self.sleep(random.random() * min(MAX_BACKOFF_S, 2.0 ** (attempt - 1)))
-        raise AssertionError("unreachable")  # the last attempt returns or raises
+                    parsed = _parsed(operation, answer)
+                    self.events.emit(
+                        f"after-call.sqs.{operation}",
+                        http_response=response,
+                        parsed=parsed,
+                        model=model,
+                        context=request_dict["context"],
+                    )
+                    return parsed
+                error = _error_response(operation, answer, attempt - 1)
+                delay = self._retry_delay(model, attempt, request_dict, answer=(response, error))
+                if delay is None:
+                    raise ClientError(error, operation)
+            self.sleep(delay)
+
+    def _operation(self, name: str) -> Any:
+        model = self._operations.get(name)
+        if model is None:
+            model = self._operations[name] = self.service_model.operation_model(name)
+        return model
+
+    def _retry_delay(
+        self,
+        model: Any,
+        attempt: int,
+        request_dict: dict[str, Any],
+        *,
+        answer: tuple[_Response, dict[str, Any]] | None = None,
+        caught: Exception | None = None,
+    ) -> float | None:
+        """The client's answer to whether this attempt's failure is retried: the seconds to
+        wait first, or None. Its handler counts attempts, draws on its retry quota and notes
+        in `answer`'s ResponseMetadata what stopped it, as for the client's own calls."""
+        responses = self.events.emit(
+            f"needs-retry.sqs.{model.name}",
+            response=answer,
+            endpoint=None,
+            operation=model,
+            attempts=attempt,
+            caught_exception=caught,
+            request_dict=request_dict,
+        )
+        delay = first_non_none_response(responses)
+        if delay is None or delay is False:
+            return None
+        return float(delay)
 
     def close(self) -> None:
         self.origin.close()
@@ -174,16 +199,26 @@ class SqsWire:
             "x-amzn-query-mode": "true",  # errors carry their query-era codes too
         }
         headers.update(self.signer.sign(self.credentials.get_frozen_credentials(), headers, body))
-        if self.events is not None:  # moto's in-process mock, or any hook that answers for SQS
-            request = AWSPreparedRequest("POST", self.url, HeadersDict(headers), body, False, {})
-            _, answered = self.events.emit_until_response(
-                f"before-send.sqs.{operation}", request=request
-            )
-            if answered is not None:
-                named = {name.lower(): value for name, value in answered.headers.items()}
-                return Answer(answered.status_code, "", named, answered.content)
+        # moto's in-process mock, or any hook that answers for SQS, answers here too.
+        request = AWSPreparedRequest("POST", self.url, HeadersDict(headers), body, False, {})
+        _, answered = self.events.emit_until_response(
+            f"before-send.sqs.{operation}", request=request
+        )
+        if answered is not None:
+            named = {name.lower(): value for name, value in answered.headers.items()}
+            return Answer(answered.status_code, "", named, answered.content)
         lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         return self.origin.post(self.path, f"{lines}User-Agent: raasctl/{__version__}\r\n", body)
+
+
+class _Response:
+    """An answer as botocore's retry and after-call handlers read one."""
+
+    def __init__(self, url: str, answer: Answer) -> None:
+        self.url = url
+        self.status_code = answer.status
+        self.headers = HeadersDict(answer.headers)
+        self.content = answer.body
 
 
 def _json(operation: str, answer: Answer) -> Any:
@@ -209,12 +244,18 @@ def _parsed(operation: str, answer: Answer) -> dict[str, Any]:
     return parsed
 
 
-def _client_error(operation: str, answer: Answer, retries: int) -> ClientError:
-    """The ClientError botocore raises for this answer, with the same error code."""
-    try:
-        body = _json(operation, answer)
-    except ResponseParserError:
-        body = {}
+def _error_response(operation: str, answer: Answer, retries: int) -> dict[str, Any]:
+    """The error botocore parses from this answer (what its ClientError carries), with the
+    same error code."""
+    stripped = answer.body.strip()
+    if answer.status >= 500 and (not stripped or stripped.startswith(b"<html>")):
+        # A proxy's or a load balancer's page: botocore names the status instead.
+        body: Any = {"Message": http.client.responses.get(answer.status, "")}
+    else:
+        try:
+            body = _json(operation, answer)
+        except ResponseParserError:
+            body = {}
     if not isinstance(body, dict):
         body = {}
     error: dict[str, Any] = {"Message": str(body.get("message", body.get("Message", "")))}
@@ -231,4 +272,4 @@ def _client_error(operation: str, answer: Answer, retries: int) -> ClientError:
     }
     if "x-amzn-requestid" in answer.headers:
         metadata["RequestId"] = answer.headers["x-amzn-requestid"]
-    return ClientError({"Error": error, "ResponseMetadata": metadata}, operation)
+    return {"Error": error, "ResponseMetadata": metadata}
