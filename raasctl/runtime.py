@@ -89,7 +89,10 @@ class Runtime:
     def _setting(self, explicit: Path | None) -> str:
         return "RAASCTL_STATE_DIR" if explicit is None else f"environments.{self.env_name}"
 
-    def queue(self) -> Queue:
+    def queue(self, *, wire: bool = False) -> Queue:
+        """The environment's queue. `wire`: on SQS, receives and deletes go over raasctl's own
+        wire (unless `queue.wire: false`), as the worker's do; other commands keep to
+        botocore and do not pay for the wire's TLS context."""
         cfg = self.env.queue
         if cfg.kind == "sqlite":
             from raasctl.queues.sqlite import SqliteQueue
@@ -104,17 +107,17 @@ class Runtime:
         from raasctl.queues.sqs_wire import SqsWire
 
         client = self.aws.client("sqs")
-        wire = None
-        if cfg.wire:
+        hot = None
+        if wire and cfg.wire:
             credentials = self.aws.session.get_credentials()
-            wire = SqsWire.for_client(client, credentials, ca_file=self.aws.ca_bundle())
+            hot = SqsWire.for_client(client, credentials, ca_file=self.aws.ca_bundle())
         return SqsQueue(
             client,
             cfg.url,
             dlq_url=cfg.dlq_url,
             visibility_timeout_s=cfg.visibility_timeout_s,
             wait_time_s=cfg.wait_time_s,
-            wire=wire,
+            wire=hot,
         )
 
     def state(self) -> State:

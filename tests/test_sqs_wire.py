@@ -412,7 +412,11 @@ def test_the_queue_key_wire_chooses_how_the_worker_calls_go(tmp_path: Path, wire
     config_file.write_text(json.dumps({"default_env": "e", "environments": {"e": environment}}))
     config = load_config(str(config_file)).config
     name, env = config.environment(None)
-    built = Runtime(config, name, env).queue()
+    runtime = Runtime(config, name, env)
+    built = runtime.queue(wire=True)  # the worker's
     assert isinstance(built, SqsQueue)
     assert isinstance(built._hot, SqsWire) is wire
     built.close()
+    other = runtime.queue()  # the producer's and the operator's commands keep to botocore
+    assert isinstance(other, SqsQueue) and not isinstance(other._hot, SqsWire)
+    other.close()

@@ -358,7 +358,7 @@ def open_worker(
     on_stats: Callable[[WorkerStats], None] | None = None,
 ) -> Iterator[Worker]:
     """A worker on the environment's queue, state and sink, closed afterwards."""
-    queue = runtime.queue()
+    queue = runtime.queue(wire=True)
     state = sink = None
     try:
         state = runtime.state()
