@@ -16,6 +16,7 @@ _FIELDS = ("v", "cron", "run_id", "key", "payload", "mock", "enqueued_at")
 # The text fields in the order `from_body` reads them.
 _TEXT_FIELDS = ("cron", "run_id", "key", "enqueued_at", "entity_id", "version")
 _DECODER = json.JSONDecoder()
+_JSON_WHITESPACE = " \t\n\r"  # JSON's whitespace, no more: json.loads refuses other trailers
 # SQS MessageGroupId: up to 128 characters of alphanumerics and punctuation.
 _GROUP_ID_OK = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}$")
 
@@ -168,7 +169,7 @@ def _decode(body: str) -> Any:
     `json.loads` itself (its errors, leading whitespace) for any body the scan refuses."""
     try:
         data, end = _DECODER.raw_decode(body)
-        if end == len(body) or not body[end:].strip():
+        if end == len(body) or not body[end:].strip(_JSON_WHITESPACE):
             return data
     except ValueError:
         pass

@@ -369,6 +369,8 @@ def test_the_body_shortcut_reads_what_json_loads_reads(body: str) -> None:
     ("body", "reason"),
     [
         (ENVELOPE.to_body() + "x", "body is not JSON: Extra data"),
+        (ENVELOPE.to_body() + "\x0b", "body is not JSON: Extra data"),  # not JSON's whitespace
+        (ENVELOPE.to_body() + " \u00a0", "body is not JSON: Extra data"),
         (ENVELOPE.to_body().replace('"k-1"', '"k-\\udc00"'), "key is not valid Unicode"),
         # A lone surrogate made in this process, no escape in sight.
         (ENVELOPE.to_body().replace('"run-1"', '"r-\ud800é"'), "run_id is not valid Unicode"),
