@@ -253,8 +253,9 @@ def outcome(call: Callable[[], Any]) -> tuple[str, str]:
         (UNAVAILABLE,),  # every attempt
         (THROTTLED, OK),  # a code this botocore does not retry
         ((500, {}, b""), (502, {}, b"<html>bad gateway</html>"), OK),
+        ((403, {}, b"refused by a proxy"),),  # not JSON: its text is the message
     ],
-    ids=["throttled-then-busy", "always-busy", "unknown-code", "gateway-pages"],
+    ids=["throttled-then-busy", "always-busy", "unknown-code", "gateway-pages", "not-json"],
 )
 @pytest.mark.parametrize("mode", ["standard", "legacy"])
 def test_the_wire_retries_and_fails_as_the_client_does(

@@ -29,7 +29,6 @@ proxy other than http://.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import time
 from collections.abc import Callable
@@ -39,7 +38,7 @@ from urllib.parse import urlsplit
 from botocore.awsrequest import AWSPreparedRequest, HeadersDict
 from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.hooks import first_non_none_response
-from botocore.parsers import ResponseParserError
+from botocore.parsers import ResponseParserError, ResponseParserFactory
 
 from raasctl import __version__
 from raasctl.http_wire import Answer, Origin, WireError, proxy_for
@@ -77,7 +76,8 @@ class SqsWire:
         # The client's: its before-send hooks answer here too, its retry handler decides.
         self.events = events
         self.service_model = service_model
-        self._operations: dict[str, Any] = {}
+        # Errors are read by botocore's own parser for the protocol (they are rare).
+        self._error_parser = ResponseParserFactory().create_parser(service_model.protocol)
         self.path = urlsplit(endpoint_url).path or "/"
         self.url = endpoint_url if endpoint_url.endswith(self.path) else endpoint_url + self.path
         self.signer = SigV4(self.url, region, "sqs")
@@ -127,7 +127,7 @@ class SqsWire:
 
     def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         body = json.dumps(params, separators=(",", ":")).encode()
-        model = self._operation(operation)
+        model = self.service_model.operation_model(operation)  # botocore caches it
         request_dict: dict[str, Any] = {"context": {}}  # one call's, as the client keeps it
         attempt = 0
         while True:
@@ -151,17 +151,11 @@ class SqsWire:
                         context=request_dict["context"],
                     )
                     return parsed
-                error = _error_response(operation, answer, attempt - 1)
+                error = self._error_response(model, response, attempt - 1)
                 delay = self._retry_delay(model, attempt, request_dict, answer=(response, error))
                 if delay is None:
                     raise ClientError(error, operation)
             self.sleep(delay)
-
-    def _operation(self, name: str) -> Any:
-        model = self._operations.get(name)
-        if model is None:
-            model = self._operations[name] = self.service_model.operation_model(name)
-        return model
 
     def _retry_delay(
         self,
@@ -188,6 +182,21 @@ class SqsWire:
         if delay is None or delay is False:
             return None
         return float(delay)
+
+    def _error_response(self, model: Any, response: _Response, retries: int) -> dict[str, Any]:
+        """The error as the client parses it (what its ClientError carries): botocore's
+        parser for the protocol, SQS's query-era codes and a proxy's page included."""
+        error: dict[str, Any] = self._error_parser.parse(
+            {
+                "headers": response.headers,
+                "status_code": response.status_code,
+                "body": response.content,
+                "context": {"operation_name": model.name},
+            },
+            model.output_shape,
+        )
+        error.setdefault("ResponseMetadata", {})["RetryAttempts"] = retries
+        return error
 
     def close(self) -> None:
         self.origin.close()
@@ -242,34 +251,3 @@ def _parsed(operation: str, answer: Answer) -> dict[str, Any]:
             if "BinaryValue" in value:
                 value["BinaryValue"] = base64.b64decode(value["BinaryValue"])
     return parsed
-
-
-def _error_response(operation: str, answer: Answer, retries: int) -> dict[str, Any]:
-    """The error botocore parses from this answer (what its ClientError carries), with the
-    same error code."""
-    stripped = answer.body.strip()
-    if answer.status >= 500 and (not stripped or stripped.startswith(b"<html>")):
-        # A proxy's or a load balancer's page: botocore names the status instead.
-        body: Any = {"Message": http.client.responses.get(answer.status, "")}
-    else:
-        try:
-            body = _json(operation, answer)
-        except ResponseParserError:
-            body = {}
-    if not isinstance(body, dict):
-        body = {}
-    error: dict[str, Any] = {"Message": str(body.get("message", body.get("Message", "")))}
-    code = str(body.get("__type") or answer.status).split(":", 1)[0].rsplit("#", 1)[-1]
-    query_code, _, kind = answer.headers.get("x-amzn-query-error", "").partition(";")
-    if query_code and kind:  # SQS's query-era code, which botocore reports (as ours do)
-        error.update(QueryErrorCode=code, Type=kind)
-        code = query_code
-    error["Code"] = code
-    metadata: dict[str, Any] = {
-        "HTTPStatusCode": answer.status,
-        "HTTPHeaders": answer.headers,
-        "RetryAttempts": retries,
-    }
-    if "x-amzn-requestid" in answer.headers:
-        metadata["RequestId"] = answer.headers["x-amzn-requestid"]
-    return {"Error": error, "ResponseMetadata": metadata}
