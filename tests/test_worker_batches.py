@@ -20,6 +20,7 @@ from raasctl.state.base import RunRecord
 from raasctl.state.sqlite import SqliteState
 from raasctl.worker import Worker, WorkerOptions
 from raasctl.worker.core import EMBEDDED_BATCHES_AT_ONCE
+from raasctl.worker.messages import Held
 
 DEPOSITS = "clientDepositUpdate"
 
@@ -240,7 +241,7 @@ def test_on_one_embedded_file_few_batches_are_in_hand_at_once_whatever_the_concu
     lock, in_hand, most = threading.Lock(), [0], [0]
     handle_batch = worker.handler.handle_batch
 
-    def counted(batch: list) -> None:  # type: ignore[type-arg]
+    def counted(batch: list[Held]) -> None:
         with lock:
             in_hand[0] += 1
             most[0] = max(most[0], in_hand[0])
